@@ -1,0 +1,71 @@
+// Package archtest checks that imports between weft's packages go the way
+// DESIGN.md draws them.
+package archtest
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const mod = "github.com/weftnet/weft/"
+
+// forbidden maps a package to the weft packages it must never import.
+// switch, overlay and netdev are siblings over packet; nothing below cmd/
+// imports cmd/; the data plane never imports the control plane.
+var forbidden = map[string][]string{
+	"packet":   {"switch", "overlay", "netdev", "node", "api", "sim", "bench", "ipam", "registry", "cmd"},
+	"switch":   {"overlay", "netdev", "node", "api", "sim", "bench", "ipam", "registry", "cmd"},
+	"overlay":  {"switch", "netdev", "node", "api", "sim", "bench", "ipam", "registry", "cmd"},
+	"netdev":   {"switch", "overlay", "node", "api", "sim", "bench", "ipam", "registry", "cmd"},
+	"ipam":     {"switch", "overlay", "netdev", "node", "api", "sim", "bench", "registry", "cmd"},
+	"registry": {"switch", "overlay", "netdev", "node", "api", "sim", "bench", "cmd"},
+	"node":     {"api", "sim", "bench", "cmd"},
+	"api":      {"sim", "bench", "cmd"},
+	"sim":      {"bench", "cmd"},
+	"bench":    {"sim", "cmd"},
+}
+
+func TestImportDirection(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`, mod+"...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	checked := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		from := top(f[0])
+		bad, ok := forbidden[from]
+		if !ok {
+			continue
+		}
+		checked++
+		for _, imp := range f[1:] {
+			if !strings.HasPrefix(imp, mod) {
+				continue
+			}
+			to := top(imp)
+			for _, b := range bad {
+				if to == b {
+					t.Errorf("%s imports %s: DESIGN.md forbids %s -> %s", f[0], imp, from, to)
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("go list returned no weft packages to check")
+	}
+}
+
+// top returns the first path element below the module ("switch" for
+// github.com/weftnet/weft/switch/fdb).
+func top(p string) string {
+	p = strings.TrimPrefix(p, mod)
+	if i := strings.IndexByte(p, '/'); i >= 0 {
+		return p[:i]
+	}
+	return p
+}
