@@ -1,0 +1,74 @@
+package netdev
+
+import "errors"
+
+// Device is a batch-oriented frame device (the shape of wireguard-go's
+// tun.Device). The caller owns every buffer; a device never keeps a
+// reference to one after the call returns.
+//
+// Read and Write may run at the same time on different goroutines; two
+// concurrent Reads (or two concurrent Writes) on one Device are serialized.
+type Device interface {
+	// Name is the interface name (as seen inside its namespace).
+	Name() string
+	// Read blocks until at least one frame is available, then fills
+	// bufs[i][offset:] with up to min(len(bufs), len(sizes), BatchSize())
+	// frames without blocking again, setting sizes[i] to each frame's
+	// length. It returns the number of frames filled. On error the first n
+	// frames are still valid. After Close, and when the kernel has removed
+	// the device, the error wraps os.ErrClosed.
+	Read(bufs [][]byte, sizes []int, offset int) (n int, err error)
+	// Write sends the frames bufs[i][offset:] and returns how many the
+	// device accepted. Frames the device rejects one by one (malformed, link
+	// down) are counted as drops and skipped without an error; an error
+	// means the device itself failed (after Close it wraps os.ErrClosed).
+	Write(bufs [][]byte, offset int) (n int, err error)
+	// BatchSize is the most frames one Read returns; it never changes.
+	BatchSize() int
+	// Close releases the device and unblocks a blocked Read or Write.
+	Close() error
+}
+
+// DefaultBatchSize is the Read batch a Tap or Fake uses when none is given.
+const DefaultBatchSize = 64
+
+// DropReason says why a device discarded a frame. Each reason has its own
+// counter (Tap.Drops, Fake.Drops).
+type DropReason uint8
+
+const (
+	// DropGSO: Read met a GSO superframe (TSO/USO) that it cannot hand out
+	// whole without its virtio header; ReadVnet returns such frames.
+	DropGSO DropReason = iota
+	// DropBadVnetHdr: the kernel's virtio_net_hdr failed validation (bad
+	// flags, unknown GSO type, checksum offsets outside the frame).
+	DropBadVnetHdr
+	// DropTruncated: the frame was longer than the caller's buffer.
+	DropTruncated
+	// DropWriteRejected: the kernel refused one frame (EINVAL: too short,
+	// bad virtio header; EMSGSIZE).
+	DropWriteRejected
+	// DropLinkDown: the kernel refused a write because the link is down (EIO).
+	DropLinkDown
+	// NumDropReasons is the number of reasons, for sizing counter arrays.
+	NumDropReasons
+)
+
+var dropReasonNames = [NumDropReasons]string{
+	DropGSO:           "gso_superframe",
+	DropBadVnetHdr:    "bad_vnet_hdr",
+	DropTruncated:     "truncated",
+	DropWriteRejected: "write_rejected",
+	DropLinkDown:      "link_down",
+}
+
+// String is a short snake_case name fit for a metric label.
+func (r DropReason) String() string {
+	if r < NumDropReasons {
+		return dropReasonNames[r]
+	}
+	return "unknown"
+}
+
+// ErrShortBuffer is returned by Read when a buffer has no room past offset.
+var ErrShortBuffer = errors.New("netdev: buffer has no room past offset")

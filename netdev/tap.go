@@ -1,0 +1,380 @@
+package netdev
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/packet"
+)
+
+// Tap is an open TAP device (one queue). It implements Device. Create one
+// with CreateTap or re-attach to a persistent one with OpenTap.
+//
+// Without VnetHdr every read and write is one Ethernet frame. With VnetHdr
+// each one carries a virtio_net_hdr in front of the frame: Read and Write
+// hide it (Read completes NEEDS_CSUM checksums and drops GSO superframes,
+// Write sends a zero header), ReadVnet and WriteVnet expose it.
+type Tap struct {
+	name     string
+	nsPath   string
+	mac      packet.MAC
+	mtu      int
+	vnet     bool
+	offloads int
+	batch    int
+
+	file   *os.File
+	rc     syscall.RawConn // from file.SyscallConn, never file.Fd(): Fd turns the fd back to blocking
+	closed atomic.Bool
+
+	rd tapReader
+	wr tapWriter
+
+	drops [NumDropReasons]atomic.Uint64
+}
+
+// tapReader is the state of one Read call. The callback handed to RawConn.Read
+// is bound once (rd.fn = t.readFrames) and reads its arguments from here:
+// a fresh closure per call would escape through the RawConn interface and
+// allocate.
+type tapReader struct {
+	mu     sync.Mutex
+	fn     func(fd uintptr) bool
+	bufs   [][]byte
+	sizes  []int
+	hdrs   []VirtioHdr // nil: strip headers (Read); else ReadVnet
+	offset int
+	max    int
+	n      int
+	errno  syscall.Errno
+	short  bool
+	hdr    [VirtioHdrLen]byte
+	iov    [2]unix.Iovec
+}
+
+// tapWriter is tapReader's counterpart for Write; same reasons.
+type tapWriter struct {
+	mu     sync.Mutex
+	fn     func(fd uintptr) bool
+	bufs   [][]byte
+	hdrs   []VirtioHdr // nil: zero header (Write); else WriteVnet
+	offset int
+	next   int // index of the next frame to write
+	n      int // frames accepted
+	errno  syscall.Errno
+	hdr    [VirtioHdrLen]byte
+	iov    [2]unix.Iovec
+}
+
+func newTap(f *os.File, name, nsPath string, vnet bool, offloads, batch int) (*Tap, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("tap %s: raw conn: %w", name, err)
+	}
+	if batch <= 0 {
+		batch = DefaultBatchSize
+	}
+	t := &Tap{name: name, nsPath: nsPath, vnet: vnet, offloads: offloads, batch: batch, file: f, rc: rc}
+	t.rd.fn = t.readFrames
+	t.wr.fn = t.writeFrames
+	return t, nil
+}
+
+// Name is the interface name inside the TAP's namespace.
+func (t *Tap) Name() string { return t.name }
+
+// NetnsPath is the namespace path the TAP was opened in ("" = ours).
+func (t *Tap) NetnsPath() string { return t.nsPath }
+
+// MAC is the link's hardware address, as read back after configuration.
+func (t *Tap) MAC() packet.MAC { return t.mac }
+
+// MTU is the link MTU, as read back after configuration.
+func (t *Tap) MTU() int { return t.mtu }
+
+// BatchSize is the most frames one Read returns.
+func (t *Tap) BatchSize() int { return t.batch }
+
+// VnetHdr reports whether reads and writes carry a virtio_net_hdr.
+func (t *Tap) VnetHdr() bool { return t.vnet }
+
+// Offloads is the TUN_F_* mask the kernel accepted (0 without VnetHdr).
+// With TUN_F_TSO4/6 or USO4/6 set, ReadVnet can return GSO superframes.
+func (t *Tap) Offloads() int { return t.offloads }
+
+// Drops is the number of frames discarded for reason r.
+func (t *Tap) Drops(r DropReason) uint64 {
+	if r >= NumDropReasons {
+		return 0
+	}
+	return t.drops[r].Load()
+}
+
+// SetReadDeadline makes a blocked or future Read fail with an error wrapping
+// os.ErrDeadlineExceeded after tm; the zero time clears it.
+func (t *Tap) SetReadDeadline(tm time.Time) error { return t.file.SetReadDeadline(tm) }
+
+// Close closes this queue's file descriptor and unblocks a blocked Read,
+// which then returns an error wrapping os.ErrClosed. A persistent TAP stays
+// in its namespace (OpenTap re-attaches; DeleteTap removes it). Closing twice
+// returns an error wrapping os.ErrClosed.
+func (t *Tap) Close() error {
+	if !t.closed.CompareAndSwap(false, true) {
+		return fmt.Errorf("close tap %s: %w", t.name, os.ErrClosed)
+	}
+	if err := t.file.Close(); err != nil {
+		return fmt.Errorf("close tap %s: %w", t.name, err)
+	}
+	return nil
+}
+
+// Read implements Device. In VnetHdr mode it strips the virtio header,
+// completes NEEDS_CSUM checksums in software, and drops (and counts) GSO
+// superframes, which need ReadVnet. Buffers must hold the largest frame
+// (MTU + 14, or 64 KiB + headers for GSO): longer frames are dropped as
+// DropTruncated.
+func (t *Tap) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	return t.read(bufs, sizes, nil, offset)
+}
+
+// ReadVnet is Read that also returns each frame's virtio header in hdrs[i]
+// and leaves the frame as the kernel gave it: GSO superframes whole,
+// NEEDS_CSUM checksums not completed (see FinishChecksum). Headers are
+// validated with VirtioHdr.Check; failures are dropped as DropBadVnetHdr.
+// Without VnetHdr it returns zero headers.
+func (t *Tap) ReadVnet(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int) (int, error) {
+	if len(hdrs) < len(bufs) {
+		bufs = bufs[:len(hdrs)]
+	}
+	if hdrs == nil {
+		hdrs = []VirtioHdr{} // non-nil: selects ReadVnet behaviour; len 0 reads nothing
+	}
+	return t.read(bufs, sizes, hdrs, offset)
+}
+
+func (t *Tap) read(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int) (int, error) {
+	if t.closed.Load() {
+		return 0, fmt.Errorf("read tap %s: %w", t.name, os.ErrClosed)
+	}
+	r := &t.rd
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.max = min(len(bufs), len(sizes), t.batch)
+	if r.max == 0 {
+		return 0, nil
+	}
+	if offset < 0 {
+		return 0, fmt.Errorf("read tap %s: %w", t.name, ErrShortBuffer)
+	}
+	r.bufs, r.sizes, r.hdrs, r.offset = bufs, sizes, hdrs, offset
+	r.n, r.errno, r.short = 0, 0, false
+	err := t.rc.Read(r.fn)
+	n := r.n
+	r.bufs, r.sizes, r.hdrs = nil, nil, nil
+	if err != nil {
+		return n, t.ioError("read", err)
+	}
+	if r.short {
+		return n, fmt.Errorf("read tap %s: buffer %d: %w", t.name, n, ErrShortBuffer)
+	}
+	if r.errno != 0 {
+		return n, t.ioError("read", r.errno)
+	}
+	return n, nil
+}
+
+// readFrames runs inside RawConn.Read. It returns false only when nothing
+// was delivered and the fd would block, which makes the runtime park on the
+// netpoller and call it again; otherwise it drains non-blocking reads until
+// EAGAIN or a full batch, amortizing one wakeup over a burst.
+func (t *Tap) readFrames(fd uintptr) bool {
+	r := &t.rd
+	for r.n < r.max {
+		buf := r.bufs[r.n]
+		if len(buf) <= r.offset {
+			r.short = true
+			return true
+		}
+		buf = buf[r.offset:]
+		var m uintptr
+		var errno syscall.Errno
+		if t.vnet {
+			r.iov[0].Base = &r.hdr[0]
+			r.iov[0].SetLen(VirtioHdrLen)
+			r.iov[1].Base = &buf[0]
+			r.iov[1].SetLen(len(buf))
+			m, _, errno = unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&r.iov[0])), 2)
+			r.iov[1].Base = nil // do not pin the caller's buffer
+		} else {
+			m, _, errno = unix.Syscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
+		}
+		switch errno {
+		case 0:
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return r.n > 0
+		default:
+			r.errno = errno
+			return true
+		}
+		frameLen := int(m)
+		if t.vnet {
+			frameLen -= VirtioHdrLen
+		}
+		// tun reports the whole frame length even when it copied only
+		// what fit, which is how a truncation shows.
+		if frameLen > len(buf) {
+			t.drops[DropTruncated].Add(1)
+			continue
+		}
+		if t.vnet && !t.acceptVnet(buf[:frameLen]) {
+			continue
+		}
+		r.sizes[r.n] = frameLen
+		r.n++
+	}
+	return true
+}
+
+// acceptVnet handles the header of a frame read in VnetHdr mode: stores it
+// for ReadVnet, or for Read completes the checksum and refuses GSO frames.
+func (t *Tap) acceptVnet(frame []byte) bool {
+	r := &t.rd
+	var h VirtioHdr
+	_ = h.Decode(r.hdr[:]) // r.hdr is VirtioHdrLen long
+	if h.Check(len(frame)) != nil {
+		t.drops[DropBadVnetHdr].Add(1)
+		return false
+	}
+	if r.hdrs != nil {
+		r.hdrs[r.n] = h
+		return true
+	}
+	if h.GSO() != GSONone {
+		t.drops[DropGSO].Add(1)
+		return false
+	}
+	if FinishChecksum(frame, &h) != nil { // unreachable after Check; keeps the invariant local
+		t.drops[DropBadVnetHdr].Add(1)
+		return false
+	}
+	return true
+}
+
+// Write implements Device. In VnetHdr mode every frame gets a zero virtio
+// header (a plain, fully checksummed frame).
+func (t *Tap) Write(bufs [][]byte, offset int) (int, error) {
+	return t.write(bufs, nil, offset)
+}
+
+// WriteVnet is Write with a virtio header per frame (hdrs[i] goes with
+// bufs[i]), e.g. a GSO superframe coalesced from several segments. It needs
+// VnetHdr; frames beyond len(hdrs) are not written.
+func (t *Tap) WriteVnet(bufs [][]byte, hdrs []VirtioHdr, offset int) (int, error) {
+	if !t.vnet {
+		return 0, fmt.Errorf("write tap %s: WriteVnet needs a VnetHdr device", t.name)
+	}
+	if len(hdrs) < len(bufs) {
+		bufs = bufs[:len(hdrs)]
+	}
+	if hdrs == nil {
+		hdrs = []VirtioHdr{}
+	}
+	return t.write(bufs, hdrs, offset)
+}
+
+func (t *Tap) write(bufs [][]byte, hdrs []VirtioHdr, offset int) (int, error) {
+	if t.closed.Load() {
+		return 0, fmt.Errorf("write tap %s: %w", t.name, os.ErrClosed)
+	}
+	if offset < 0 {
+		return 0, fmt.Errorf("write tap %s: %w", t.name, ErrShortBuffer)
+	}
+	w := &t.wr
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.bufs, w.hdrs, w.offset = bufs, hdrs, offset
+	w.next, w.n, w.errno = 0, 0, 0
+	err := t.rc.Write(w.fn)
+	n := w.n
+	w.bufs, w.hdrs = nil, nil
+	if err != nil {
+		return n, t.ioError("write", err)
+	}
+	if w.errno != 0 {
+		return n, t.ioError("write", w.errno)
+	}
+	return n, nil
+}
+
+// writeFrames runs inside RawConn.Write; it returns false (wait for
+// writability, then resume at w.next) only on EAGAIN.
+func (t *Tap) writeFrames(fd uintptr) bool {
+	w := &t.wr
+	for w.next < len(w.bufs) {
+		buf := w.bufs[w.next]
+		if len(buf) < w.offset {
+			buf = nil
+		} else {
+			buf = buf[w.offset:]
+		}
+		var errno syscall.Errno
+		switch {
+		case len(buf) == 0:
+			errno = unix.EINVAL
+		case t.vnet:
+			if w.hdrs != nil {
+				_ = w.hdrs[w.next].Encode(w.hdr[:])
+			} else {
+				w.hdr = [VirtioHdrLen]byte{}
+			}
+			w.iov[0].Base = &w.hdr[0]
+			w.iov[0].SetLen(VirtioHdrLen)
+			w.iov[1].Base = &buf[0]
+			w.iov[1].SetLen(len(buf))
+			_, _, errno = unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.iov[0])), 2)
+			w.iov[1].Base = nil
+		default:
+			_, _, errno = unix.Syscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
+		}
+		switch errno {
+		case 0:
+			w.n++
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		case unix.EINVAL, unix.EMSGSIZE, unix.EFAULT:
+			t.drops[DropWriteRejected].Add(1)
+		case unix.EIO:
+			t.drops[DropLinkDown].Add(1)
+		default:
+			w.errno = errno
+			return true
+		}
+		w.next++
+	}
+	return true
+}
+
+// ioError wraps a read/write failure. A closed file and a TAP the kernel
+// removed (EBADFD: its namespace was deleted, or DeleteTap ran) both wrap
+// os.ErrClosed, so a worker stops on either with one errors.Is check.
+func (t *Tap) ioError(op string, err error) error {
+	switch {
+	case t.closed.Load():
+		return fmt.Errorf("%s tap %s: %w", op, t.name, os.ErrClosed)
+	case errors.Is(err, unix.EBADFD):
+		return fmt.Errorf("%s tap %s: device removed (%w): %w", op, t.name, err, os.ErrClosed)
+	}
+	return fmt.Errorf("%s tap %s: %w", op, t.name, err)
+}
