@@ -1,0 +1,72 @@
+package overlay
+
+import (
+	"github.com/weftnet/weft/packet"
+)
+
+// OuterIPv4 describes the outer headers EncapIPv4 writes. Zero values of the
+// optional fields select the defaults noted on each. A worker keeps one per
+// peer and passes it by pointer; EncapIPv4 only reads it.
+type OuterIPv4 struct {
+	SrcMAC, DstMAC packet.MAC // outer Ethernet: our underlay NIC, the next hop
+	Src, Dst       [4]byte    // outer IPv4: our underlay address, the peer's
+
+	// SrcPort is the outer UDP source port. 0 derives it per frame from the
+	// inner flow: FlowSrcPort(inner, PortMin, PortMax).
+	SrcPort uint16
+	// PortMin and PortMax bound the flow-hashed source port, [PortMin,
+	// PortMax). PortMin >= PortMax (e.g. both 0) selects [DefaultPortMin,
+	// DefaultPortMax).
+	PortMin, PortMax uint16
+	// DstPort is the outer UDP destination port; 0 means DefaultPort.
+	DstPort uint16
+
+	VNI uint32 // at most MaxVNI
+	TTL uint8  // 0 means DefaultTTL
+	// ID is the IPv4 identification. With DF set it only has to be unique
+	// enough for duplicate detection (RFC 6864 §4.1); leave it 0 or bump it
+	// per frame.
+	ID uint16
+}
+
+// EncapIPv4 writes a full outer frame — Ethernet, IPv4 (DF, no options,
+// header checksum), UDP (checksum 0, allowed over IPv4 and what RFC 7348 §5
+// senders use), VXLAN — into the OuterIPv4Len bytes of headroom in front of
+// the inner frame at buf[off:off+n], and returns the start of the outer
+// frame, off-OuterIPv4Len. The inner frame is not copied or modified.
+//
+// On error buf is untouched.
+func EncapIPv4(buf []byte, off, n int, h *OuterIPv4) (start int, err error) {
+	if off < 0 || n < packet.EthHdrLen || off > len(buf) || n > len(buf)-off {
+		return 0, ErrBadLength
+	}
+	if off < OuterIPv4Len {
+		return 0, ErrNoHeadroom
+	}
+	if n > maxInnerLen {
+		return 0, ErrFrameTooBig
+	}
+	if h.VNI > MaxVNI {
+		return 0, ErrBadVNI
+	}
+	sport := h.SrcPort
+	if sport == 0 {
+		sport = FlowSrcPort(buf[off:off+n], h.PortMin, h.PortMax)
+	}
+	dport := h.DstPort
+	if dport == 0 {
+		dport = DefaultPort
+	}
+	ttl := h.TTL
+	if ttl == 0 {
+		ttl = DefaultTTL
+	}
+	start = off - OuterIPv4Len
+	b := buf[start:off:off]
+	packet.PutEth(b, h.DstMAC, h.SrcMAC, packet.EtherTypeIPv4)
+	packet.PutIPv4(b[outerIPOff:], uint16(OuterIPv4Len-packet.EthHdrLen+n), h.ID, true, ttl,
+		packet.IPProtoUDP, h.Src, h.Dst)
+	packet.PutUDP(b[outerUDPOff:], sport, dport, uint16(packet.UDPHdrLen+HeaderLen+n))
+	PutHeader(b[outerVXLANOff:], h.VNI)
+	return start, nil
+}

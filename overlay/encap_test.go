@@ -1,0 +1,216 @@
+package overlay
+
+import (
+	"bytes"
+	"errors"
+	"net/netip"
+	"testing"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+
+	"github.com/weftnet/weft/packet"
+)
+
+func TestEncapIPv4MatchesGopacket(t *testing.T) {
+	base := OuterIPv4{SrcMAC: macU, DstMAC: macV, Src: underA, Dst: underB, VNI: 1}
+	tests := []struct {
+		name  string
+		flow  func(f *flow)
+		outer func(h *OuterIPv4)
+	}{
+		{"defaults", nil, nil},
+		{"64B inner", func(f *flow) { f.payloadLen = 64 - 14 - 20 - 8 }, nil},
+		{"1450B inner", func(f *flow) { f.payloadLen = 1450 - 14 - 20 - 8 }, nil},
+		{"tcp inner", func(f *flow) { f.proto = layers.IPProtocolTCP; f.payloadLen = 1000 }, nil},
+		{"max VNI", nil, func(h *OuterIPv4) { h.VNI = MaxVNI }},
+		{"VNI 0", nil, func(h *OuterIPv4) { h.VNI = 0 }},
+		{"explicit source port", nil, func(h *OuterIPv4) { h.SrcPort = 4789 }},
+		{"custom dst port", nil, func(h *OuterIPv4) { h.DstPort = 8472 }},
+		{"ttl 1 and id", nil, func(h *OuterIPv4) { h.TTL = 1; h.ID = 0xbeef }},
+		{"ttl 255", nil, func(h *OuterIPv4) { h.TTL = 255 }},
+		{"custom port range", nil, func(h *OuterIPv4) { h.PortMin, h.PortMax = 50000, 50010 }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := defaultFlow()
+			if tc.flow != nil {
+				tc.flow(&f)
+			}
+			h := base
+			if tc.outer != nil {
+				tc.outer(&h)
+			}
+			inner := f.serialize(t)
+			buf, off := withHeadroom(inner, OuterIPv4Len+7)
+			start, err := EncapIPv4(buf, off, len(inner), &h)
+			if err != nil {
+				t.Fatalf("EncapIPv4: %v", err)
+			}
+			if start != off-OuterIPv4Len {
+				t.Fatalf("start = %d, want %d", start, off-OuterIPv4Len)
+			}
+			got := buf[start:]
+			sport := h.SrcPort
+			if sport == 0 {
+				sport = FlowSrcPort(inner, h.PortMin, h.PortMax)
+			}
+			want := gopacketOuter(t, &h, sport, inner)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("EncapIPv4 differs from gopacket:\n got % x\nwant % x", got, want)
+			}
+			if !bytes.Equal(buf[off:], inner) {
+				t.Fatal("inner frame was modified")
+			}
+			// Decode it back with gopacket as an independent reading.
+			p := gopacket.NewPacket(got, layers.LayerTypeEthernet, gopacket.Default)
+			udp, _ := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
+			if udp == nil {
+				t.Fatalf("gopacket does not see UDP: %v", p)
+			}
+			// gopacket only dispatches port 4789 to VXLAN; decode it by hand.
+			var vx layers.VXLAN
+			if err := vx.DecodeFromBytes(udp.Payload, gopacket.NilDecodeFeedback); err != nil {
+				t.Fatal(err)
+			}
+			if vx.VNI != h.VNI || !vx.ValidIDFlag || udp.Checksum != 0 {
+				t.Errorf("decoded VNI %d I=%v udp csum %#x", vx.VNI, vx.ValidIDFlag, udp.Checksum)
+			}
+			if min, max := rangeOf(&h); h.SrcPort == 0 && (uint16(udp.SrcPort) < min || uint16(udp.SrcPort) >= max) {
+				t.Errorf("source port %d outside [%d, %d)", udp.SrcPort, min, max)
+			}
+		})
+	}
+}
+
+func rangeOf(h *OuterIPv4) (uint16, uint16) {
+	if h.PortMin >= h.PortMax {
+		return DefaultPortMin, DefaultPortMax
+	}
+	return h.PortMin, h.PortMax
+}
+
+func TestEncapRoundTrip(t *testing.T) {
+	const vni = 0x123456
+	d := NewDecapper(vni, 0, testPeers(t, vni))
+	for _, size := range []int{0, 1, 46, 1000, 1408, 8900} {
+		f := defaultFlow()
+		f.payloadLen = size
+		inner := f.serialize(t)
+
+		t.Run("full", func(t *testing.T) {
+			buf, off := withHeadroom(inner, OuterIPv4Len)
+			h := OuterIPv4{SrcMAC: macU, DstMAC: macV, Src: underA, Dst: underB, VNI: vni}
+			start, err := EncapIPv4(buf, off, len(inner), &h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, peer, r := d.DecapFrame(buf[start:])
+			if r != DropNone {
+				t.Fatalf("size %d: DecapFrame dropped: %v", size, r)
+			}
+			if !bytes.Equal(got, inner) || peer.Name != "node-a" {
+				t.Fatalf("size %d: round trip gave peer %q and %d bytes, want node-a and %d", size, peer.Name, len(got), len(inner))
+			}
+			if &got[0] != &buf[off] {
+				t.Error("DecapFrame copied the inner frame")
+			}
+		})
+		t.Run("socket", func(t *testing.T) {
+			buf, off := withHeadroom(inner, HeaderLen)
+			start, err := Encap(buf, off, len(inner), vni)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, peer, r := d.Decap(buf[start:], netip.AddrPortFrom(netip.AddrFrom4(underB), 33333))
+			if r != DropNone {
+				t.Fatalf("size %d: Decap dropped: %v", size, r)
+			}
+			if !bytes.Equal(got, inner) || peer.Name != "node-b" {
+				t.Fatalf("size %d: round trip gave peer %q and %d bytes", size, peer.Name, len(got))
+			}
+			if &got[0] != &buf[off] {
+				t.Error("Decap copied the inner frame")
+			}
+		})
+	}
+}
+
+func TestEncapErrors(t *testing.T) {
+	good := make([]byte, 100)
+	tests := []struct {
+		name     string
+		buflen   int
+		off, n   int
+		vni      uint32
+		wantFull error // EncapIPv4
+		wantSock error // Encap
+	}{
+		{"ok", 100, 50, 50, 1, nil, nil},
+		{"no headroom full", 100, 49, 50, 1, ErrNoHeadroom, nil},
+		{"no headroom socket", 100, 7, 50, 1, ErrNoHeadroom, ErrNoHeadroom},
+		{"headroom zero", 100, 0, 50, 1, ErrNoHeadroom, ErrNoHeadroom},
+		{"frame past end", 100, 50, 51, 1, ErrBadLength, ErrBadLength},
+		{"offset past end", 100, 101, 14, 1, ErrBadLength, ErrBadLength},
+		{"negative offset", 100, -1, 14, 1, ErrBadLength, ErrBadLength},
+		{"negative length", 100, 50, -1, 1, ErrBadLength, ErrBadLength},
+		{"shorter than ethernet", 100, 50, 13, 1, ErrBadLength, ErrBadLength},
+		{"vni too big", 100, 50, 50, MaxVNI + 1, ErrBadVNI, ErrBadVNI},
+		{"too big", 70000, 50, maxInnerLen + 1, 1, ErrFrameTooBig, ErrFrameTooBig},
+		{"largest", 70000, 50, maxInnerLen, 1, nil, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			buf := make([]byte, tc.buflen)
+			copy(buf, good)
+			h := OuterIPv4{VNI: tc.vni, Src: underA, Dst: underB}
+			_, err := EncapIPv4(buf, tc.off, tc.n, &h)
+			if !errors.Is(err, tc.wantFull) {
+				t.Errorf("EncapIPv4 err = %v, want %v", err, tc.wantFull)
+			}
+			if err != nil && !bytes.Equal(buf[:len(good)], good) {
+				t.Error("EncapIPv4 wrote into the buffer despite an error")
+			}
+			_, err = Encap(buf, tc.off, tc.n, tc.vni)
+			if !errors.Is(err, tc.wantSock) {
+				t.Errorf("Encap err = %v, want %v", err, tc.wantSock)
+			}
+		})
+	}
+}
+
+func TestPutHeaderParseHeader(t *testing.T) {
+	for _, vni := range []uint32{0, 1, 0x10203, MaxVNI} {
+		b := make([]byte, MinPayloadLen)
+		for i := range b {
+			b[i] = 0xff
+		}
+		PutHeader(b, vni)
+		want := []byte{0x08, 0, 0, 0, byte(vni >> 16), byte(vni >> 8), byte(vni), 0}
+		if !bytes.Equal(b[:HeaderLen], want) {
+			t.Errorf("PutHeader(%#x) = % x, want % x", vni, b[:HeaderLen], want)
+		}
+		got, r := ParseHeader(b)
+		if r != DropNone || got != vni {
+			t.Errorf("ParseHeader after PutHeader(%#x) = %#x, %v", vni, got, r)
+		}
+	}
+}
+
+func TestOuterIPv4Constants(t *testing.T) {
+	if OuterIPv4Len != 50 || HeaderLen != 8 || DefaultPort != 4789 {
+		t.Fatalf("OuterIPv4Len=%d HeaderLen=%d DefaultPort=%d: RFC 7348 over IPv4 is 50, 8, 4789", OuterIPv4Len, HeaderLen, DefaultPort)
+	}
+	// The outer IPv4 header EncapIPv4 writes must verify and carry DF.
+	f := defaultFlow()
+	inner := f.serialize(t)
+	buf, off := withHeadroom(inner, OuterIPv4Len)
+	start, err := EncapIPv4(buf, off, len(inner), &OuterIPv4{Src: underA, Dst: underB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := packet.IPv4(buf[start+packet.EthHdrLen:])
+	if !ip.Valid() || !ip.HeaderChecksumOK() || !ip.DF() || ip.TTL() != DefaultTTL || int(ip.TotalLen()) != len(buf)-start-packet.EthHdrLen {
+		t.Fatalf("outer IPv4 header wrong: % x", buf[start:off])
+	}
+}
