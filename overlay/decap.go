@@ -102,7 +102,7 @@ func (c *Counters) Snapshot() map[string]uint64 {
 // all workers.
 type Decapper struct {
 	VNI   uint32
-	Port  uint16 // UDP destination port DecapFrame accepts; 0 means DefaultPort
+	Port  uint16     // UDP destination port DecapFrame accepts; 0 means DefaultPort
 	Peers *PeerTable // nil trusts nobody: every datagram is DropUnknownPeer
 	// Drops counts every datagram Decap or DecapFrame refused, by reason.
 	// NewDecapper sets it; nil would leave drops uncounted.
