@@ -1,0 +1,268 @@
+package vswitch
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/weftnet/weft/packet"
+)
+
+// Defaults for zero Config fields.
+const (
+	DefaultMTU         = 1450 // 1500-byte underlay minus VXLAN over IPv4 (50)
+	DefaultFDBSize     = 8192
+	DefaultFDBMaxAge   = 300 * time.Second
+	DefaultNeighSize   = 1024
+	DefaultNeighMaxAge = 300 * time.Second
+	DefaultICMPRate    = 100 // per second
+	DefaultICMPBurst   = 50
+
+	minMTU = 576 // every IPv4 host must take 576-byte datagrams (RFC 791)
+	maxMTU = 65535
+)
+
+// Config is the switch's fixed configuration. Zero fields take the
+// defaults above.
+type Config struct {
+	// RouterMAC is the router's MAC, the gateway's ARP answer: unicast,
+	// and stable per node (derive it from the node name).
+	RouterMAC packet.MAC
+	// Subnet is the node's pod subnet, e.g. 10.244.1.0/24 (IPv4, /8../30).
+	Subnet netip.Prefix
+	// Gateway is the router's address in Subnet; default the first host (.1).
+	Gateway netip.Addr
+	// MTU is the overlay MTU and the default port MTU.
+	MTU int
+	// FDBSize bounds the learned MACs; when full the oldest is evicted.
+	FDBSize   int
+	FDBMaxAge time.Duration
+	// NeighSize bounds the neighbours learned from ARP (static ones are
+	// not counted); NeighMaxAge ages them.
+	NeighSize   int
+	NeighMaxAge time.Duration
+	// ICMPRate (per second) and ICMPBurst bound the ICMP errors the router
+	// sends. A second bucket with the same figures bounds the ARP requests
+	// sent on neighbour misses.
+	ICMPRate  int
+	ICMPBurst int
+}
+
+func (c *Config) setDefaults() {
+	if c.MTU == 0 {
+		c.MTU = DefaultMTU
+	}
+	if c.FDBSize == 0 {
+		c.FDBSize = DefaultFDBSize
+	}
+	if c.FDBMaxAge == 0 {
+		c.FDBMaxAge = DefaultFDBMaxAge
+	}
+	if c.NeighSize == 0 {
+		c.NeighSize = DefaultNeighSize
+	}
+	if c.NeighMaxAge == 0 {
+		c.NeighMaxAge = DefaultNeighMaxAge
+	}
+	if c.ICMPRate == 0 {
+		c.ICMPRate = DefaultICMPRate
+	}
+	if c.ICMPBurst == 0 {
+		c.ICMPBurst = DefaultICMPBurst
+	}
+	if !c.Gateway.IsValid() && c.Subnet.IsValid() && c.Subnet.Addr().Is4() {
+		c.Gateway = c.Subnet.Masked().Addr().Next()
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.RouterMAC.IsZero() || c.RouterMAC.IsMulticast() {
+		errs = append(errs, fmt.Errorf("router MAC %s: not a unicast MAC", c.RouterMAC))
+	}
+	switch {
+	case !c.Subnet.IsValid() || !c.Subnet.Addr().Is4():
+		errs = append(errs, fmt.Errorf("subnet %s: not an IPv4 prefix", c.Subnet))
+	case c.Subnet.Bits() < 8 || c.Subnet.Bits() > 30:
+		errs = append(errs, fmt.Errorf("subnet %s: length outside /8../30", c.Subnet))
+	case c.Subnet != c.Subnet.Masked():
+		errs = append(errs, fmt.Errorf("subnet %s: host bits set (want %s)", c.Subnet, c.Subnet.Masked()))
+	default:
+		p := c.Subnet
+		last := ip4Key(p.Addr().As4()) | (1<<(32-p.Bits()) - 1)
+		if !c.Gateway.Is4() || !p.Contains(c.Gateway) || c.Gateway == p.Addr() || ip4Key(c.Gateway.As4()) == last {
+			errs = append(errs, fmt.Errorf("gateway %s: not a host address of %s", c.Gateway, p))
+		}
+	}
+	if c.MTU < minMTU || c.MTU > maxMTU {
+		errs = append(errs, fmt.Errorf("mtu %d outside %d..%d", c.MTU, minMTU, maxMTU))
+	}
+	if c.FDBSize < 1 || c.FDBSize > 1<<20 {
+		errs = append(errs, fmt.Errorf("fdb size %d outside 1..%d", c.FDBSize, 1<<20))
+	}
+	if c.NeighSize < 1 || c.NeighSize > 1<<20 {
+		errs = append(errs, fmt.Errorf("neighbour table size %d outside 1..%d", c.NeighSize, 1<<20))
+	}
+	if c.FDBMaxAge < time.Second {
+		errs = append(errs, fmt.Errorf("fdb max age %s: below 1s", c.FDBMaxAge))
+	}
+	if c.NeighMaxAge < time.Second {
+		errs = append(errs, fmt.Errorf("neighbour max age %s: below 1s", c.NeighMaxAge))
+	}
+	if c.ICMPRate < 1 || c.ICMPRate > 1e6 {
+		errs = append(errs, fmt.Errorf("icmp rate %d outside 1..1000000", c.ICMPRate))
+	}
+	if c.ICMPBurst < 1 || c.ICMPBurst > 1e6 {
+		errs = append(errs, fmt.Errorf("icmp burst %d outside 1..1000000", c.ICMPBurst))
+	}
+	return errors.Join(errs...)
+}
+
+// Switch is one node's forwarding decision. All methods are safe for
+// concurrent use.
+type Switch struct {
+	cfg       Config
+	routerMAC packet.MAC
+	subnet    netip.Prefix
+	gateway   netip.Addr
+	gw4       [4]byte
+	net4      uint32 // subnet network address
+	mask4     uint32 // subnet mask
+	bcast4    uint32 // subnet broadcast address
+	mtu       int
+
+	ports   atomic.Pointer[portTable]
+	routes  atomic.Pointer[routeTable]
+	static  atomic.Pointer[neighSnap]
+	fdb     *fdb
+	learned *learnedNeigh
+
+	icmpLimit *limiter
+	arpLimit  *limiter
+	ctr       counters
+
+	ctl sync.Mutex // serialises control-plane snapshot swaps
+}
+
+// New builds a switch with no ports and only the node subnet's Local route.
+func New(cfg Config) (*Switch, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("switch config: %w", err)
+	}
+	s := &Switch{
+		cfg:       cfg,
+		routerMAC: cfg.RouterMAC,
+		subnet:    cfg.Subnet,
+		gateway:   cfg.Gateway,
+		gw4:       cfg.Gateway.As4(),
+		mtu:       cfg.MTU,
+		fdb:       newFDB(cfg.FDBSize, int64(cfg.FDBMaxAge), rand.Uint64()),
+		learned:   newLearnedNeigh(cfg.NeighSize, int64(cfg.NeighMaxAge), rand.Uint32()),
+		icmpLimit: newLimiter(cfg.ICMPRate, cfg.ICMPBurst),
+		arpLimit:  newLimiter(cfg.ICMPRate, cfg.ICMPBurst),
+	}
+	s.net4 = ip4Key(cfg.Subnet.Addr().As4())
+	s.mask4 = ^uint32(0) << (32 - cfg.Subnet.Bits())
+	s.bcast4 = s.net4 | ^s.mask4
+	s.ports.Store(&portTable{})
+	s.static.Store(buildNeighSnap(nil))
+	rt, err := s.compileRoutes(nil)
+	if err != nil {
+		return nil, err
+	}
+	s.routes.Store(rt)
+	return s, nil
+}
+
+// Config returns the configuration with defaults filled in.
+func (s *Switch) Config() Config { return s.cfg }
+
+// AddStaticNeighbour adds ip -> (mac, port): a host address of the node
+// subnet on an attached local port. It replaces a learned entry for ip.
+func (s *Switch) AddStaticNeighbour(ip netip.Addr, mac packet.MAC, port PortID) error {
+	if err := s.checkHostAddr(ip); err != nil {
+		return fmt.Errorf("add neighbour: %w", err)
+	}
+	if mac.IsZero() || mac.IsMulticast() {
+		return fmt.Errorf("add neighbour %s: mac %s not unicast", ip, mac)
+	}
+	s.ctl.Lock()
+	defer s.ctl.Unlock()
+	p := s.ports.Load().get(port)
+	if p == nil || p.kind == PortOverlay {
+		return fmt.Errorf("add neighbour %s: port %d is not an attached local port", ip, port)
+	}
+	ns := s.static.Load()
+	if _, ok := ns.lookup(ip4Key(ip.As4())); ok {
+		return fmt.Errorf("add neighbour %s: already static", ip)
+	}
+	s.static.Store(buildNeighSnap(ns.with(Neighbour{IP: ip, MAC: mac, Port: port, Static: true})))
+	s.learned.remove(ip4Key(ip.As4()))
+	return nil
+}
+
+// RemoveNeighbour removes the static or learned entry for ip (a port's own
+// address goes with the port, but may be removed here too).
+func (s *Switch) RemoveNeighbour(ip netip.Addr) error {
+	if !ip.Is4() {
+		return fmt.Errorf("remove neighbour %s: not IPv4", ip)
+	}
+	s.ctl.Lock()
+	defer s.ctl.Unlock()
+	k := ip4Key(ip.As4())
+	ns := s.static.Load()
+	if _, ok := ns.lookup(k); ok {
+		s.static.Store(buildNeighSnap(ns.without(func(n Neighbour) bool { return n.IP == ip })))
+		return nil
+	}
+	if s.learned.remove(k) {
+		return nil
+	}
+	return fmt.Errorf("remove neighbour %s: no such neighbour", ip)
+}
+
+// Neighbours lists static then learned neighbours, each sorted by IP.
+func (s *Switch) Neighbours() []Neighbour {
+	out := slices.Clone(s.static.Load().list)
+	l := s.learned.list()
+	slices.SortFunc(l, func(a, b Neighbour) int { return a.IP.Compare(b.IP) })
+	return append(out, l...)
+}
+
+// FDB lists the learned MACs, least recently written first.
+func (s *Switch) FDB() []FDBEntry { return s.fdb.list() }
+
+// Expire ages out FDB entries and learned neighbours not refreshed for
+// their max age. The node calls it periodically (every few seconds) with
+// the clock it passes to Process.
+func (s *Switch) Expire(now int64) {
+	s.fdb.expire(now)
+	s.ctr.neighExpired.Add(uint64(s.learned.expire(now)))
+}
+
+// Counters returns a snapshot of all counters.
+func (s *Switch) Counters() Counters {
+	var c Counters
+	for i := range c.Drops {
+		c.Drops[i] = s.ctr.drops[i].Load()
+	}
+	c.ARPReplies = s.ctr.arpReplies.Load()
+	c.ARPRequests = s.ctr.arpRequests.Load()
+	c.ICMPErrors = s.ctr.icmpErrors.Load()
+	c.EchoReplies = s.ctr.echoReplies.Load()
+	c.FDBLearned = s.fdb.learned.Load()
+	c.FDBMoved = s.fdb.moved.Load()
+	c.FDBEvicted = s.fdb.evicted.Load()
+	c.FDBExpired = s.fdb.expired.Load()
+	c.FDBEntries = uint64(s.fdb.entries.Load())
+	c.NeighLearned = s.ctr.neighLearned.Load()
+	c.NeighEvicted = s.ctr.neighEvicted.Load()
+	c.NeighExpired = s.ctr.neighExpired.Load()
+	return c
+}
