@@ -41,6 +41,7 @@ func newTestNetns(t *testing.T) string {
 // podTapConfig is a pod-style eth0 in nsPath.
 func podTapConfig(nsPath string) TapConfig {
 	return TapConfig{
+		Name:      "eth0",
 		NetnsPath: nsPath,
 		MAC:       podMAC,
 		MTU:       1450,

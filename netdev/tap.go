@@ -57,7 +57,8 @@ type tapReader struct {
 	errno  syscall.Errno
 	short  bool
 	hdr    [VirtioHdrLen]byte
-	iov    [2]unix.Iovec
+	spare  [1]byte
+	iov    [3]unix.Iovec // [virtio hdr] [frame] [spare]
 }
 
 // tapWriter is tapReader's counterpart for Write; same reasons.
@@ -204,18 +205,20 @@ func (t *Tap) readFrames(fd uintptr) bool {
 			return true
 		}
 		buf = buf[r.offset:]
-		var m uintptr
-		var errno syscall.Errno
+		// The last iovec is one spare byte: tun returns min(frame, room),
+		// so a frame longer than buf shows as a read into the spare.
+		r.iov[1].Base = &buf[0]
+		r.iov[1].SetLen(len(buf))
+		r.iov[2].Base = &r.spare[0]
+		r.iov[2].SetLen(1)
+		iov := r.iov[1:]
 		if t.vnet {
 			r.iov[0].Base = &r.hdr[0]
 			r.iov[0].SetLen(VirtioHdrLen)
-			r.iov[1].Base = &buf[0]
-			r.iov[1].SetLen(len(buf))
-			m, _, errno = unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&r.iov[0])), 2)
-			r.iov[1].Base = nil // do not pin the caller's buffer
-		} else {
-			m, _, errno = unix.Syscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
+			iov = r.iov[:]
 		}
+		m, _, errno := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+		r.iov[1].Base = nil // do not pin the caller's buffer
 		switch errno {
 		case 0:
 		case unix.EINTR:
@@ -230,8 +233,6 @@ func (t *Tap) readFrames(fd uintptr) bool {
 		if t.vnet {
 			frameLen -= VirtioHdrLen
 		}
-		// tun reports the whole frame length even when it copied only
-		// what fit, which is how a truncation shows.
 		if frameLen > len(buf) {
 			t.drops[DropTruncated].Add(1)
 			continue

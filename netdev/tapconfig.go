@@ -206,6 +206,9 @@ func OpenTap(cfg TapConfig) (t *Tap, err error) {
 // device or namespace is not an error, so detaching twice is harmless; a
 // device of another kind under that name is left alone and reported.
 func DeleteTap(name, netnsPath string) error {
+	if err := checkIfName(name); err != nil {
+		return fmt.Errorf("delete tap: %w", err)
+	}
 	h, err := OpenHandle(netnsPath)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
