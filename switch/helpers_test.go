@@ -72,7 +72,7 @@ func withCap(b []byte) []byte {
 }
 
 func ethFrame(dst, src packet.MAC, et uint16, payload []byte) []byte {
-	b := make([]byte, packet.EthHdrLen+len(payload), bufCap)
+	b := make([]byte, packet.EthHdrLen+len(payload), max(bufCap, packet.EthHdrLen+len(payload)))
 	packet.PutEth(b, dst, src, et)
 	copy(b[packet.EthHdrLen:], payload)
 	return b
