@@ -79,7 +79,7 @@ func Open(dir string, subnet netip.Prefix) (*Allocator, error) {
 	if err := checkNodeSubnet(subnet); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := makeDir(dir); err != nil {
 		return nil, fmt.Errorf("create ipam state: %w", err)
 	}
 	a := &Allocator{dir: dir, subnet: subnet, pods: podRangeOf(subnet), now: time.Now}
@@ -104,10 +104,26 @@ func (a *Allocator) open() error {
 		return fmt.Errorf("lock ipam state %s: %w", a.dir, err)
 	}
 	defer flock(a.lockFile, lockUn)
-	if err := checkSubnetFile(a.dir, a.dirFile, a.subnet); err != nil {
+	have, claimed, err := readSubnetFile(a.dir)
+	if err != nil {
 		return err
 	}
-	return a.reload()
+	if claimed && have != a.subnet {
+		return fmt.Errorf("ipam state %s holds allocations of %s, not %s: %w", a.dir, have, a.subnet, ErrSubnetMismatch)
+	}
+	if err := a.reload(); err != nil {
+		return err
+	}
+	if !claimed {
+		// Claimed only once the directory is known to hold nothing foreign.
+		if err := writeReplace(a.dir, subnetName, []byte(a.subnet.String()+"\n")); err != nil {
+			return err
+		}
+		if err := a.dirFile.Sync(); err != nil {
+			return fmt.Errorf("sync ipam state: %w", err)
+		}
+	}
+	return nil
 }
 
 // lock serializes against goroutines (mu) and processes (flock) and brings

@@ -351,6 +351,12 @@ func TestOpenRejectsForeignState(t *testing.T) {
 			if !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("Open error = %v, want one containing %q", err, tt.wantErr)
 			}
+			// A refused directory is not claimed for the subnet.
+			if _, planted := tt.files[subnetName]; !planted {
+				if _, err := os.Stat(filepath.Join(dir, subnetName)); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("refused directory got a %s file: %v", subnetName, err)
+				}
+			}
 		})
 	}
 }

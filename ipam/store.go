@@ -128,27 +128,39 @@ func readLimited(path string) ([]byte, error) {
 	return io.ReadAll(io.LimitReader(f, maxRecordSize+1))
 }
 
-// checkSubnetFile makes sure dir belongs to subnet, claiming it for subnet
-// when it is new. Must hold the lock.
-func checkSubnetFile(dir string, dirFile *os.File, subnet netip.Prefix) error {
+// makeDir creates dir (mode 0700) if it is missing and makes its entry in
+// the parent durable, so a power loss cannot take the directory, and every
+// allocation in it, away. Missing grandparents are created but not synced.
+func makeDir(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	parent, err := os.Open(filepath.Dir(filepath.Clean(dir)))
+	if err != nil {
+		return err
+	}
+	defer parent.Close()
+	return parent.Sync()
+}
+
+// readSubnetFile returns the subnet dir belongs to; ok is false when the
+// directory has not been claimed yet. Must hold the lock.
+func readSubnetFile(dir string) (subnet netip.Prefix, ok bool, err error) {
 	data, err := readLimited(filepath.Join(dir, subnetName))
 	if errors.Is(err, fs.ErrNotExist) {
-		if err := writeReplace(dir, subnetName, []byte(subnet.String()+"\n")); err != nil {
-			return err
-		}
-		return dirFile.Sync()
+		return netip.Prefix{}, false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("read %s: %w", subnetName, err)
+		return netip.Prefix{}, false, fmt.Errorf("read %s: %w", subnetName, err)
 	}
-	have, err := netip.ParsePrefix(strings.TrimSpace(string(data)))
+	subnet, err = netip.ParsePrefix(strings.TrimSpace(string(data)))
 	if err != nil {
-		return fmt.Errorf("ipam state %s: %s file is damaged (%q); remove the directory's allocations or fix it by hand", dir, subnetName, data)
+		return netip.Prefix{}, false, fmt.Errorf("ipam state %s: %s file is damaged (%q): fix or remove it by hand", dir, subnetName, data)
 	}
-	if have != subnet {
-		return fmt.Errorf("ipam state %s holds allocations of %s, not %s: %w", dir, have, subnet, ErrSubnetMismatch)
-	}
-	return nil
+	return subnet, true, nil
 }
 
 // diskState is everything the directory says, as read in one pass.
