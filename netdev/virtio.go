@@ -81,8 +81,8 @@ func (h *VirtioHdr) GSO() uint8 { return h.GSOType &^ GSOECN }
 
 // Check validates h for a frame of frameLen bytes: only the flags and GSO
 // types tun produces for the offloads we negotiate, GSO frames marked
-// NEEDS_CSUM with a nonzero segment size, and checksum offsets inside the
-// frame. HdrLen is not checked: the kernel may set it to the whole first
+// NEEDS_CSUM with a nonzero segment size, and a checksum field inside the
+// frame at an even offset from CsumStart. HdrLen is not checked: the kernel may set it to the whole first
 // packet on forwarded traffic, so segmentation must recompute it.
 func (h *VirtioHdr) Check(frameLen int) error {
 	if h.Flags&^(VirtioFlagNeedsCsum|VirtioFlagDataValid) != 0 {
@@ -100,11 +100,17 @@ func (h *VirtioHdr) Check(frameLen int) error {
 	default:
 		return ErrVirtioGSO
 	}
-	if h.Flags&VirtioFlagNeedsCsum != 0 &&
-		int(h.CsumStart)+int(h.CsumOffset)+2 > frameLen {
+	if h.Flags&VirtioFlagNeedsCsum != 0 && !csumInFrame(h, frameLen) {
 		return ErrVirtioCsum
 	}
 	return nil
+}
+
+// csumInFrame: the checksum field lies inside the frame, 16-bit aligned
+// relative to CsumStart (an odd offset would byte-swap it inside the sum;
+// tun only emits 16 for TCP and 6 for UDP).
+func csumInFrame(h *VirtioHdr, frameLen int) bool {
+	return h.CsumOffset&1 == 0 && int(h.CsumStart)+int(h.CsumOffset)+2 <= frameLen
 }
 
 // FinishChecksum completes a CHECKSUM_PARTIAL frame in software: when h
@@ -117,11 +123,11 @@ func FinishChecksum(frame []byte, h *VirtioHdr) error {
 	if h.Flags&VirtioFlagNeedsCsum == 0 {
 		return nil
 	}
-	start, field := int(h.CsumStart), int(h.CsumStart)+int(h.CsumOffset)
-	if field+2 > len(frame) {
+	if !csumInFrame(h, len(frame)) {
 		return ErrVirtioCsum
 	}
-	c := ^packet.Fold(packet.Checksum(frame[start:], 0))
+	field := int(h.CsumStart) + int(h.CsumOffset)
+	c := ^packet.Fold(packet.Checksum(frame[h.CsumStart:], 0))
 	if c == 0 {
 		c = 0xffff
 	}
