@@ -56,6 +56,10 @@ type Allocation struct {
 // whether another process changed anything since, and then it re-reads
 // the directory. Files edited by hand behind its back are seen at the next
 // Open or GC; a claim still never overwrites an existing file.
+//
+// A method waits for as long as another process holds the lock. The lock
+// file is never removed: a process that locked a deleted one would exclude
+// nobody.
 type Allocator struct {
 	dir    string
 	subnet netip.Prefix
