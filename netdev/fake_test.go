@@ -1,0 +1,155 @@
+package netdev
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+)
+
+func frames(n, size int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = make([]byte, size)
+		out[i][0] = byte(i)
+	}
+	return out
+}
+
+func TestFakePipe(t *testing.T) {
+	tests := []struct {
+		name      string
+		write     int // frames written before reading
+		batch     int
+		bufs      int
+		wantReads []int // frames per Read
+	}{
+		{"one", 1, 64, 8, []int{1}},
+		{"drain all queued", 5, 64, 8, []int{5}},
+		{"limited by buffers", 5, 64, 2, []int{2, 2, 1}},
+		{"limited by batch size", 5, 3, 8, []int{3, 2}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := NewPipeSize("a", "b", 16, 64, tc.batch)
+			defer a.Close()
+			if n, err := a.Write(frames(tc.write, 60), 0); n != tc.write || err != nil {
+				t.Fatalf("Write: %d %v", n, err)
+			}
+			bufs, sizes := newBatch(tc.bufs, 100)
+			next := byte(0)
+			for i, want := range tc.wantReads {
+				n, err := b.Read(bufs, sizes, 4)
+				if n != want || err != nil {
+					t.Fatalf("Read #%d: n=%d err=%v, want %d", i, n, err, want)
+				}
+				for j := range n {
+					if sizes[j] != 60 || bufs[j][4] != next {
+						t.Fatalf("Read #%d frame %d: size %d first byte %d, want 60 and %d", i, j, sizes[j], bufs[j][4], next)
+					}
+					next++
+				}
+			}
+		})
+	}
+}
+
+func TestFakeDirectionsAndTruncation(t *testing.T) {
+	a, b := NewPipe()
+	defer a.Close()
+	if _, err := b.Write([][]byte{make([]byte, 300), make([]byte, 50), {}}, 0); err != nil {
+		t.Fatal(err)
+	}
+	bufs, sizes := newBatch(4, 100)
+	n, err := a.Read(bufs, sizes, 0)
+	if n != 1 || err != nil || sizes[0] != 50 {
+		t.Fatalf("Read: n=%d err=%v size=%d; want the 50-byte frame only", n, err, sizes[0])
+	}
+	if a.Drops(DropTruncated) != 1 || b.Drops(DropWriteRejected) != 1 {
+		t.Errorf("drops: truncated %d, rejected %d; want 1 and 1", a.Drops(DropTruncated), b.Drops(DropWriteRejected))
+	}
+}
+
+func TestFakeCloseUnblocks(t *testing.T) {
+	tests := []struct {
+		name  string
+		block func(a, b *Fake) error // blocks on a or b
+		close func(a, b *Fake)
+	}{
+		{"read, close self", func(a, b *Fake) error { _, err := a.Read(frames(1, 10), []int{0}, 0); return err }, func(a, b *Fake) { a.Close() }},
+		{"read, close peer", func(a, b *Fake) error { _, err := a.Read(frames(1, 10), []int{0}, 0); return err }, func(a, b *Fake) { b.Close() }},
+		{"write on full queue", func(a, b *Fake) error { _, err := a.Write(frames(3, 10), 0); return err }, func(a, b *Fake) { b.Close() }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := NewPipeSize("a", "b", 2, 16, 8)
+			errc := make(chan error, 1)
+			go func() { errc <- tc.block(a, b) }()
+			time.Sleep(20 * time.Millisecond)
+			tc.close(a, b)
+			select {
+			case err := <-errc:
+				if !errors.Is(err, os.ErrClosed) {
+					t.Errorf("got %v, want os.ErrClosed", err)
+				}
+			case <-time.After(ioTimeout):
+				t.Fatal("still blocked after Close")
+			}
+		})
+	}
+}
+
+func TestFakePeerDrainsAfterClose(t *testing.T) {
+	a, b := NewPipe()
+	a.Write(frames(2, 10), 0)
+	a.Close()
+	bufs, sizes := newBatch(4, 64)
+	if n, err := b.Read(bufs, sizes, 0); n != 2 || err != nil {
+		t.Errorf("first Read after peer Close: n=%d err=%v, want the 2 queued frames", n, err)
+	}
+	if _, err := b.Read(bufs, sizes, 0); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("second Read: %v, want os.ErrClosed", err)
+	}
+	if _, err := a.Read(bufs, sizes, 0); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Read on the closed end: %v", err)
+	}
+	if _, err := b.Write(frames(1, 10), 0); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Write to a closed pair: %v", err)
+	}
+}
+
+func TestFakeAllocs(t *testing.T) {
+	a, b := NewPipe()
+	defer a.Close()
+	out := frames(32, 1500)
+	bufs, sizes := newBatch(32, 2048)
+	allocs := testing.AllocsPerRun(100, func() {
+		a.Write(out, 0)
+		b.Read(bufs, sizes, 0)
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per Write+Read of 32 frames, want 0", allocs)
+	}
+}
+
+func BenchmarkFakePipe(b *testing.B) {
+	for _, batch := range []int{1, 32} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			x, y := NewPipe()
+			defer x.Close()
+			out := frames(batch, 1500)
+			bufs, sizes := newBatch(batch, 2048)
+			b.ReportAllocs()
+			b.SetBytes(int64(batch * 1500))
+			for b.Loop() {
+				x.Write(out, 0)
+				for got := 0; got < batch; {
+					n, _ := y.Read(bufs, sizes, 0)
+					got += n
+				}
+			}
+			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "frames/s")
+		})
+	}
+}
