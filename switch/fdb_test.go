@@ -8,7 +8,9 @@ import (
 	"github.com/weftnet/weft/packet"
 )
 
-func macN(i int) packet.MAC { return packet.MAC{0x02, 0, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)} }
+func macN(i int) packet.MAC {
+	return packet.MAC{0x02, 0, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
+}
 
 func TestFDBLearning(t *testing.T) {
 	const age = 300 * sec

@@ -143,7 +143,7 @@ func (c *frameCtx) ingress(f []byte, v *Verdict) bool {
 	}
 
 	if p.kind == PortOverlay {
-		if packet.EthDst(f) != c.s.routerMAC {
+		if dstKey(f) != c.s.routerKey {
 			return c.drop(v, DropOverlayNotRouter, StageIngress)
 		}
 		switch c.et {
@@ -159,26 +159,26 @@ func (c *frameCtx) ingress(f []byte, v *Verdict) bool {
 		return true
 	}
 
-	src := packet.EthSrc(f)
-	if src.IsMulticast() || src.IsZero() {
+	src := srcKey(f)
+	if src&(1<<40) != 0 || src == 0 {
 		return c.drop(v, DropBadSrcMAC, StageIngress)
 	}
-	if src == c.s.routerMAC {
+	if src == c.s.routerKey {
 		return c.drop(v, DropSpoofed, StageIngress)
 	}
 	if p.kind == PortPod {
-		if src != p.mac {
+		if src != p.macKey {
 			return c.drop(v, DropSpoofed, StageIngress)
 		}
 		switch c.et {
 		case packet.EtherTypeIPv4:
-			if packet.IPv4(l3).Src4() != p.ip4 {
+			if ip4Key(packet.IPv4(l3).Src4()) != p.ip4Key {
 				return c.drop(v, DropSpoofed, StageIngress)
 			}
 		case packet.EtherTypeARP:
-			a := packet.ARP(l3)
 			// A sender address of 0.0.0.0 is an RFC 5227 probe.
-			if a.SenderMAC() != p.mac || (a.SenderIP4() != p.ip4 && a.SenderIP4() != [4]byte{}) {
+			spa := ip4Key(packet.ARP(l3).SenderIP4())
+			if macKeyAt(l3[packet.ARPOffSHA:]) != p.macKey || (spa != p.ip4Key && spa != 0) {
 				return c.drop(v, DropSpoofed, StageIngress)
 			}
 		}
@@ -205,35 +205,35 @@ func (c *frameCtx) l2(f []byte, v *Verdict) bool {
 		return true
 	}
 	s := c.s
-	dst, src := packet.EthDst(f), packet.EthSrc(f)
+	dst := dstKey(f)
 	if c.tr == nil {
-		s.fdb.learn(macKey(src), p.id, c.now)
+		s.fdb.learn(srcKey(f), p.id, c.now)
 	} else {
-		c.tr.add(StageL2, "%s", s.fdb.describeLearn(macKey(src), p.id, c.now))
+		c.tr.add(StageL2, "%s", s.fdb.describeLearn(srcKey(f), p.id, c.now))
 	}
 	if c.et == packet.EtherTypeARP {
 		a := packet.ARP(f[packet.EthHdrLen:])
 		c.snoopARP(a)
-		if dst == s.routerMAC || (a.Op() == packet.ARPOpRequest && a.TargetIP4() == s.gw4) {
+		if dst == s.routerKey || (a.Op() == packet.ARPOpRequest && a.TargetIP4() == s.gw4) {
 			if c.tr != nil {
 				c.tr.add(StageL2, "ARP for the router")
 			}
 			return true
 		}
-	} else if dst == s.routerMAC {
+	} else if dst == s.routerKey {
 		if c.et == packet.EtherTypeIPv6 {
 			return c.drop(v, DropIPv6NotRouted, StageL2)
 		}
 		if c.tr != nil {
-			c.tr.add(StageL2, "dst %s is the router MAC: route", dst)
+			c.tr.add(StageL2, "dst %s is the router MAC: route", keyMAC(dst))
 		}
 		return true
 	}
-	if dst.IsMulticast() {
+	if dst&(1<<40) != 0 { // group bit: broadcast or multicast
 		c.flood(v, "broadcast/multicast")
 		return false
 	}
-	port, ok := s.fdb.lookup(macKey(dst))
+	port, ok := s.fdb.lookup(dst)
 	if !ok || c.ports.get(port) == nil {
 		c.flood(v, "unknown unicast")
 		return false
@@ -243,7 +243,7 @@ func (c *frameCtx) l2(f []byte, v *Verdict) bool {
 	}
 	*v = Verdict{Action: ActionDeliver, Port: port}
 	if c.tr != nil {
-		c.tr.add(StageL2, "fdb: %s on port %d", dst, port)
+		c.tr.add(StageL2, "fdb: %s on port %d", keyMAC(dst), port)
 	}
 	return false
 }

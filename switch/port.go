@@ -49,12 +49,14 @@ type PortConfig struct {
 }
 
 type portState struct {
-	id   PortID
-	kind PortKind
-	mac  packet.MAC
-	ip4  [4]byte
-	mtu  int
-	cfg  PortConfig
+	id     PortID
+	kind   PortKind
+	mac    packet.MAC
+	macKey uint64 // macKey(mac)
+	ip4    [4]byte
+	ip4Key uint32 // ip4Key(ip4)
+	mtu    int
+	cfg    PortConfig
 }
 
 // portTable is an immutable port snapshot indexed by PortID.
@@ -122,9 +124,10 @@ func (s *Switch) AddPort(pc PortConfig) error {
 			}
 		}
 	}
-	p := &portState{id: pc.ID, kind: pc.Kind, mac: pc.MAC, mtu: pc.MTU, cfg: pc}
+	p := &portState{id: pc.ID, kind: pc.Kind, mac: pc.MAC, macKey: macKey(pc.MAC), mtu: pc.MTU, cfg: pc}
 	if pc.IPv4.IsValid() {
 		p.ip4 = pc.IPv4.As4()
+		p.ip4Key = ip4Key(p.ip4)
 		ns := s.static.Load()
 		if _, ok := ns.lookup(ip4Key(p.ip4)); ok {
 			return fmt.Errorf("add port %d: address %s already has a static neighbour", pc.ID, pc.IPv4)

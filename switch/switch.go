@@ -128,6 +128,7 @@ func (c *Config) validate() error {
 type Switch struct {
 	cfg       Config
 	routerMAC packet.MAC
+	routerKey uint64 // macKey(routerMAC)
 	subnet    netip.Prefix
 	gateway   netip.Addr
 	gw4       [4]byte
@@ -158,6 +159,7 @@ func New(cfg Config) (*Switch, error) {
 	s := &Switch{
 		cfg:       cfg,
 		routerMAC: cfg.RouterMAC,
+		routerKey: macKey(cfg.RouterMAC),
 		subnet:    cfg.Subnet,
 		gateway:   cfg.Gateway,
 		gw4:       cfg.Gateway.As4(),
