@@ -35,7 +35,8 @@ const (
 	// not).
 	DropBadOuter
 	// DropBadChecksum (full outer frames only): the outer IPv4 header
-	// checksum, or a non-zero UDP checksum, does not verify.
+	// checksum does not verify, or — with Decapper.VerifyUDPChecksum — a
+	// non-zero UDP checksum does not.
 	DropBadChecksum
 
 	// NumDropReasons is the number of DropReason values, DropNone included.
@@ -107,6 +108,14 @@ type Decapper struct {
 	// Drops counts every datagram Decap or DecapFrame refused, by reason.
 	// NewDecapper sets it; nil would leave drops uncounted.
 	Drops *Counters
+	// VerifyUDPChecksum makes DecapFrame verify a non-zero outer UDP
+	// checksum (RFC 7348 §5: receivers MAY). Off by default because frames
+	// captured on the sending host or on a veth usually carry only the
+	// pseudo-header sum there (checksum offload, CHECKSUM_PARTIAL) — the
+	// Linux vxlan device sends UDP checksums, and its frames captured on
+	// the receiving veth fail verification. Datagrams read from Conn were
+	// verified by the kernel already.
+	VerifyUDPChecksum bool
 }
 
 // NewDecapper returns a Decapper for vni and UDP port (0 means DefaultPort)
@@ -206,7 +215,7 @@ func (d *Decapper) outerPayload(frame []byte) (payload []byte, src [4]byte, reas
 		return nil, src, DropBadOuter
 	}
 	udp := l4[:ulen]
-	if csum := binary.BigEndian.Uint16(udp[packet.UDPOffChecksum:]); csum != 0 {
+	if csum := binary.BigEndian.Uint16(udp[packet.UDPOffChecksum:]); csum != 0 && d.VerifyUDPChecksum {
 		sum := packet.PseudoHeaderSum4(ip.Src4(), ip.Dst4(), packet.IPProtoUDP, uint16(ulen))
 		if packet.Fold(packet.Checksum(udp, sum)) != 0xffff {
 			return nil, src, DropBadChecksum

@@ -3,6 +3,7 @@ package overlay
 import (
 	"encoding/binary"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/weftnet/weft/packet"
@@ -146,7 +147,8 @@ func TestDecapFrameRejects(t *testing.T) {
 		{"UDP length beyond IP", edit(func(b []byte) []byte { b[udpOff+5]++; return b }), DropBadOuter},
 		{"UDP length cuts VXLAN", edit(func(b []byte) []byte { binary.BigEndian.PutUint16(b[udpOff+4:], 8+HeaderLen+13); return b }), DropTooShort},
 		{"IP checksum", edit(func(b []byte) []byte { b[ipOff+10]++; return b }), DropBadChecksum},
-		{"UDP checksum", edit(func(b []byte) []byte { b = setUDPChecksum(b); b[udpOff+6]++; return b }), DropBadChecksum},
+		{"UDP checksum, verified", edit(func(b []byte) []byte { b = setUDPChecksum(b); b[udpOff+6]++; return b }), DropBadChecksum},
+		{"UDP checksum, not verified", edit(func(b []byte) []byte { b = setUDPChecksum(b); b[udpOff+6]++; return b }), DropNone},
 		{"I flag clear", edit(func(b []byte) []byte { b[vxOff] = 0; return b }), DropBadFlags},
 		{"reserved bits", edit(func(b []byte) []byte { b[vxOff+7] = 0xff; return b }), DropReservedBits},
 		{"wrong VNI", edit(func(b []byte) []byte { PutHeader(b[vxOff:], 7); return b }), DropWrongVNI},
@@ -155,6 +157,7 @@ func TestDecapFrameRejects(t *testing.T) {
 	d := NewDecapper(testVNI, 0, testPeers(t, testVNI))
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			d.VerifyUDPChecksum = !strings.Contains(tc.name, "not verified")
 			before := d.Drops.Get(tc.want)
 			inner, peer, r := d.DecapFrame(tc.frame)
 			if r != tc.want {

@@ -62,6 +62,7 @@ func FuzzDecapFrame(f *testing.F) {
 	f.Add(setUDPChecksum(fullFrame(f)))
 	f.Add(fullFrame(f)[:40])
 	d := NewDecapper(testVNI, 0, testPeers(f, testVNI))
+	d.VerifyUDPChecksum = true
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		inner, peer, r := d.DecapFrame(frame)
 		if r != DropNone {

@@ -27,6 +27,7 @@ import (
 type underlayPair struct {
 	nsA, nsB     netns.NsHandle
 	addrA, addrB netip.Addr
+	linkA, linkB string // the veth ends
 }
 
 // inNetns runs fn on a fresh OS thread switched into ns. The goroutine
@@ -96,6 +97,7 @@ func newUnderlayPair(t testing.TB) *underlayPair {
 	}
 	base := testenv.UniqueName("wov")
 	nameA, nameB := base+"a", base+"b"
+	u.linkA, u.linkB = nameA, nameB
 	hA, err := netlink.NewHandleAt(u.nsA)
 	if err != nil {
 		t.Fatalf("netlink handle in netns A: %v", err)
