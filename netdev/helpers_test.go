@@ -23,7 +23,7 @@ var (
 )
 
 // newTestNetns creates a namespace with the test prefix, deleted at cleanup.
-func newTestNetns(t *testing.T) string {
+func newTestNetns(t testing.TB) string {
 	t.Helper()
 	name := testenv.UniqueName("wnd")
 	path, err := NewNetns(name)
@@ -52,7 +52,7 @@ func podTapConfig(nsPath string) TapConfig {
 }
 
 // createTestTap creates a TAP and registers its close and deletion.
-func createTestTap(t *testing.T, cfg TapConfig) *Tap {
+func createTestTap(t testing.TB, cfg TapConfig) *Tap {
 	t.Helper()
 	tap, err := CreateTap(cfg)
 	if err != nil {
@@ -166,7 +166,7 @@ func newBatch(n, size int) ([][]byte, []int) {
 // readUntil reads from d until match accepts a frame or the deadline
 // passes; each read batch is handed to match frame by frame. It returns the
 // number of reads it took.
-func readUntil(t *testing.T, tap *Tap, bufs [][]byte, sizes []int, offset int, timeout time.Duration, match func(frame []byte) bool) {
+func readUntil(t testing.TB, tap *Tap, bufs [][]byte, sizes []int, offset int, timeout time.Duration, match func(frame []byte) bool) {
 	t.Helper()
 	if err := tap.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		t.Fatalf("SetReadDeadline: %v", err)

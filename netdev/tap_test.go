@@ -131,7 +131,7 @@ func TestTapKernelRoundTrip(t *testing.T) {
 	}
 }
 
-func checkARP(t *testing.T, tap *Tap, bufs [][]byte, sizes []int, offset int) {
+func checkARP(t testing.TB, tap *Tap, bufs [][]byte, sizes []int, offset int) {
 	t.Helper()
 	req := arpRequest(make([]byte, 64), gwMAC, gwIP, podIP)
 	if n, err := tap.Write([][]byte{req}, 0); n != 1 || err != nil {
@@ -148,7 +148,7 @@ func checkARP(t *testing.T, tap *Tap, bufs [][]byte, sizes []int, offset int) {
 
 // checkPing sends an echo request and waits for its reply, answering the
 // kernel's ARP request for the gateway if it makes one.
-func checkPing(t *testing.T, tap *Tap, bufs [][]byte, sizes []int, offset int, seq uint16) {
+func checkPing(t testing.TB, tap *Tap, bufs [][]byte, sizes []int, offset int, seq uint16) {
 	t.Helper()
 	const id = 0x7744
 	req := echoRequest(make([]byte, 256), tap.MAC(), gwIP, podIP, id, seq, 56)
