@@ -16,7 +16,8 @@ type Device interface {
 	// frames without blocking again, setting sizes[i] to each frame's
 	// length. It returns the number of frames filled. On error the first n
 	// frames are still valid. After Close, and when the kernel has removed
-	// the device, the error wraps os.ErrClosed.
+	// the device, the error wraps os.ErrClosed (the os one, not
+	// net.ErrClosed): stop on errors.Is(err, os.ErrClosed).
 	Read(bufs [][]byte, sizes []int, offset int) (n int, err error)
 	// Write sends the frames bufs[i][offset:] and returns how many the
 	// device accepted. Frames the device rejects one by one (malformed, link

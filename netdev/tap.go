@@ -75,6 +75,8 @@ type tapWriter struct {
 	iov    [2]unix.Iovec
 }
 
+var _ Device = (*Tap)(nil)
+
 func newTap(f *os.File, name, nsPath string, vnet bool, offloads, batch int) (*Tap, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {

@@ -118,8 +118,9 @@ func checkIfName(name string) error {
 	return nil
 }
 
-// CreateTap creates the TAP cfg.Name in cfg.NetnsPath, opens it and
-// configures MAC, MTU, address, IPv6 off, link up and routes. It fails with
+// CreateTap creates the TAP cfg.Name in cfg.NetnsPath (persistent if
+// cfg.Persist, as weftd's ports are), opens it and configures MAC, MTU,
+// address, IPv6 off, link up and routes. It fails with
 // an error wrapping os.ErrExist if the name is already taken (by a TAP or
 // anything else) and wrapping os.ErrNotExist if the namespace is missing.
 // On any failure it removes the device it created.
@@ -165,8 +166,10 @@ func removeCreated(h *netlink.Handle, name string) {
 // persistent one left by a previous daemon) and brings its configuration to
 // cfg, changing only what differs: addresses and routes already right are
 // left untouched, so open connections in the pod survive. A missing device
-// gives an error wrapping os.ErrNotExist. OpenTap does not remove addresses
-// or routes that cfg does not name.
+// gives an error wrapping os.ErrNotExist, a TAP another fd holds one
+// wrapping EBUSY. cfg.Persist and cfg.VnetHdr apply again (Persist false
+// makes the device vanish on Close). OpenTap does not remove addresses or
+// routes that cfg does not name.
 func OpenTap(cfg TapConfig) (t *Tap, err error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
