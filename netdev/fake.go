@@ -23,7 +23,7 @@ type Fake struct {
 	tx    *frameQueue // frames we write, for the peer's Read
 	// closed: this end was closed; it fails at once, without draining.
 	closed atomic.Bool
-	drops [NumDropReasons]atomic.Uint64
+	drops  [NumDropReasons]atomic.Uint64
 }
 
 var _ Device = (*Fake)(nil)
