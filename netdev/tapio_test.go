@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/weftnet/weft/internal/testenv"
 )
 
@@ -190,5 +192,30 @@ func TestTapReadTruncated(t *testing.T) {
 	}
 	if tap.Drops(DropTruncated) == 0 {
 		t.Error("a 1042-byte reply read into 200-byte buffers was not counted as truncated")
+	}
+}
+
+// TestTapFdFlags: the fd is non-blocking (served by the netpoller) and
+// close-on-exec (a child process must not keep the TAP attached) in both
+// modes; water alone would leave it inheritable.
+func TestTapFdFlags(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, vnet := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "vnet"}[vnet], func(t *testing.T) {
+			cfg := podTapConfig(newTestNetns(t))
+			cfg.VnetHdr = vnet
+			tap := createTestTap(t, cfg)
+			var fdFlags, flFlags int
+			var ferr, lerr error
+			if err := tap.rc.Control(func(fd uintptr) {
+				fdFlags, ferr = unix.FcntlInt(fd, unix.F_GETFD, 0)
+				flFlags, lerr = unix.FcntlInt(fd, unix.F_GETFL, 0)
+			}); err != nil || ferr != nil || lerr != nil {
+				t.Fatal(err, ferr, lerr)
+			}
+			if fdFlags&unix.FD_CLOEXEC == 0 || flFlags&unix.O_NONBLOCK == 0 {
+				t.Errorf("fd flags %#x status %#x: want FD_CLOEXEC and O_NONBLOCK", fdFlags, flFlags)
+			}
+		})
 	}
 }
