@@ -66,6 +66,12 @@ type ConnConfig struct {
 // DF, and one too big for the path MTU fails with EMSGSIZE instead of being
 // fragmented (weft answers pods with ICMP fragmentation-needed instead).
 //
+// Source ports: every datagram leaves from the bound port, so unlike
+// EncapIPv4 the socket form carries no per-flow entropy in the outer UDP
+// source port (Linux peers accept any source port). Where the underlay
+// needs it (ECMP, the peer's RSS), give each worker a send-only Conn bound
+// to port 0 and steer flows to workers by FlowHash.
+//
 // Concurrency: a Conn belongs to one worker. ReadBatch and WriteBatch keep
 // separate state, so one goroutine may read while another writes, but two
 // goroutines must not both read (or both write) at once. Close may be called
@@ -232,8 +238,8 @@ func (c *Conn) Close() error { return c.uc.Close() }
 // buffer is reported with size 0 and counted in Truncated. sizes (and from,
 // if not nil) must be at least as long as the batch.
 //
-// The caller keeps ownership of bufs; Conn keeps no reference that it uses
-// after ReadBatch returns.
+// The caller keeps ownership of bufs; Conn keeps no reference to them after
+// ReadBatch returns.
 func (c *Conn) ReadBatch(bufs [][]byte, sizes []int, offset int, from []netip.AddrPort) (n int, err error) {
 	n = min(len(bufs), c.batch)
 	if n == 0 {
@@ -254,7 +260,9 @@ func (c *Conn) ReadBatch(bufs [][]byte, sizes []int, offset int, from []netip.Ad
 		s.msgs[i].Len = 0
 	}
 	s.n = n
-	if err := c.rc.Read(c.recvFn); err != nil {
+	err = c.rc.Read(c.recvFn)
+	s.release()
+	if err != nil {
 		return 0, fmt.Errorf("recvmmsg: %w", err)
 	}
 	if s.errno != 0 {
@@ -307,7 +315,9 @@ func (c *Conn) WriteBatch(bufs [][]byte, offset int, to []netip.AddrPort) (n int
 			return n, err
 		}
 		s.n = k
-		if werr := c.rc.Write(c.sendFn); werr != nil {
+		werr := c.rc.Write(c.sendFn)
+		s.release()
+		if werr != nil {
 			return n, fmt.Errorf("sendmmsg: %w", werr)
 		}
 		if s.errno != 0 {
@@ -357,6 +367,14 @@ func (c *Conn) sendmmsg(fd uintptr) bool {
 			s.got = 0
 		}
 		return true
+	}
+}
+
+// release drops the iovecs' pointers into the caller's buffers, so that a
+// Conn never keeps a buffer its owner has let go of alive.
+func (s *mmsgState) release() {
+	for i := range s.n {
+		s.iovs[i].Base = nil
 	}
 }
 
