@@ -6,8 +6,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -17,6 +17,10 @@ const DefaultSocket = "/run/weft/weftd.sock"
 
 // maxSocketPath is the room in sockaddr_un.sun_path, less the NUL.
 const maxSocketPath = 107
+
+// tmpSeq keeps concurrent Listens of one process off each other's
+// temporary names.
+var tmpSeq atomic.Uint64
 
 // ErrAlreadyRunning is returned by Listen when another process answers on
 // the socket.
@@ -43,7 +47,7 @@ func Listen(path string) (net.Listener, error) {
 	// bound at path directly would be connectable with the umask's mode
 	// until the chmod, and link (unlike rename) fails if a concurrently
 	// started weftd got there first.
-	tmp := filepath.Join(dir, "."+strconv.Itoa(os.Getpid())+".sock.tmp")
+	tmp := filepath.Join(dir, fmt.Sprintf(".%d.%d.sock.tmp", os.Getpid(), tmpSeq.Add(1)))
 	_ = os.Remove(tmp)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
 	if err != nil {

@@ -6,8 +6,10 @@ import (
 )
 
 // Service is what the API needs from a running node; the node implements
-// it. Methods are called concurrently from the server's goroutines and
-// must honour ctx. Errors should wrap one of the sentinel errors
+// it. Methods are called concurrently from the server's goroutines. ctx is
+// the request's: it ends when the client hangs up or the server shuts
+// down, so an Attach that must not be left half done should finish its
+// work (or undo it) rather than stop halfway. Errors should wrap one of the sentinel errors
 // (ErrNotFound, ErrConflict, ErrExhausted, ErrNotReady, ErrBadRequest,
 // ErrNotImplemented) when one fits; any other error is answered as a 500.
 //
