@@ -138,3 +138,5 @@ func process(s *Switch, f []byte, in PortID, now int64) (Verdict, []byte) {
 }
 
 const sec = int64(1e9)
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }

@@ -176,14 +176,16 @@ func (c *frameCtx) arpForRouter(fp *[]byte, v *Verdict) {
 }
 
 // forGateway handles IPv4 addressed to the gateway itself: echo requests
-// are answered in place, the rest is consumed.
+// with a correct checksum (as a host's stack checks them) are answered in
+// place, the rest is consumed.
 func (c *frameCtx) forGateway(fp *[]byte, v *Verdict) {
 	s := c.s
 	f := *fp
 	ip := packet.IPv4(f[packet.EthHdrLen:])
 	hl := ip.HeaderLen()
 	if ip.Proto() != packet.IPProtoICMP || ip.IsFragment() || len(ip) < hl+packet.ICMPHdrLen ||
-		ip[hl] != packet.ICMPEchoRequest || s.martian(ip4Key(ip.Src4())) {
+		ip[hl] != packet.ICMPEchoRequest || s.martian(ip4Key(ip.Src4())) ||
+		packet.Fold(packet.Checksum(ip[hl:], 0)) != 0xffff {
 		c.drop(v, DropForRouter, StageL3)
 		return
 	}

@@ -206,6 +206,11 @@ func (c *frameCtx) l2(f []byte, v *Verdict) bool {
 	}
 	s := c.s
 	dst := dstKey(f)
+	if dst == srcKey(f) {
+		// Would be learned on the ingress port first; decided here so
+		// that a dry run (which learns nothing) agrees.
+		return c.drop(v, DropHairpin, StageL2)
+	}
 	if c.tr == nil {
 		s.fdb.learn(srcKey(f), p.id, c.now)
 	} else {
