@@ -8,6 +8,7 @@
 # Everything a target needs is installed here (Debian packages via apt-get,
 # Go modules via the module proxy) so a fresh clone works with no hand set-up.
 
+SHELL     := /bin/bash
 GO        ?= go
 BIN       := bin
 FUZZTIME  ?= 30s

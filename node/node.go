@@ -1,0 +1,398 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/weftnet/weft/ipam"
+	"github.com/weftnet/weft/netdev"
+	"github.com/weftnet/weft/overlay"
+	"github.com/weftnet/weft/packet"
+	"github.com/weftnet/weft/registry"
+	vswitch "github.com/weftnet/weft/switch"
+)
+
+// Config is everything a node needs; cmd/weftd builds it from flags and the
+// config file. Nothing below cmd/ reads flags or files of its own.
+type Config struct {
+	NodeName    string
+	Underlay    string // interface name, IPv4 address, or "" for the default route's interface
+	ClusterCIDR netip.Prefix
+	NodeBits    int
+	VNI         uint32
+	Port        uint16 // VXLAN UDP port
+	MTU         int    // pod MTU; 0 = underlay MTU - 50
+	StateDir    string
+
+	// Registry is the cluster registry client, opened by the caller (file
+	// or etcd); RegistryBackend names it for `weft status`.
+	Registry        registry.Registry
+	RegistryBackend string
+	LeaseTTL        time.Duration
+	// ReleaseOnShutdown gives the subnet back on a graceful stop. Off by
+	// default: a restarting node wants its subnet (and pods) back.
+	ReleaseOnShutdown bool
+
+	// HostPortName is the node's own TAP; "" = "weft0".
+	HostPortName string
+	Logger       *slog.Logger
+}
+
+// Switch port numbers. The overlay and the host port are fixed so that
+// they read the same in every node's listings; pods take the rest.
+const (
+	overlayPortID vswitch.PortID = 0
+	hostPortID    vswitch.PortID = 1
+	firstPodPort  vswitch.PortID = 2
+
+	defaultHostPort = "weft0"
+	// headroom in front of every frame buffer: the VXLAN header is
+	// prepended in place before the frame goes to the UDP socket.
+	headroom = 64
+	// frameBufSize fits a maximum-size Ethernet frame for MTUs up to 9000
+	// plus headroom; ICMP errors built in place need at most 110 bytes.
+	frameBufSize = headroom + 9216
+)
+
+// Node is one running weft node.
+type Node struct {
+	cfg       Config
+	log       *slog.Logger
+	start     time.Time
+	underlay  Underlay
+	mtu       int
+	routerMAC packet.MAC
+
+	keeper  *registry.Keeper
+	lease   registry.Lease
+	sw      *vswitch.Switch
+	ipam    *ipam.Allocator
+	records *recordStore
+
+	peers   *overlay.PeerTable
+	decap   *overlay.Decapper
+	conn    *overlay.Conn
+	connMu  sync.Mutex // serialises WriteBatch: Conn is one worker's, TAP workers share it
+	leases  atomic.Pointer[map[string]registry.Lease]
+	udpHist batchHist
+	outDrops outputDrops
+
+	// ports by switch port ID; the hot path reads them without locks.
+	ports  [vswitch.MaxPorts]atomic.Pointer[port]
+	ctlMu  sync.Mutex // attach, detach and port ID allocation
+	byKey  map[ipam.Key]*port
+	nextID vswitch.PortID
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New checks cfg and fills defaults; Start brings the node up.
+func New(cfg Config) (*Node, error) {
+	if cfg.NodeName == "" {
+		return nil, errors.New("node: node name is empty")
+	}
+	if cfg.Registry == nil {
+		return nil, errors.New("node: no registry client")
+	}
+	if !cfg.ClusterCIDR.IsValid() {
+		cfg.ClusterCIDR = netip.MustParsePrefix("10.244.0.0/16")
+	}
+	if cfg.NodeBits == 0 {
+		cfg.NodeBits = ipam.DefaultNodeBits
+	}
+	if cfg.VNI == 0 {
+		cfg.VNI = 1
+	}
+	if cfg.Port == 0 {
+		cfg.Port = overlay.DefaultPort
+	}
+	if cfg.StateDir == "" {
+		cfg.StateDir = "/var/lib/weft"
+	}
+	if cfg.HostPortName == "" {
+		cfg.HostPortName = defaultHostPort
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if _, err := ipam.NewSubnetPool(cfg.ClusterCIDR, cfg.NodeBits); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	return &Node{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		routerMAC: RouterMAC(cfg.NodeName),
+		byKey:     make(map[ipam.Key]*port),
+		nextID:    firstPodPort,
+	}, nil
+}
+
+// Start acquires the node's lease, opens the devices, restores the ports
+// of a previous run and starts forwarding. It returns once the node
+// forwards; the node runs until ctx ends or Stop is called.
+func (n *Node) Start(ctx context.Context) (err error) {
+	n.start = time.Now()
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			n.Stop()
+		}
+	}()
+
+	if n.underlay, err = ResolveUnderlay(n.cfg.Underlay); err != nil {
+		return err
+	}
+	n.mtu = n.cfg.MTU
+	if n.mtu == 0 {
+		n.mtu = n.underlay.MTU - overlay.OuterIPv4Len
+	}
+	if n.mtu < 576 || n.mtu+overlay.OuterIPv4Len > n.underlay.MTU {
+		return fmt.Errorf("mtu %d does not fit underlay %s (mtu %d) with %d bytes of VXLAN overhead",
+			n.mtu, n.underlay.IfName, n.underlay.MTU, overlay.OuterIPv4Len)
+	}
+	n.log.Info("underlay", "iface", n.underlay.IfName, "addr", n.underlay.Addr, "underlay_mtu", n.underlay.MTU, "pod_mtu", n.mtu)
+
+	if err := n.acquireLease(ctx); err != nil {
+		return err
+	}
+	subnet := n.lease.Subnet
+	if !n.cfg.ClusterCIDR.Contains(subnet.Addr()) {
+		return fmt.Errorf("registry gave subnet %s outside cluster CIDR %s", subnet, n.cfg.ClusterCIDR)
+	}
+
+	if n.sw, err = vswitch.New(vswitch.Config{RouterMAC: n.routerMAC, Subnet: subnet, Gateway: ipam.Gateway(subnet), MTU: n.mtu}); err != nil {
+		return fmt.Errorf("switch: %w", err)
+	}
+	if n.ipam, err = ipam.Open(filepath.Join(n.cfg.StateDir, "ipam"), subnet); err != nil {
+		return fmt.Errorf("ipam: %w", err)
+	}
+	if n.records, err = openRecordStore(filepath.Join(n.cfg.StateDir, "ports")); err != nil {
+		return err
+	}
+
+	n.peers = &overlay.PeerTable{}
+	n.decap = overlay.NewDecapper(n.cfg.VNI, n.cfg.Port, n.peers)
+	if n.conn, err = overlay.ListenConn(ctx, overlay.ConnConfig{Addr: netip.AddrPortFrom(n.underlay.Addr, n.cfg.Port)}); err != nil {
+		return fmt.Errorf("underlay socket %s:%d: %w", n.underlay.Addr, n.cfg.Port, err)
+	}
+	if err := n.sw.AddPort(vswitch.PortConfig{ID: overlayPortID, Kind: vswitch.PortOverlay}); err != nil {
+		return fmt.Errorf("overlay port: %w", err)
+	}
+	if err := n.openHostPort(); err != nil {
+		return err
+	}
+	n.restorePorts()
+
+	n.wg.Add(3)
+	go n.runUnderlay()
+	go n.watchRegistry()
+	go n.housekeeping()
+	n.log.Info("node up", "node", n.cfg.NodeName, "subnet", subnet, "gateway", ipam.Gateway(subnet),
+		"router_mac", n.routerMAC, "vni", n.cfg.VNI, "port", n.cfg.Port, "ports", len(n.byKey))
+	return nil
+}
+
+// acquireLease starts the keeper and waits for the first lease: without it
+// the node does not know its subnet.
+func (n *Node) acquireLease(ctx context.Context) error {
+	k, err := registry.NewKeeper(n.cfg.Registry, registry.KeeperConfig{
+		Request: registry.AcquireRequest{
+			Node: n.cfg.NodeName, Underlay: n.underlay.Addr, RouterMAC: n.routerMAC,
+			VNI: n.cfg.VNI, Port: n.cfg.Port, TTL: n.cfg.LeaseTTL,
+		},
+		ReleaseOnStop: n.cfg.ReleaseOnShutdown,
+		OnAcquire:     n.onAcquire,
+		Logger:        n.log,
+	})
+	if err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	n.keeper = k
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := k.Run(n.ctx); err != nil {
+			n.log.Error("registry keeper stopped", "err", err)
+		}
+	}()
+	n.log.Info("acquiring node lease", "node", n.cfg.NodeName, "registry", n.cfg.RegistryBackend)
+	select {
+	case <-k.Acquired():
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the node lease: %w (registry: %s)", ctx.Err(), k.Health().LastError)
+	}
+	l, _ := k.Lease()
+	n.lease = l
+	n.log.Info("node lease acquired", "subnet", l.Subnet, "expires", l.Expiry.Format(time.RFC3339))
+	return nil
+}
+
+// onAcquire runs on every (re-)acquire. The subnet only changes if our
+// claim was lost to another node; the pods' addresses are then wrong and a
+// person must look, so say it loudly rather than renumber live pods.
+func (n *Node) onAcquire(l registry.Lease) {
+	if n.lease.Subnet.IsValid() && l.Subnet != n.lease.Subnet {
+		n.log.Error("registry gave this node a different subnet; pods keep the old one until weftd restarts",
+			"old", n.lease.Subnet, "new", l.Subnet)
+	}
+}
+
+func (n *Node) openHostPort() error {
+	subnet := n.lease.Subnet
+	cfg := netdev.TapConfig{
+		Name:    n.cfg.HostPortName,
+		MAC:     HostMAC(n.cfg.NodeName),
+		MTU:     n.mtu,
+		Addr:    netip.PrefixFrom(ipam.HostAddr(subnet), subnet.Bits()),
+		Gateway: ipam.Gateway(subnet),
+		Routes:  []netip.Prefix{n.cfg.ClusterCIDR},
+		Persist: true,
+		Logger:  n.log,
+	}
+	tap, err := netdev.OpenTap(cfg)
+	if errors.Is(err, os.ErrNotExist) {
+		tap, err = netdev.CreateTap(cfg)
+	}
+	if err != nil {
+		return fmt.Errorf("host port %s: %w", cfg.Name, err)
+	}
+	p := &port{id: hostPortID, name: cfg.Name, dev: tap, mac: cfg.MAC, addr: cfg.Addr, since: time.Now()}
+	if err := n.sw.AddPort(vswitch.PortConfig{ID: hostPortID, Kind: vswitch.PortHost, MAC: cfg.MAC, IPv4: cfg.Addr.Addr(), MTU: n.mtu}); err != nil {
+		tap.Close()
+		return fmt.Errorf("host port %s: %w", cfg.Name, err)
+	}
+	n.startPort(p)
+	return nil
+}
+
+// restorePorts re-opens the persistent TAPs of the ports a previous weftd
+// attached, then frees the addresses no live port holds (leaked by a crash
+// between allocation and record).
+func (n *Node) restorePorts() {
+	recs, errs := n.records.list()
+	for _, err := range errs {
+		n.log.Error("skipping port record", "err", err)
+	}
+	n.ctlMu.Lock()
+	defer n.ctlMu.Unlock()
+	for _, r := range recs {
+		key := ipam.Key{PodID: r.PodID, IfName: r.IfName}
+		if _, ok := n.ipam.Get(key); !ok || !n.lease.Subnet.Contains(r.Addr.Addr()) {
+			n.log.Warn("port record has no matching address in this node's IPAM; dropping it", "pod", r.PodID, "addr", r.Addr)
+			n.records.remove(r.PodID, r.IfName)
+			continue
+		}
+		tap, err := netdev.OpenTap(n.tapConfig(r))
+		if err != nil {
+			// The pod (its namespace) is gone: nothing to forward to.
+			n.log.Warn("pod port gone; releasing it", "pod", r.PodID, "ifname", r.IfName, "netns", r.Netns, "err", err)
+			n.records.remove(r.PodID, r.IfName)
+			n.ipam.Release(key)
+			continue
+		}
+		if err := n.addPodPort(r, tap); err != nil {
+			n.log.Error("restoring port", "pod", r.PodID, "err", err)
+			tap.Close()
+			continue
+		}
+		n.log.Info("port restored", "pod", r.PodID, "ifname", r.IfName, "ip", r.Addr)
+	}
+	freed, err := n.ipam.GC(func(podID, ifname string) bool {
+		_, ok := n.byKey[ipam.Key{PodID: podID, IfName: ifname}]
+		return ok
+	})
+	if err != nil {
+		n.log.Error("ipam gc", "err", err)
+	}
+	for _, a := range freed {
+		n.log.Info("ipam gc freed an address no port holds", "addr", a.Addr, "pod", a.PodID)
+	}
+}
+
+func (n *Node) tapConfig(r PortRecord) netdev.TapConfig {
+	return netdev.TapConfig{
+		Name: r.IfName, NetnsPath: r.Netns, MAC: r.MAC, MTU: r.MTU,
+		Addr: r.Addr, Gateway: ipam.Gateway(n.lease.Subnet), Persist: true, Logger: n.log,
+	}
+}
+
+// allocPortID finds a free switch port ID. Caller holds ctlMu.
+func (n *Node) allocPortID() (vswitch.PortID, error) {
+	for range vswitch.MaxPorts {
+		id := n.nextID
+		n.nextID++
+		if n.nextID >= vswitch.MaxPorts {
+			n.nextID = firstPodPort
+		}
+		if n.ports[id].Load() == nil {
+			return id, nil
+		}
+	}
+	return 0, fmt.Errorf("all %d switch ports in use", vswitch.MaxPorts-int(firstPodPort))
+}
+
+// addPodPort registers an opened pod TAP with the switch and starts its
+// worker. Caller holds ctlMu.
+func (n *Node) addPodPort(r PortRecord, tap *netdev.Tap) error {
+	id, err := n.allocPortID()
+	if err != nil {
+		return err
+	}
+	if err := n.sw.AddPort(vswitch.PortConfig{ID: id, Kind: vswitch.PortPod, MAC: r.MAC, IPv4: r.Addr.Addr(), MTU: r.MTU}); err != nil {
+		return err
+	}
+	p := &port{id: id, name: r.IfName, dev: tap, mac: r.MAC, addr: r.Addr, rec: r, since: r.Since}
+	n.byKey[ipam.Key{PodID: r.PodID, IfName: r.IfName}] = p
+	n.startPort(p)
+	return nil
+}
+
+// housekeeping ages the FDB and neighbours out of band.
+func (n *Node) housekeeping() {
+	defer n.wg.Done()
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+			n.sw.Expire(n.now())
+		}
+	}
+}
+
+// now is the monotonic clock the switch ages entries by.
+func (n *Node) now() int64 { return int64(time.Since(n.start)) }
+
+// Stop stops forwarding and closes the devices. Pod TAPs are persistent and
+// stay, as do port records and IPAM state, so a restarted weftd resumes.
+func (n *Node) Stop() {
+	if n.cancel == nil {
+		return
+	}
+	n.cancel()
+	if n.conn != nil {
+		n.conn.Close()
+	}
+	for i := range n.ports {
+		if p := n.ports[i].Load(); p != nil {
+			p.dev.Close()
+		}
+	}
+	n.wg.Wait()
+	if n.ipam != nil {
+		n.ipam.Close()
+	}
+	n.log.Info("node stopped", "node", n.cfg.NodeName)
+}

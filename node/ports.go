@@ -1,0 +1,163 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/ipam"
+	"github.com/weftnet/weft/netdev"
+)
+
+// Attach gives a pod an interface: an address from IPAM (on disk first), a
+// persistent TAP in the pod's namespace configured with it, a port record,
+// and a switch port with its worker. It is idempotent per (pod ID, ifname);
+// a failure leaves nothing behind (no address held, no device).
+func (n *Node) Attach(ctx context.Context, req api.AttachRequest) (api.AttachResponse, error) {
+	if err := req.Normalize(); err != nil {
+		return api.AttachResponse{}, err
+	}
+	key := ipam.Key{PodID: req.PodID, IfName: req.IfName}
+	n.ctlMu.Lock()
+	defer n.ctlMu.Unlock()
+	if p, ok := n.byKey[key]; ok {
+		if p.rec.Netns != req.Netns {
+			return api.AttachResponse{}, fmt.Errorf("%w: pod %s %s is attached in netns %s, not %s",
+				api.ErrConflict, req.PodID, req.IfName, p.rec.Netns, req.Netns)
+		}
+		return n.attachResponse(p.rec), nil
+	}
+	if _, err := os.Stat(req.Netns); err != nil {
+		return api.AttachResponse{}, api.BadRequest("netns", fmt.Sprintf("%s: %v", req.Netns, errors.Unwrap(err)))
+	}
+	alloc, err := n.ipam.Allocate(key, ipam.Meta{PodNamespace: req.PodNamespace, PodName: req.PodName})
+	if err != nil {
+		if errors.Is(err, ipam.ErrExhausted) {
+			return api.AttachResponse{}, fmt.Errorf("%w: %v", api.ErrExhausted, err)
+		}
+		return api.AttachResponse{}, fmt.Errorf("allocate address for %s: %w", key, err)
+	}
+	rec := PortRecord{
+		PodID: req.PodID, IfName: req.IfName, Netns: req.Netns,
+		PodNamespace: req.PodNamespace, PodName: req.PodName,
+		Addr: alloc.Prefix, MAC: PodMAC(alloc.Addr), MTU: n.mtu, Since: time.Now().UTC(),
+	}
+	undo := func(what string, err error) (api.AttachResponse, error) {
+		if rerr := n.ipam.Release(key); rerr != nil {
+			n.log.Error("attach rollback: release address", "pod", req.PodID, "addr", alloc.Addr, "err", rerr)
+		}
+		n.log.Warn("attach failed", "pod", req.PodID, "ifname", req.IfName, "netns", req.Netns, "step", what, "err", err)
+		if errors.Is(err, os.ErrNotExist) {
+			return api.AttachResponse{}, api.BadRequest("netns", fmt.Sprintf("%s: %v", req.Netns, err))
+		}
+		if errors.Is(err, os.ErrExist) {
+			return api.AttachResponse{}, fmt.Errorf("%w: %s: %v", api.ErrConflict, what, err)
+		}
+		return api.AttachResponse{}, fmt.Errorf("%s: %w", what, err)
+	}
+	tap, err := netdev.CreateTap(n.tapConfig(rec))
+	if err != nil {
+		return undo("create tap", err)
+	}
+	if err := n.records.put(rec); err != nil {
+		tap.Close()
+		netdev.DeleteTap(rec.IfName, rec.Netns)
+		return undo("write port record", err)
+	}
+	if err := n.addPodPort(rec, tap); err != nil {
+		tap.Close()
+		netdev.DeleteTap(rec.IfName, rec.Netns)
+		n.records.remove(rec.PodID, rec.IfName)
+		return undo("add switch port", err)
+	}
+	n.log.Info("pod attached", "pod", req.PodID, "ifname", req.IfName, "netns", req.Netns, "ip", alloc.Prefix, "mac", rec.MAC)
+	return n.attachResponse(rec), nil
+}
+
+func (n *Node) attachResponse(r PortRecord) api.AttachResponse {
+	return api.AttachResponse{
+		PodID: r.PodID, IfName: r.IfName, Netns: r.Netns, TapName: r.IfName,
+		IP: r.Addr.Addr(), Address: r.Addr, MAC: r.MAC, Gateway: ipam.Gateway(n.lease.Subnet), MTU: r.MTU,
+	}
+}
+
+// Detach undoes Attach: the worker stops, the switch forgets the port, the
+// TAP is deleted (a namespace already gone is fine) and the address freed.
+func (n *Node) Detach(ctx context.Context, req api.DetachRequest) error {
+	if err := req.Normalize(); err != nil {
+		return err
+	}
+	key := ipam.Key{PodID: req.PodID, IfName: req.IfName}
+	n.ctlMu.Lock()
+	defer n.ctlMu.Unlock()
+	p, ok := n.byKey[key]
+	if !ok {
+		// No port, but maybe an address left by a crash mid-attach.
+		if _, held := n.ipam.Get(key); held {
+			return n.ipam.Release(key)
+		}
+		return fmt.Errorf("%w: no port for pod %s interface %s", api.ErrNotFound, req.PodID, req.IfName)
+	}
+	p.closing.Store(true)
+	if err := n.sw.RemovePort(p.id); err != nil {
+		n.log.Error("detach: remove switch port", "pod", req.PodID, "err", err)
+	}
+	n.ports[p.id].Store(nil)
+	p.dev.Close()
+	delete(n.byKey, key)
+	if err := netdev.DeleteTap(p.rec.IfName, p.rec.Netns); err != nil {
+		n.log.Warn("detach: delete tap", "pod", req.PodID, "err", err)
+	}
+	if err := n.records.remove(p.rec.PodID, p.rec.IfName); err != nil {
+		return err
+	}
+	if err := n.ipam.Release(key); err != nil {
+		return fmt.Errorf("release %s: %w", p.addr.Addr(), err)
+	}
+	n.log.Info("pod detached", "pod", req.PodID, "ifname", req.IfName, "ip", p.addr)
+	return nil
+}
+
+// Ports lists the attached pod ports.
+func (n *Node) Ports(ctx context.Context) ([]api.Port, error) {
+	n.ctlMu.Lock()
+	defer n.ctlMu.Unlock()
+	out := make([]api.Port, 0, len(n.byKey))
+	for _, p := range n.byKey {
+		out = append(out, n.apiPort(p))
+	}
+	sortBy(out, func(p api.Port) int { return p.PortID })
+	return out, nil
+}
+
+func (n *Node) apiPort(p *port) api.Port {
+	return api.Port{
+		PodID: p.rec.PodID, PodNamespace: p.rec.PodNamespace, PodName: p.rec.PodName,
+		Netns: p.rec.Netns, IfName: p.rec.IfName, TapName: p.name,
+		IP: p.addr.Addr(), Address: p.addr, MAC: p.mac, Gateway: ipam.Gateway(n.lease.Subnet),
+		MTU: p.rec.MTU, PortID: int(p.id),
+		RxFrames: p.rxFrames.Load(), TxFrames: p.txFrames.Load(),
+		RxBytes: p.rxBytes.Load(), TxBytes: p.txBytes.Load(), Since: p.since,
+	}
+}
+
+// portByName finds a port by pod ID, switch port name or IP, for trace.
+func (n *Node) portByName(name string) (*port, bool) {
+	n.ctlMu.Lock()
+	defer n.ctlMu.Unlock()
+	if name == n.cfg.HostPortName || name == "host" {
+		p := n.ports[hostPortID].Load()
+		return p, p != nil
+	}
+	addr, _ := netip.ParseAddr(name)
+	for k, p := range n.byKey {
+		if k.PodID == name || p.addr.Addr() == addr || (p.rec.PodNamespace+"/"+p.rec.PodName) == name {
+			return p, true
+		}
+	}
+	return nil, false
+}

@@ -1,0 +1,347 @@
+package node
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/ipam"
+	"github.com/weftnet/weft/overlay"
+	"github.com/weftnet/weft/registry"
+	vswitch "github.com/weftnet/weft/switch"
+)
+
+var (
+	_ api.Service       = (*Node)(nil)
+	_ api.MetricsSource = (*Node)(nil)
+)
+
+func sortBy[T any, K cmp.Ordered](s []T, key func(T) K) {
+	slices.SortFunc(s, func(a, b T) int { return cmp.Compare(key(a), key(b)) })
+}
+
+// Status is the node's identity and health for `weft status`.
+func (n *Node) Status(ctx context.Context) (api.Status, error) {
+	h := n.keeper.Health()
+	reg := api.RegistryStatus{Backend: n.cfg.RegistryBackend, State: api.RegistryOK, Since: h.Since}
+	if h.State == registry.HealthDegraded {
+		reg.State = api.RegistryDegraded
+		reg.LastError = h.LastError
+	}
+	n.ctlMu.Lock()
+	nports := len(n.byKey)
+	n.ctlMu.Unlock()
+	subnet := n.lease.Subnet
+	return api.Status{
+		Node: n.cfg.NodeName, Version: api.BuildVersion(),
+		Underlay: n.underlay.Addr, UnderlayIface: n.underlay.IfName,
+		Subnet: subnet, Gateway: ipam.Gateway(subnet), HostAddr: ipam.HostAddr(subnet),
+		RouterMAC: n.routerMAC, VNI: n.cfg.VNI, Port: n.cfg.Port, MTU: n.mtu,
+		ClusterCIDR: n.cfg.ClusterCIDR, StartedAt: n.start,
+		Uptime:   api.Duration(time.Since(n.start).Truncate(time.Second)),
+		Registry: reg, Ports: nports, Peers: n.peers.Len(), Offload: "off",
+	}, nil
+}
+
+// Peers lists the remote nodes in the peer table with their traffic.
+func (n *Node) Peers(ctx context.Context) ([]api.Peer, error) {
+	leases := n.liveLeases()
+	var out []api.Peer
+	for _, p := range n.peers.List() {
+		st := p.Stats()
+		out = append(out, api.Peer{
+			Node: p.Name, Underlay: p.Underlay, Subnet: p.Subnet, RouterMAC: p.RouterMAC, VNI: p.VNI,
+			Expires:  leases[p.Name].Expiry,
+			TxFrames: st.TxFrames.Load(), RxFrames: st.RxFrames.Load(),
+			TxBytes: st.TxBytes.Load(), RxBytes: st.RxBytes.Load(),
+		})
+	}
+	sortBy(out, func(p api.Peer) string { return p.Node })
+	return out, nil
+}
+
+func (n *Node) portName(id vswitch.PortID) string {
+	switch id {
+	case overlayPortID:
+		return "overlay"
+	}
+	if p := n.ports[id].Load(); p != nil {
+		if p.rec.PodID != "" {
+			return p.rec.PodID + "/" + p.name
+		}
+		return p.name
+	}
+	return fmt.Sprintf("port%d", id)
+}
+
+// FDB lists the learned MACs.
+func (n *Node) FDB(ctx context.Context) ([]api.FDBEntry, error) {
+	now := n.now()
+	var out []api.FDBEntry
+	for _, e := range n.sw.FDB() {
+		out = append(out, api.FDBEntry{MAC: e.MAC, Port: int(e.Port), PortName: n.portName(e.Port),
+			Age: api.Duration(time.Duration(now - e.LastSeen).Truncate(time.Second))})
+	}
+	return out, nil
+}
+
+// Routes lists the router's table.
+func (n *Node) Routes(ctx context.Context) ([]api.Route, error) {
+	names := make(map[netip.Addr]string)
+	for _, p := range n.peers.List() {
+		names[p.Underlay] = p.Name
+	}
+	var out []api.Route
+	for _, r := range n.sw.Routes() {
+		ar := api.Route{Prefix: r.Prefix, Kind: api.RouteLocal}
+		if r.Kind == vswitch.RoutePeer {
+			ar.Kind, ar.Via, ar.Peer, ar.PeerMAC = api.RoutePeer, r.Peer, names[r.Peer], r.PeerMAC
+		} else if r.Via.IsValid() {
+			ar.Via = r.Via
+		}
+		out = append(out, ar)
+	}
+	return out, nil
+}
+
+// Neighbours lists the neighbour table.
+func (n *Node) Neighbours(ctx context.Context) ([]api.Neighbour, error) {
+	now := n.now()
+	var out []api.Neighbour
+	for _, e := range n.sw.Neighbours() {
+		nb := api.Neighbour{IP: e.IP, MAC: e.MAC, Port: int(e.Port), PortName: n.portName(e.Port), Static: e.Static}
+		if !e.Static {
+			nb.Age = api.Duration(time.Duration(now - e.LastSeen).Truncate(time.Second))
+		}
+		out = append(out, nb)
+	}
+	return out, nil
+}
+
+// IPAM lists this node's address allocations.
+func (n *Node) IPAM(ctx context.Context) (api.IPAM, error) {
+	allocs, err := n.ipam.List()
+	if err != nil {
+		return api.IPAM{}, err
+	}
+	used, free := n.ipam.Stats()
+	out := api.IPAM{Subnet: n.ipam.Subnet(), Used: used, Free: free}
+	for _, a := range allocs {
+		out.Allocations = append(out.Allocations, api.IPAMAllocation{PodID: a.PodID, IfName: a.IfName, IP: a.Addr, Since: a.Since})
+	}
+	return out, nil
+}
+
+// Subnets lists every node subnet the registry has, this node's included.
+func (n *Node) Subnets(ctx context.Context) ([]api.Subnet, error) {
+	leases, err := n.cfg.Registry.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: registry: %v", api.ErrNotReady, err)
+	}
+	used, free := n.ipam.Stats()
+	var out []api.Subnet
+	for _, l := range leases {
+		s := api.Subnet{Node: l.Node, Underlay: l.Underlay, Subnet: l.Subnet, RouterMAC: l.RouterMAC,
+			Expires: l.Expiry, Used: api.Unknown, Free: api.Unknown}
+		if l.Node == n.cfg.NodeName {
+			s.Self, s.Used, s.Free = true, used, free
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// Counters gives every counter by name: drops by reason of each stage,
+// answers the router gave, traffic totals.
+func (n *Node) Counters(ctx context.Context) (api.Counters, error) {
+	c := api.Counters{}
+	for k, v := range n.dropCounts() {
+		c["drop."+k] = v
+	}
+	sc := n.sw.Counters()
+	c["router.arp_replies"] = sc.ARPReplies
+	c["router.arp_requests"] = sc.ARPRequests
+	c["router.icmp_errors"] = sc.ICMPErrors
+	c["router.echo_replies"] = sc.EchoReplies
+	c["fdb.learned"] = sc.FDBLearned
+	c["fdb.moved"] = sc.FDBMoved
+	c["fdb.evicted"] = sc.FDBEvicted
+	c["fdb.expired"] = sc.FDBExpired
+	c["fdb.entries"] = sc.FDBEntries
+	for _, p := range n.allPorts() {
+		c["tap.rx_frames"] += p.rxFrames.Load()
+		c["tap.rx_bytes"] += p.rxBytes.Load()
+		c["tap.tx_frames"] += p.txFrames.Load()
+		c["tap.tx_bytes"] += p.txBytes.Load()
+	}
+	for _, p := range n.peers.List() {
+		st := p.Stats()
+		c["vxlan.tx_frames"] += st.TxFrames.Load()
+		c["vxlan.rx_frames"] += st.RxFrames.Load()
+		c["vxlan.tx_bytes"] += st.TxBytes.Load()
+		c["vxlan.rx_bytes"] += st.RxBytes.Load()
+	}
+	c["vxlan.truncated"] = n.conn.Truncated()
+	return c, nil
+}
+
+// dropCounts merges the drop counters of every stage under one name space:
+// the switch's reasons as they are, the overlay's prefixed "vxlan_", the
+// output stage's "out_".
+func (n *Node) dropCounts() map[string]uint64 {
+	m := make(map[string]uint64)
+	sc := n.sw.Counters()
+	for r := vswitch.DropReason(1); r < vswitch.NumDropReasons; r++ {
+		m[r.String()] = sc.Drops[r]
+	}
+	for k, v := range n.decap.Drops.Snapshot() {
+		m["vxlan_"+k] = v
+	}
+	m["out_port_gone"] = n.outDrops.portGone.Load()
+	m["out_tap_write"] = n.outDrops.tapWrite.Load()
+	m["out_udp_send"] = n.outDrops.udpSend.Load()
+	m["out_no_headroom"] = n.outDrops.noHeadrom.Load()
+	return m
+}
+
+func (n *Node) allPorts() []*port {
+	var out []*port
+	for i := range n.ports {
+		if p := n.ports[i].Load(); p != nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// MetricsSnapshot feeds the Prometheus collector on each scrape; the hot
+// path only bumps atomics.
+func (n *Node) MetricsSnapshot() api.Snapshot {
+	s := api.Snapshot{Drops: n.dropCounts(), BatchSizes: map[string]api.HistogramSnapshot{}}
+	tapHist := api.HistogramSnapshot{}
+	for _, p := range n.allPorts() {
+		pod := p.name
+		if p.rec.PodID != "" {
+			pod = p.rec.PodID
+			if p.rec.PodName != "" {
+				pod = p.rec.PodNamespace + "/" + p.rec.PodName
+			}
+		}
+		s.Ports = append(s.Ports, api.PortCounters{Pod: pod, Port: fmt.Sprintf("%s#%d", p.name, p.id),
+			RxFrames: p.rxFrames.Load(), TxFrames: p.txFrames.Load(), RxBytes: p.rxBytes.Load(), TxBytes: p.txBytes.Load()})
+		tapHist.Add(p.hist.Snapshot())
+	}
+	for _, p := range n.peers.List() {
+		st := p.Stats()
+		s.Peers = append(s.Peers, api.PeerCounters{Peer: p.Name, TxFrames: st.TxFrames.Load(), RxFrames: st.RxFrames.Load(),
+			TxBytes: st.TxBytes.Load(), RxBytes: st.RxBytes.Load()})
+	}
+	s.BatchSizes["tap"] = tapHist
+	s.BatchSizes["udp"] = n.udpHist.Snapshot()
+	s.FDBEntries = int(n.sw.Counters().FDBEntries)
+	s.IPAMUsed, s.IPAMFree = n.ipam.Stats()
+	s.RegistryHealthy = n.keeper.Health().State == registry.HealthOK
+	return s
+}
+
+func (n *Node) liveLeases() map[string]registry.Lease {
+	if m := n.leases.Load(); m != nil {
+		return *m
+	}
+	return nil
+}
+
+// watchRegistry follows the registry's watch and keeps the routes and the
+// peer table equal to the live leases. When the watch breaks, forwarding
+// goes on with the last known peers while it reconnects.
+func (n *Node) watchRegistry() {
+	defer n.wg.Done()
+	backoff := 250 * time.Millisecond
+	for n.ctx.Err() == nil {
+		ch, err := n.cfg.Registry.Watch(n.ctx)
+		if err != nil {
+			n.log.Warn("registry watch failed; forwarding with the last known peers", "err", err, "retry_in", backoff)
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 10*time.Second)
+			continue
+		}
+		backoff = 250 * time.Millisecond
+		live := make(map[string]registry.Lease)
+		for ev := range ch {
+			switch ev.Type {
+			case registry.Snapshot:
+				live = registry.LeaseMap(ev.Leases)
+			case registry.Added, registry.Changed:
+				live[ev.Lease.Node] = ev.Lease
+			case registry.Removed:
+				delete(live, ev.Lease.Node)
+			}
+			n.applyLeases(live)
+		}
+	}
+}
+
+// applyLeases turns the live leases into routes and peers.
+func (n *Node) applyLeases(live map[string]registry.Lease) {
+	prev := n.liveLeases()
+	var routes []vswitch.Route
+	var peers []overlay.Peer
+	seen := map[netip.Prefix]string{}
+	for _, l := range live {
+		if l.Node == n.cfg.NodeName {
+			continue
+		}
+		switch {
+		case !l.Underlay.Is4() || !l.Subnet.IsValid():
+			n.log.Warn("ignoring peer lease with no IPv4 underlay or subnet", "peer", l.Node)
+			continue
+		case l.Subnet.Overlaps(n.lease.Subnet):
+			n.log.Error("ignoring peer lease overlapping this node's subnet", "peer", l.Node, "subnet", l.Subnet)
+			continue
+		case l.VNI != 0 && l.VNI != n.cfg.VNI:
+			n.log.Warn("ignoring peer on another VNI", "peer", l.Node, "vni", l.VNI, "ours", n.cfg.VNI)
+			continue
+		case seen[l.Subnet] != "":
+			n.log.Error("two peers claim one subnet; keeping the first", "subnet", l.Subnet, "peers", []string{seen[l.Subnet], l.Node})
+			continue
+		}
+		seen[l.Subnet] = l.Node
+		routes = append(routes, vswitch.Route{Prefix: l.Subnet, Kind: vswitch.RoutePeer, Peer: l.Underlay, PeerMAC: l.RouterMAC})
+		peers = append(peers, overlay.Peer{Name: l.Node, Underlay: l.Underlay, RouterMAC: l.RouterMAC, Subnet: l.Subnet, VNI: n.cfg.VNI})
+	}
+	// Peers first: a route is only useful once the peer's VXLAN is accepted.
+	if err := n.peers.Set(peers); err != nil {
+		n.log.Error("peer table update", "err", err)
+		return
+	}
+	if err := n.sw.SetRoutes(routes); err != nil {
+		n.log.Error("route table update", "err", err)
+		return
+	}
+	cp := make(map[string]registry.Lease, len(live))
+	for k, v := range live {
+		cp[k] = v
+	}
+	n.leases.Store(&cp)
+	for name, l := range live {
+		if name == n.cfg.NodeName {
+			continue
+		}
+		if _, ok := prev[name]; !ok {
+			n.log.Info("peer up", "peer", name, "underlay", l.Underlay, "subnet", l.Subnet)
+		}
+	}
+	for name, l := range prev {
+		if _, ok := live[name]; !ok && name != n.cfg.NodeName {
+			n.log.Info("peer down: lease gone, routes withdrawn", "peer", name, "subnet", l.Subnet)
+		}
+	}
+}
