@@ -77,12 +77,12 @@ type Node struct {
 	ipam    *ipam.Allocator
 	records *recordStore
 
-	peers   *overlay.PeerTable
-	decap   *overlay.Decapper
-	conn    *overlay.Conn
-	connMu  sync.Mutex // serialises WriteBatch: Conn is one worker's, TAP workers share it
-	leases  atomic.Pointer[map[string]registry.Lease]
-	udpHist batchHist
+	peers    *overlay.PeerTable
+	decap    *overlay.Decapper
+	conn     *overlay.Conn
+	connMu   sync.Mutex // serialises WriteBatch: Conn is one worker's, TAP workers share it
+	leases   atomic.Pointer[map[string]registry.Lease]
+	udpHist  batchHist
 	outDrops outputDrops
 
 	// ports by switch port ID; the hot path reads them without locks.
