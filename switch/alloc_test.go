@@ -58,3 +58,37 @@ func TestZeroAllocs(t *testing.T) {
 		})
 	}
 }
+
+// TestZeroAllocsLearningAndMiss covers the write paths: new source MACs
+// into a full FDB (each one evicts), and neighbour misses answered with an
+// ARP request.
+func TestZeroAllocsLearningAndMiss(t *testing.T) {
+	s := newTestSwitch(t, func(c *Config) { c.FDBSize = 16; c.ICMPRate, c.ICMPBurst = 1_000_000, 1_000_000 })
+	learn := udpFrame(bcast, macN(0), hostIP, podAIP, 64, 18)
+	miss := udpFrame(routerMAC, peerMAC, peerPodIP, netip.MustParseAddr("10.244.1.99"), 64, 18)
+	frames := [][]byte{withCap(learn), withCap(miss)}
+	out := make([]Verdict, 1)
+	i, now := 0, int64(sec)
+	run := func() {
+		i++
+		frames[0] = frames[0][:len(learn)]
+		copy(frames[0], learn)
+		frames[0][11] = byte(i) // a new source MAC every run
+		frames[0][10] = byte(i >> 8)
+		s.Process(frames[:1], portHost, out, now)
+		frames[1] = frames[1][:len(miss)]
+		copy(frames[1], miss)
+		s.Process(frames[1:], portOverlay, out, now)
+		now += 1000
+	}
+	run()
+	if out[0].Action != ActionFlood || out[0].Reason != DropNeighMiss {
+		t.Fatalf("miss verdict %+v", out[0])
+	}
+	if n := testing.AllocsPerRun(200, run); n != 0 {
+		t.Errorf("%.1f allocations per run", n)
+	}
+	if c := s.Counters(); c.FDBEvicted == 0 || c.ARPRequests < 200 {
+		t.Errorf("paths not taken: %+v", c)
+	}
+}

@@ -255,3 +255,20 @@ func TestConcurrentProcessAndControl(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestDropReasonNames(t *testing.T) {
+	seen := map[string]DropReason{}
+	for r := range NumDropReasons {
+		name := r.String()
+		if name == "" || name == "unknown" {
+			t.Errorf("reason %d has no name", r)
+		}
+		if other, dup := seen[name]; dup {
+			t.Errorf("reasons %d and %d share the name %q", other, r, name)
+		}
+		seen[name] = r
+	}
+	if NumDropReasons.String() != "unknown" {
+		t.Errorf("out-of-range reason named %q", NumDropReasons.String())
+	}
+}
