@@ -102,7 +102,7 @@ func (d *Duration) UnmarshalText(b []byte) error {
 
 const recordFile = "sim.json"
 
-func (c *Cluster) underlayNS() string { return c.Name + "-u" }
+func (c *Cluster) underlayNS() string  { return c.Name + "-u" }
 func (c *Cluster) nodeNS(i int) string { return fmt.Sprintf("%s-n%d", c.Name, i) }
 func (c *Cluster) logf(format string, args ...any) {
 	if c.progress != nil {
