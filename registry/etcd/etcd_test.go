@@ -15,7 +15,9 @@ import (
 var clusterSeq atomic.Int64
 
 // uniqueCluster gives each store its own key prefix on a shared server.
-func uniqueCluster() string { return fmt.Sprintf("test%d-%d", time.Now().UnixNano(), clusterSeq.Add(1)) }
+func uniqueCluster() string {
+	return fmt.Sprintf("test%d-%d", time.Now().UnixNano(), clusterSeq.Add(1))
+}
 
 func TestConformance(t *testing.T) {
 	srv := etcdtest.Start(t)

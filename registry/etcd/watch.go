@@ -54,9 +54,9 @@ func (r *Registry) watch(ctx context.Context, ch chan<- registry.Event) {
 	if !w.send(registry.SnapshotEvent(live)) {
 		return
 	}
-	for ctx.Err() == nil {
+	for !w.ended() {
 		w.follow()
-		if ctx.Err() == nil {
+		if !w.ended() {
 			w.pause()
 		}
 	}
@@ -82,7 +82,9 @@ func (w *watcher) follow() {
 			return
 		}
 		if err := resp.Err(); err != nil {
-			w.broken(err)
+			if !w.ended() {
+				w.broken(err)
+			}
 			return
 		}
 		w.recovered()
@@ -121,10 +123,15 @@ func (w *watcher) follow() {
 			w.rev = max(w.rev, resp.Header.Revision)
 		}
 	}
-	if w.ctx.Err() == nil {
+	if !w.ended() {
 		w.broken(fmt.Errorf("watch channel closed"))
 	}
 }
+
+// ended reports whether the watch is over: its context ended or the client
+// was closed (which cancels ctx too, but from another goroutine, so a
+// closing client can be seen first).
+func (w *watcher) ended() bool { return w.ctx.Err() != nil || w.r.ctx.Err() != nil }
 
 // relist reads every node key, retrying with backoff until it works or the
 // watch ends; it moves rev to the revision read.
@@ -142,7 +149,7 @@ func (w *watcher) relist() (map[string]registry.Lease, bool) {
 			}
 			return live, true
 		}
-		if w.ctx.Err() != nil {
+		if w.ended() {
 			return nil, false
 		}
 		w.broken(err)

@@ -57,7 +57,7 @@ type Server struct {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	bin := Require(t)
-	s := &Server{bin: bin, dir: t.TempDir()}
+	s := &Server{bin: bin, dir: dataDir(t)}
 	var err error
 	if s.clientPort, err = freePort(); err == nil {
 		s.peerPort, err = freePort()
@@ -75,6 +75,20 @@ func Start(t testing.TB) *Server {
 		t.Fatalf("etcdtest: %v\nlog:\n%s", err, s.logs.String())
 	}
 	return s
+}
+
+// dataDir returns a fresh directory for etcd's data, removed when t ends.
+// It prefers /dev/shm: etcd fsyncs every write, and on a small test machine
+// the disk's fsync latency (not etcd) would otherwise decide how quickly
+// leases are granted and revoked.
+func dataDir(t testing.TB) string {
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		if dir, err := os.MkdirTemp("/dev/shm", "weft-etcdtest-"); err == nil {
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			return dir
+		}
+	}
+	return t.TempDir()
 }
 
 // Endpoint is the client URL, e.g. http://127.0.0.1:40123.
