@@ -1,0 +1,108 @@
+package bench
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+)
+
+// loadTestdata reads a committed scenario pcap.
+func loadTestdata(tb testing.TB, name string) [][]byte {
+	tb.Helper()
+	c, err := LoadPcap(filepath.Join("testdata", name+".pcap"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c.Frames
+}
+
+// benchReplay replays frames pass after pass in steady state and reports
+// per-frame figures; an op is one pass over the capture.
+func benchReplay(b *testing.B, t *Topology, frames [][]byte, fdbFill int) {
+	r, err := NewReplayer(t, frames)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if fdbFill > 0 {
+		r.FillFDB(fdbFill)
+	}
+	r.Warm()
+	b.SetBytes(int64(r.BytesPerPass()))
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Pass()
+	}
+	st := r.Stats()
+	ns := float64(b.Elapsed().Nanoseconds()) / float64(st.Frames)
+	b.ReportMetric(ns, "ns/frame")
+	b.ReportMetric(1e3/ns, "Mpps")
+	b.ReportMetric(float64(r.FramesPerPass()), "frames/op")
+}
+
+var routeVariants = []int{4, 5000}
+
+// BenchmarkReplayMix replays testdata/mix.pcap with the default 4 peer
+// routes and with 5,000.
+func BenchmarkReplayMix(b *testing.B) {
+	frames := loadTestdata(b, "mix")
+	for _, n := range routeVariants {
+		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
+			benchReplay(b, DefaultTopology().WithRoutes(n), frames, 0)
+		})
+	}
+}
+
+// BenchmarkReplayL2 replays testdata/l2.pcap (pod to pod, 64 bytes), with
+// the FDB holding only the local MACs and with it full (8,192 entries).
+func BenchmarkReplayL2(b *testing.B) {
+	frames := loadTestdata(b, "l2")
+	b.Run("fdb=local", func(b *testing.B) { benchReplay(b, DefaultTopology(), frames, 0) })
+	b.Run("fdb=8192", func(b *testing.B) { benchReplay(b, DefaultTopology(), frames, 8192) })
+}
+
+// BenchmarkReplayRouteEncap64 routes 64-byte frames to peers and builds
+// their full outer frames. With 5,000 routes the destinations walk through
+// every prefix (and peer), so neither the LPM nor the peer table stays in
+// one cache line.
+func BenchmarkReplayRouteEncap64(b *testing.B) {
+	for _, n := range routeVariants {
+		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
+			t := DefaultTopology().WithRoutes(n)
+			frames := loadTestdata(b, "route-encap-64")
+			if n != len(t.Peers) {
+				frames = Datas(RouteEncap64(t, max(scenarioFrames, n)))
+			}
+			benchReplay(b, t, frames, 0)
+		})
+	}
+}
+
+// BenchmarkReplayDecapDeliver decapsulates VXLAN frames from peers and
+// delivers their 64-byte inner frames to local pods.
+func BenchmarkReplayDecapDeliver(b *testing.B) {
+	benchReplay(b, DefaultTopology(), loadTestdata(b, "decap-deliver-64"), 0)
+}
+
+// BenchmarkReplayLoadOnly is the copy of the mix into the batch buffers
+// alone, the part of every replay figure that stands in for the device
+// read.
+func BenchmarkReplayLoadOnly(b *testing.B) {
+	r, err := NewReplayer(DefaultTopology(), loadTestdata(b, "mix"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(r.BytesPerPass()))
+	b.ReportAllocs()
+	passes := 0
+	for b.Loop() {
+		for i := range r.batches {
+			bt := &r.batches[i]
+			for k, ti := range r.order[bt.first : bt.first+bt.n] {
+				r.cur[k] = r.load(k, ti)
+			}
+		}
+		passes++
+	}
+	ns := float64(b.Elapsed().Nanoseconds()) / float64(uint64(passes)*r.FramesPerPass())
+	b.ReportMetric(ns, "ns/frame")
+}
