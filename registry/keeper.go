@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/weftnet/weft/registry/internal/backend"
@@ -83,6 +84,7 @@ type Keeper struct {
 	cfg      KeeperConfig
 	log      *slog.Logger
 	acquired chan struct{}
+	started  atomic.Bool
 
 	mu     sync.Mutex
 	health Health
@@ -142,8 +144,11 @@ func (k *Keeper) Health() Health {
 }
 
 // Run keeps the lease until ctx ends, then (if ReleaseOnStop) releases it
-// and returns nil. Run it once.
+// and returns nil. A keeper runs once: a second Run returns an error.
 func (k *Keeper) Run(ctx context.Context) error {
+	if k.started.Swap(true) {
+		return fmt.Errorf("lease keeper for %s: Run called twice", k.cfg.Request.Node)
+	}
 	bo := backend.Backoff{Min: k.cfg.MinBackoff, Max: k.cfg.MaxBackoff}
 	held := false
 	for {

@@ -307,6 +307,18 @@ func TestKeeperDegradedUntilFirstAcquire(t *testing.T) {
 	}
 }
 
+func TestKeeperRunsOnce(t *testing.T) {
+	reg := openFile(t, t.TempDir(), registrytest.Subnets(1))
+	k, err := registry.NewKeeper(reg, registry.KeeperConfig{Request: keeperRequest("node-a", 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startKeeper(t, k)
+	if err := k.Run(context.Background()); err == nil {
+		t.Error("second Run of a running keeper returned nil")
+	}
+}
+
 func TestNewKeeperRejectsBadRequest(t *testing.T) {
 	reg := openFile(t, t.TempDir(), registrytest.Subnets(1))
 	if _, err := registry.NewKeeper(reg, registry.KeeperConfig{Request: keeperRequest("bad/name", 1)}); err == nil {

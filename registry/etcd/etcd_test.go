@@ -2,6 +2,7 @@ package etcd_test
 
 import (
 	"fmt"
+	"os/exec"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -35,4 +36,30 @@ func TestConformance(t *testing.T) {
 			return r
 		}
 	})
+}
+
+// BenchmarkAcquireRelease: Acquire+Release cycles per second against a
+// real etcd, with its data on tmpfs (etcd's own cost) and on disk (plus
+// fsync). Skipped without an etcd binary, CI or not: CI runs no benchmarks.
+func BenchmarkAcquireRelease(b *testing.B) {
+	if _, err := exec.LookPath(etcdtest.Binary); err != nil {
+		b.Skip("no etcd binary on PATH")
+	}
+	for _, bc := range []struct {
+		name  string
+		start func(testing.TB) *etcdtest.Server
+	}{{"tmpfs", etcdtest.Start}, {"disk", etcdtest.StartOnDisk}} {
+		b.Run(bc.name, func(b *testing.B) {
+			srv := bc.start(b)
+			r, err := etcd.Open(etcd.Config{
+				Endpoints: []string{srv.Endpoint()},
+				Options:   registry.Options{Subnets: registrytest.Subnets(16)},
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.Close()
+			registrytest.BenchAcquireRelease(b, r)
+		})
+	}
 }

@@ -5,7 +5,6 @@ package etcdtest
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -56,8 +55,20 @@ type Server struct {
 // server's log is attached to t.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin := Require(t)
-	s := &Server{bin: bin, dir: dataDir(t)}
+	return start(t, Require(t), dataDir(t))
+}
+
+// StartOnDisk is Start with the data directory on the test's temporary
+// directory (normally a disk) instead of /dev/shm, so that etcd's fsyncs
+// cost what they cost in production. For benchmarks.
+func StartOnDisk(t testing.TB) *Server {
+	t.Helper()
+	return start(t, Require(t), t.TempDir())
+}
+
+func start(t testing.TB, bin, dir string) *Server {
+	t.Helper()
+	s := &Server{bin: bin, dir: dir}
 	var err error
 	if s.clientPort, err = freePort(); err == nil {
 		s.peerPort, err = freePort()
@@ -213,24 +224,6 @@ func (s *Server) Kill() {
 func (s *Server) Restart() error {
 	s.Kill()
 	return s.start()
-}
-
-// WaitUnhealthy is a helper for tests that want to be sure the server no
-// longer answers: it returns once a health check fails.
-func (s *Server) WaitUnhealthy(ctx context.Context) error {
-	client := &http.Client{Timeout: 200 * time.Millisecond}
-	for {
-		resp, err := client.Get(s.Endpoint() + "/health")
-		if err != nil {
-			return nil
-		}
-		resp.Body.Close()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 // syncBuffer is a bytes.Buffer safe for the process's writers and a reader.
