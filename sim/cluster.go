@@ -29,13 +29,19 @@ type Options struct {
 	// Name prefixes every namespace ("weft" -> weft-u, weft-n1, weft-n1-p1).
 	// Keep it short: it only names namespaces, never interfaces.
 	Name string
-	// Dir holds the record, the registry, node state, sockets and logs.
+	// Dir holds the record, the registry, node state, sockets and logs
+	// (default DefaultDir(Name): /run/weft-sim/<name>).
 	Dir string
 	// Weftd is the path of the weftd binary to run.
 	Weftd string
 	// Registry is "file" (default; a directory under Dir) or "etcd".
-	Registry      string
+	Registry string
+	// EtcdEndpoints are an etcd cluster to use with Registry "etcd". With
+	// none, Up runs its own etcd inside the underlay namespace, listening
+	// on the underlay bridge's address (.1 of UnderlayNet).
 	EtcdEndpoints []string
+	// Etcd is the etcd binary for a sim-run etcd (default: etcd on PATH).
+	Etcd string
 	// UnderlayNet holds the nodes' underlay addresses (default
 	// 192.168.100.0/24; node i gets .i+10). They exist only inside the
 	// sim's namespaces.
@@ -59,7 +65,9 @@ type Cluster struct {
 	UnderlayNet   netip.Prefix `json:"underlay_net"`
 	LeaseTTL      Duration     `json:"lease_ttl"`
 	ExtraArgs     []string     `json:"extra_args,omitempty"`
-	Nodes         []*Node      `json:"nodes"`
+	// Etcd is the etcd process the sim runs itself, if any.
+	Etcd  *EtcdProc `json:"etcd,omitempty"`
+	Nodes []*Node   `json:"nodes"`
 
 	progress func(format string, args ...any)
 }
@@ -73,7 +81,11 @@ type Node struct {
 	StateDir string     `json:"state_dir"`
 	Log      string     `json:"log"`
 	PID      int        `json:"pid"`
-	Pods     []*Pod     `json:"pods"`
+	// Subnet and HostAddr (.2, on weft0) are learnt from the node's API
+	// once its weftd has a lease.
+	Subnet   netip.Prefix `json:"subnet,omitzero"`
+	HostAddr netip.Addr   `json:"host_addr,omitzero"`
+	Pods     []*Pod       `json:"pods"`
 }
 
 // Pod is one simulated pod: a namespace with weft's eth0 in it.
@@ -102,6 +114,37 @@ func (d *Duration) UnmarshalText(b []byte) error {
 
 const recordFile = "sim.json"
 
+// DefaultDir is where a sim named name keeps its state when no directory
+// is given: under /run, root's place for runtime state, which a reboot
+// clears along with the namespaces it describes.
+func DefaultDir(name string) string { return filepath.Join("/run/weft-sim", name) }
+
+// Exists reports whether a sim record is in dir.
+func Exists(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, recordFile))
+	return err == nil
+}
+
+// toolPackages names the Debian package of each external tool the sim runs.
+var toolPackages = map[string]string{
+	"nsenter": "util-linux", "ip": "iproute2", "ping": "iputils-ping",
+	"tcpdump": "tcpdump", "etcd": "etcd-server",
+}
+
+// CheckTools returns an error naming the first of tools not on PATH.
+func CheckTools(tools ...string) error {
+	for _, t := range tools {
+		if _, err := exec.LookPath(t); err != nil {
+			pkg := toolPackages[t]
+			if pkg == "" {
+				pkg = t
+			}
+			return fmt.Errorf("sim: %s not found on PATH (package %s): run make deps", t, pkg)
+		}
+	}
+	return nil
+}
+
 func (c *Cluster) underlayNS() string  { return c.Name + "-u" }
 func (c *Cluster) nodeNS(i int) string { return fmt.Sprintf("%s-n%d", c.Name, i) }
 func (c *Cluster) logf(format string, args ...any) {
@@ -119,7 +162,7 @@ func New(opts Options) (*Cluster, error) {
 		return nil, fmt.Errorf("sim name %q: want at most 32 characters, no '/' or spaces", opts.Name)
 	}
 	if opts.Dir == "" {
-		opts.Dir = filepath.Join(os.TempDir(), "weft-sim-"+opts.Name)
+		opts.Dir = DefaultDir(opts.Name)
 	}
 	if opts.Registry == "" {
 		opts.Registry = "file"
@@ -127,8 +170,17 @@ func New(opts Options) (*Cluster, error) {
 	if opts.Registry != "file" && opts.Registry != "etcd" {
 		return nil, fmt.Errorf("sim registry %q: want file or etcd", opts.Registry)
 	}
+	var etcdBin string
 	if opts.Registry == "etcd" && len(opts.EtcdEndpoints) == 0 {
-		return nil, errors.New("sim registry etcd: no etcd endpoints given")
+		etcdBin = opts.Etcd
+		if etcdBin == "" {
+			etcdBin = "etcd"
+		}
+		p, err := exec.LookPath(etcdBin)
+		if err != nil {
+			return nil, fmt.Errorf("sim registry etcd: %s not found (package etcd-server): run make deps", etcdBin)
+		}
+		etcdBin = p
 	}
 	if !opts.UnderlayNet.IsValid() {
 		opts.UnderlayNet = netip.MustParsePrefix("192.168.100.0/24")
@@ -145,11 +197,18 @@ func New(opts Options) (*Cluster, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("sim: must run as root (it creates network namespaces and TAP devices)")
 	}
-	return &Cluster{
+	if err := CheckTools("nsenter", "ip"); err != nil {
+		return nil, err
+	}
+	c := &Cluster{
 		Name: opts.Name, Dir: opts.Dir, Weftd: opts.Weftd, Registry: opts.Registry,
 		EtcdEndpoints: opts.EtcdEndpoints, UnderlayNet: opts.UnderlayNet.Masked(),
 		LeaseTTL: Duration(opts.LeaseTTL), ExtraArgs: opts.ExtraArgs, progress: opts.Progress,
-	}, nil
+	}
+	if etcdBin != "" {
+		c.Etcd = &EtcdProc{Bin: etcdBin}
+	}
+	return c, nil
 }
 
 // Load reads the record of a sim brought up earlier (possibly by another
@@ -191,8 +250,9 @@ func (c *Cluster) Up(ctx context.Context, nodes, podsPerNode int) error {
 	if _, err := os.Stat(filepath.Join(c.Dir, recordFile)); err == nil {
 		return fmt.Errorf("sim %q is already up (record in %s): run `weft sim down --name %s` first", c.Name, c.Dir, c.Name)
 	}
-	if _, err := os.Stat(netdev.NetnsPath(c.underlayNS())); err == nil {
-		return fmt.Errorf("sim %q: namespace %s exists but no record does; remove it with `ip netns del %s`", c.Name, c.underlayNS(), c.underlayNS())
+	if left := c.strayNamespaces(); len(left) > 0 {
+		return fmt.Errorf("sim %q: namespaces %s exist but no record of them does (another sim of that name whose directory is gone?); remove them with `ip netns del NAME` or pick another --name",
+			c.Name, strings.Join(left, ", "))
 	}
 	if err := os.MkdirAll(filepath.Join(c.Dir, "registry"), 0o700); err != nil {
 		return fmt.Errorf("sim dir: %w", err)
@@ -209,6 +269,11 @@ func (c *Cluster) Up(ctx context.Context, nodes, podsPerNode int) error {
 	}
 	if err := runIn(c.underlayNS(), "ip", "link", "set", "br0", "up"); err != nil {
 		return err
+	}
+	if c.Etcd != nil {
+		if err := c.startEtcd(ctx); err != nil {
+			return err
+		}
 	}
 	for range nodes {
 		if _, err := c.AddNode(ctx); err != nil {
@@ -300,7 +365,11 @@ func (c *Cluster) StartNode(ctx context.Context, n *Node) error {
 		return err
 	}
 	c.logf("node %s: weftd pid %d, log %s", n.Name, n.PID, n.Log)
-	return c.WaitReady(ctx, n, 20*time.Second)
+	if err := c.WaitReady(ctx, n, 20*time.Second); err != nil {
+		return err
+	}
+	c.logf("node %s: ready, subnet %s, host address %s", n.Name, n.Subnet, n.HostAddr)
+	return c.save()
 }
 
 // WaitReady polls node n's API until it reports a registry lease.
@@ -317,6 +386,7 @@ func (c *Cluster) WaitReady(ctx context.Context, n *Node, timeout time.Duration)
 		st, err := cl.Status(qctx)
 		cancel()
 		if err == nil && st.Subnet.IsValid() {
+			n.Subnet, n.HostAddr = st.Subnet, st.HostAddr
 			return nil
 		}
 		last = err
@@ -422,20 +492,20 @@ func (c *Cluster) Restart(ctx context.Context, n *Node) error {
 	return c.StartNode(ctx, n)
 }
 
-// Down stops every weftd the record names and deletes every namespace of
-// the sim, then the state directory. Running it again, or on a sim that
-// crashed half-way up, is fine.
+// Down stops every weftd (and the etcd) the record names and deletes every
+// namespace of the sim, then the state directory. Running it again, or on
+// a sim that crashed half-way up, is fine.
 func (c *Cluster) Down() error {
 	var errs []error
 	for _, n := range c.Nodes {
 		if n.PID > 0 && isWeftd(n.PID) {
 			c.logf("node %s: stopping weftd pid %d", n.Name, n.PID)
-			syscall.Kill(n.PID, syscall.SIGTERM)
-			if !waitExit(n.PID, 5*time.Second) {
-				syscall.Kill(n.PID, syscall.SIGKILL)
-				waitExit(n.PID, 5*time.Second)
-			}
+			stopPID(n.PID)
 		}
+	}
+	if c.Etcd != nil && c.Etcd.PID > 0 && isEtcd(c.Etcd.PID) {
+		c.logf("etcd: stopping pid %d", c.Etcd.PID)
+		stopPID(c.Etcd.PID)
 	}
 	for _, n := range c.Nodes {
 		for _, p := range n.Pods {
@@ -495,6 +565,52 @@ func pidAlive(pid int) bool {
 func isWeftd(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	return err == nil && strings.Contains(strings.SplitN(string(b), "\x00", 2)[0], "weftd")
+}
+
+// stopPID asks pid to stop (SIGTERM) and kills it after 5 s.
+func stopPID(pid int) {
+	syscall.Kill(pid, syscall.SIGTERM)
+	if !waitExit(pid, 5*time.Second) {
+		syscall.Kill(pid, syscall.SIGKILL)
+		waitExit(pid, 5*time.Second)
+	}
+}
+
+// strayNamespaces lists namespaces named as this sim's would be.
+func (c *Cluster) strayNamespaces() []string {
+	ents, err := os.ReadDir(netdev.NetnsDir)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range ents {
+		if ownNamespace(c.Name, e.Name()) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// ownNamespace reports whether ns has the form of a namespace of the sim
+// called name: name-u, name-nI or name-nI-pJ.
+func ownNamespace(name, ns string) bool {
+	rest, ok := strings.CutPrefix(ns, name+"-")
+	if !ok {
+		return false
+	}
+	if rest == "u" {
+		return true
+	}
+	node, pod, hasPod := strings.Cut(rest, "-")
+	num := func(s, p string) bool {
+		d, ok := strings.CutPrefix(s, p)
+		if !ok || d == "" {
+			return false
+		}
+		_, err := strconv.ParseUint(d, 10, 16)
+		return err == nil
+	}
+	return num(node, "n") && (!hasPod || num(pod, "p"))
 }
 
 func waitExit(pid int, d time.Duration) bool {

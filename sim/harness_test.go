@@ -15,6 +15,10 @@ import (
 var weftdBin string
 
 func TestMain(m *testing.M) {
+	// RunMatrix re-executes this test binary as its helper (testHelper).
+	if len(os.Args) > 1 && IsHelper(os.Args[1]) {
+		os.Exit(HelperMain(os.Args[1:], os.Stdout, os.Stderr))
+	}
 	dir, err := os.MkdirTemp("", "weft-sim-bin-")
 	if err != nil {
 		panic(err)

@@ -1,0 +1,87 @@
+package sim
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/registry/etcd/etcdtest"
+)
+
+// testHelper runs the helper subcommands through this test binary.
+func testHelper(t *testing.T) []string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []string{exe}
+}
+
+func runMatrix(t *testing.T, c *Cluster) *Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := RunMatrix(ctx, c, MatrixOptions{Helper: testHelper(t), Progress: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	r.WriteTo(&b)
+	t.Logf("matrix:\n%s", b.String())
+	return r
+}
+
+func TestMatrix(t *testing.T) {
+	tests := []struct {
+		name        string
+		registry    string
+		nodes, pods int
+	}{
+		{"file 3x2", "file", 3, 2},
+		{"etcd 2x2", "etcd", 2, 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.registry == "etcd" {
+				etcdtest.Require(t)
+			}
+			c := newTestCluster(t, Options{Registry: tc.registry})
+			start := time.Now()
+			if err := c.Up(context.Background(), tc.nodes, tc.pods); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("up %dx%d in %s", tc.nodes, tc.pods, time.Since(start).Round(time.Millisecond))
+			for _, n := range c.Nodes {
+				st := nodeStatus(t, n)
+				if st.Registry.Backend != tc.registry || st.Registry.State != api.RegistryOK {
+					t.Errorf("node %s registry %+v, want %s and ok", n.Name, st.Registry, tc.registry)
+				}
+			}
+			r := runMatrix(t, c)
+			endpoints := tc.nodes * (1 + tc.pods)
+			if got, want := len(r.Cells), endpoints*(endpoints-1); got != want {
+				t.Errorf("%d cells, want %d", got, want)
+			}
+			if r.Failed() != 0 || r.Passed() != len(r.Cells)+len(r.Checks) {
+				t.Errorf("%s; want every cell and check to pass", r.Summary())
+			}
+		})
+	}
+}
+
+func nodeStatus(t *testing.T, n *Node) api.Status {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cl := api.NewClient(n.Socket)
+	defer cl.Close()
+	st, err := cl.Status(ctx)
+	if err != nil {
+		t.Fatalf("node %s status: %v", n.Name, err)
+	}
+	return st
+}
