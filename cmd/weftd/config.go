@@ -233,9 +233,9 @@ var unknownKeyRE = regexp.MustCompile(`^(line \d+): field (\S+) not found in typ
 func yamlErrorLine(err error) string {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) || len(te.Errors) == 0 {
-		return strings.Join(strings.Fields(strings.TrimPrefix(err.Error(), "yaml: ")), " ")
+		return oneLine(strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	msg := te.Errors[0]
+	msg := oneLine(te.Errors[0])
 	if m := unknownKeyRE.FindStringSubmatch(msg); m != nil {
 		where := ""
 		if m[3] == "RegistryConfig" {
@@ -247,6 +247,17 @@ func yamlErrorLine(err error) string {
 		msg += fmt.Sprintf(" (and %d more)", n)
 	}
 	return msg
+}
+
+// oneLine blanks control characters (yaml.v3 quotes offending values
+// raw, newlines included) so that an error stays on one line.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 var flagValueRE = regexp.MustCompile(`^invalid (?:boolean )?value "(.*)" for (?:flag )?-([\w-]+): (.*)$`)
@@ -305,7 +316,7 @@ func (c Config) Validate() error {
 	case !filepath.IsAbs(c.Socket):
 		return bad("socket", "%q is not an absolute path", c.Socket)
 	case len(c.Socket) > maxSocketLen:
-		return bad("socket", "%s is longer than the %d bytes a unix socket path can have", c.Socket, maxSocketLen)
+		return bad("socket", "%q is longer than the %d bytes a unix socket path can have", c.Socket, maxSocketLen)
 	}
 	if c.MetricsAddr != "" && c.MetricsAddr != "off" {
 		if err := checkHostPort(c.MetricsAddr); err != nil {

@@ -237,7 +237,7 @@ func TestErrors(t *testing.T) {
 		{"ttl fraction", []string{"--registry-ttl", "2500ms"}, "config: registry-ttl: 2.5s is not a whole number of seconds (leases count seconds)"},
 		{"state dir", []string{"--state-dir", "var/lib/weft"}, `config: state-dir: "var/lib/weft" is not an absolute path`},
 		{"socket relative", []string{"--socket", "weftd.sock"}, `config: socket: "weftd.sock" is not an absolute path`},
-		{"socket long", []string{"--socket", "/" + strings.Repeat("s", 107)}, "config: socket: /" + strings.Repeat("s", 107) + " is longer than the 107 bytes a unix socket path can have"},
+		{"socket long", []string{"--socket", "/" + strings.Repeat("s", 107)}, `config: socket: "/` + strings.Repeat("s", 107) + `" is longer than the 107 bytes a unix socket path can have`},
 		{"metrics", []string{"--metrics-addr", "9470"}, `config: metrics-addr: "9470" is not host:port (or "off")`},
 		{"metrics port", []string{"--metrics-addr", "localhost:http"}, `config: metrics-addr: "localhost:http": port "http" is not a number 0..65535 (or "off")`},
 		{"log level", []string{"--log-level", "trace"}, `config: log-level: "trace" is not debug, info, warn or error`},
@@ -382,4 +382,35 @@ func TestNewLogger(t *testing.T) {
 			t.Errorf("%s: info logged: %q", tc.level, buf.String())
 		}
 	}
+}
+
+// FuzzConfigFile loads arbitrary files: the result is either a Config that
+// validates or one "config: " error line, never a panic.
+func FuzzConfigFile(f *testing.F) {
+	for _, name := range []string{"full.yaml", "unknown-key.yaml", "unknown-nested-key.yaml", "two-docs.yaml", "bad-ttl.yaml"} {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte("vni: x\nport: y\n"))
+	f.Add([]byte("registry:\n"))
+	f.Add([]byte("{node_name: [a, b]}"))
+	path := filepath.Join(f.TempDir(), "weftd.yaml")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := LoadConfig([]string{"--config", path, "--node-name", "fuzz"})
+		if err != nil {
+			if msg := err.Error(); !strings.HasPrefix(msg, "config: ") || strings.Contains(msg, "\n") {
+				t.Fatalf("error is not one config line: %q", msg)
+			}
+			return
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("LoadConfig returned a Config that does not validate: %v", err)
+		}
+	})
 }
