@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/internal/testenv"
+	"github.com/weftnet/weft/ipam"
+	"github.com/weftnet/weft/netdev"
+	"github.com/weftnet/weft/packet"
+	"github.com/weftnet/weft/registry"
+	"github.com/weftnet/weft/registry/file"
+	"github.com/weftnet/weft/sim"
+)
+
+// TestKernelVXLANPeer puts a node made of plain Linux pieces, set up the
+// way flannel's vxlan backend sets one up, next to a weftd node: a kernel
+// vxlan device (VNI 1, port 4789, nolearning), a bridge holding the pod
+// gateway, a veth pod, and static route, neighbour and FDB entries
+// pointing at the weft node. The kernel node enters weft's registry as an
+// ordinary lease. Pods on both sides must reach each other by ICMP and
+// TCP: weft's wire format is plain VXLAN.
+func TestKernelVXLANPeer(t *testing.T) {
+	c := upCluster(t, sim.Options{}, 1, 1)
+	n1, wp := c.Nodes[0], c.Nodes[0].Pods[0]
+	cl := nodeClient(t, n1)
+	st := status(t, cl)
+
+	base := testenv.UniqueName("wit")
+	kns, kpns := base+"-k", base+"-kp"
+	underlayNS := c.Name + "-u"
+	kUnder := netip.MustParseAddr("192.168.100.200")
+	if !c.UnderlayNet.Contains(kUnder) {
+		t.Fatalf("underlay %s does not hold %s", c.UnderlayNet, kUnder)
+	}
+	kMAC := packet.MAC{0x02, 0x6b, 0x76, 0x78, 0x00, 0x01} // the kernel vxlan device's, and so the peer's router MAC
+	const vxlanDev, bridgeDev, underlayPort = "vxlan0", "kbr0", "kvx0"
+
+	for _, ns := range []string{kns, kpns} {
+		if _, err := netdev.NewNetns(ns); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { netdev.DeleteNetns(ns) })
+	}
+	// The kernel node's underlay port on the sim's bridge.
+	err := netdev.NewVeth(
+		netdev.VethEnd{Name: "u0", NetnsPath: netdev.NetnsPath(kns), Addr: netip.PrefixFrom(kUnder, c.UnderlayNet.Bits())},
+		netdev.VethEnd{Name: underlayPort, NetnsPath: netdev.NetnsPath(underlayNS)},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netdev.DeleteLink(netdev.NetnsPath(underlayNS), underlayPort) })
+	mustRun(t, underlayNS, "ip", "link", "set", underlayPort, "master", "br0", "up")
+
+	// Register the kernel node as weft's registry would see any node.
+	pool, err := ipam.NewSubnetPool(st.ClusterCIDR, st.Subnet.Bits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := file.Open(file.Config{Dir: filepath.Join(c.Dir, "registry"), Options: registry.Options{Subnets: pool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close() })
+	kNode := base + "-k"
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	lease, err := reg.Acquire(ctx, registry.AcquireRequest{
+		Node: kNode, Underlay: kUnder, RouterMAC: kMAC, VNI: st.VNI, Port: st.Port,
+		TTL: 10 * time.Minute, // outlives the test: nothing renews it
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		reg.Release(ctx, kNode)
+	})
+	kSub := lease.Subnet
+	kNet, kGW := kSub.Masked().Addr(), kSub.Masked().Addr().Next()
+	kPod := kGW.Next().Next()
+	wNet := st.Subnet.Masked().Addr()
+	t.Logf("kernel node %s: underlay %s, subnet %s, vxlan MAC %s; weft node %s: underlay %s, subnet %s, router MAC %s",
+		kNode, kUnder, kSub, kMAC, st.Node, st.Underlay, st.Subnet, st.RouterMAC)
+
+	// The kernel node, flannel style: <subnet>.0/32 on the vxlan device,
+	// the gateway on the bridge, and for each remote node a route via its
+	// <subnet>.0 on-link, a permanent neighbour giving that address the
+	// remote router MAC, and an FDB entry sending that MAC to the remote
+	// underlay address.
+	podMTU := fmt.Sprint(st.MTU)
+	for _, argv := range [][]string{
+		{"ip", "link", "add", vxlanDev, "address", kMAC.String(), "type", "vxlan", "id", fmt.Sprint(st.VNI),
+			"dstport", fmt.Sprint(st.Port), "local", kUnder.String(), "dev", "u0", "nolearning"},
+		{"ip", "addr", "add", netip.PrefixFrom(kNet, 32).String(), "dev", vxlanDev},
+		{"ip", "link", "set", vxlanDev, "up"},
+		{"ip", "link", "add", bridgeDev, "type", "bridge"},
+		{"ip", "addr", "add", netip.PrefixFrom(kGW, kSub.Bits()).String(), "dev", bridgeDev},
+		{"ip", "link", "set", bridgeDev, "up"},
+		{"sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		{"ip", "route", "add", st.Subnet.String(), "via", wNet.String(), "dev", vxlanDev, "onlink"},
+		{"ip", "neigh", "replace", wNet.String(), "lladdr", st.RouterMAC.String(), "dev", vxlanDev, "nud", "permanent"},
+		{"bridge", "fdb", "append", st.RouterMAC.String(), "dev", vxlanDev, "dst", st.Underlay.String()},
+		// A veth "NIC" never fills in checksums: with offload on, the
+		// kernel pod's TCP segments would cross it, encapsulated, with only
+		// the pseudo-header sum in the inner checksum (CHECKSUM_PARTIAL),
+		// which a kernel receiver trusts and a userspace VTEP cannot know
+		// about. A physical NIC puts complete checksums on the wire; tx
+		// off on the kernel node's underlay port makes the veth do the same
+		// (the kernel completes the inner checksum before encapsulation).
+		{"ethtool", "-K", "u0", "tx", "off"},
+	} {
+		mustRun(t, kns, argv...)
+	}
+	// The kernel node's pod: a veth into the bridge, MTU as weft's pods.
+	err = netdev.NewVeth(
+		netdev.VethEnd{Name: "eth0", NetnsPath: netdev.NetnsPath(kpns), Addr: netip.PrefixFrom(kPod, kSub.Bits()), MTU: st.MTU},
+		netdev.VethEnd{Name: "kp0", NetnsPath: netdev.NetnsPath(kns), MTU: st.MTU},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, kns, "ip", "link", "set", "kp0", "master", bridgeDev, "up")
+	mustRun(t, kpns, "ip", "route", "add", "default", "via", kGW.String())
+	mustRun(t, kpns, "ip", "link", "set", "eth0", "mtu", podMTU)
+
+	waitFor(t, 10*time.Second, "weft node learns the kernel peer", func() (bool, string) {
+		rs, ps := routes(t, cl), peers(t, cl)
+		return hasPeerRoute(rs, kSub) && hasPeer(ps, kNode), fmt.Sprintf("routes %v, peers %v", rs, ps)
+	})
+
+	kernelPod := endpoint{"kernel-pod", kpns, kPod}
+	weftPod := podEnd(wp)
+	weftNode := endpoint{n1.Name, n1.Netns, st.HostAddr}
+	for _, tc := range []struct{ from, to endpoint }{
+		{weftPod, kernelPod}, {kernelPod, weftPod}, {weftNode, kernelPod}, {kernelPod, weftNode},
+	} {
+		t.Run(tc.from.name+"_to_"+tc.to.name, func(t *testing.T) {
+			pingAll(t, tc.from.netns, tc.to.addr)
+			conn := connectTCP(t, tc.from.netns, tc.to.netns, tc.to.addr)
+			if conn.peerSeen != tc.from.addr {
+				t.Errorf("server saw the client as %s, want %s", conn.peerSeen, tc.from.addr)
+			}
+			// Larger than one segment, so full-size frames cross both ways.
+			msg := string(make([]byte, 64<<10))
+			if err := conn.roundTrip(msg, 10*time.Second); err != nil {
+				t.Errorf("tcp %s -> %s: %v", tc.from.addr, tc.to.addr, err)
+			}
+		})
+	}
+
+	p, ok := findPeer(peers(t, cl), kNode)
+	if !ok || p.TxFrames == 0 || p.RxFrames == 0 {
+		t.Errorf("weft's counters for the kernel peer: %+v (present %v); want frames both ways", p, ok)
+	}
+	c0 := counters(t, cl)
+	for _, name := range []string{"drop.vxlan_unknown_peer", "drop.vxlan_wrong_vni", "drop.vxlan_bad_flags", "drop.vxlan_reserved_bits"} {
+		if v := counter(t, c0, name); v != 0 {
+			t.Errorf("%s = %d: weft refused some of the kernel's VXLAN", name, v)
+		}
+	}
+}
