@@ -560,7 +560,7 @@ var flagSpecs = []flagSpec{
 		func(c *Config, _ *string) flag.Value { return (*stringValue)(&c.LogFormat) }},
 	{"offload", "", "offload", "", "use kernel offloads (TAP TSO/checksum, UDP GSO/GRO) where the kernel has them; --offload=false turns them all off",
 		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.Offload) }},
-	{"workers", "N", "workers", "0 = one per CPU", fmt.Sprintf("forwarding workers, 0..%d", maxWorkers),
+	{"workers", "N", "workers", "0 = one per CPU", fmt.Sprintf("forwarding workers, 0..%d (accepted but not used yet: weftd runs one worker per port plus one for the underlay)", maxWorkers),
 		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.Workers) }},
 	{"version", "", "", "", "print the version and exit",
 		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.ShowVersion) }},
