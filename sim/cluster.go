@@ -577,14 +577,18 @@ func stopPID(pid int) {
 }
 
 // strayNamespaces lists namespaces named as this sim's would be.
-func (c *Cluster) strayNamespaces() []string {
+func (c *Cluster) strayNamespaces() []string { return StrayNamespaces(c.Name) }
+
+// StrayNamespaces lists the namespaces named as those of a sim called name
+// would be (name-u, name-nI, name-nI-pJ).
+func StrayNamespaces(name string) []string {
 	ents, err := os.ReadDir(netdev.NetnsDir)
 	if err != nil {
 		return nil
 	}
 	var out []string
 	for _, e := range ents {
-		if ownNamespace(c.Name, e.Name()) {
+		if ownNamespace(name, e.Name()) {
 			out = append(out, e.Name())
 		}
 	}

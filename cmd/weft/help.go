@@ -158,13 +158,3 @@ var helpCmd = &command{
 		return nil
 	},
 }
-
-var simCmd = &command{
-	name:     "sim",
-	summary:  "multi-node simulation in network namespaces (not implemented yet)",
-	synopsis: "...",
-	help:     "Build a multi-node weft cluster in network namespaces on this machine.\nNot implemented yet.",
-	raw: func(c *cli, args []string) error {
-		return &exitCodeError{code: exitUsage, msg: "weft sim: not implemented yet"}
-	},
-}

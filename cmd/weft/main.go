@@ -110,7 +110,9 @@ func (c *cli) report(err error) int {
 	case err == nil:
 		return exitOK
 	case errors.As(err, &ee):
-		fmt.Fprintln(c.stderr, ee.msg)
+		if ee.msg != "" { // empty: the command has said all it had to
+			fmt.Fprintln(c.stderr, ee.msg)
+		}
 		return ee.code
 	case errors.As(err, &ue):
 		prefix, help := "weft", "weft --help"

@@ -104,7 +104,11 @@ func TestUsageErrors(t *testing.T) {
 		{"trace pcap and dst", []string{"trace", "--in", "p", "--pcap", "x.pcap", "--dst", "10.0.0.1"}, "--dst: --pcap gives the whole frame"},
 		{"trace index without pcap", []string{"trace", "--in", "p", "--dst", "10.0.0.1", "--index", "2"}, "--index needs --pcap"},
 		{"help unknown", []string{"help", "nope"}, `weft help: unknown command "nope"`},
-		{"sim", []string{"sim", "up"}, "weft sim: not implemented yet"},
+		{"sim without subcommand", []string{"sim"}, "weft sim: want a subcommand"},
+		{"sim unknown subcommand", []string{"sim", "frobnicate"}, `weft sim: unknown subcommand "frobnicate"`},
+		{"sim kill without node", []string{"sim", "kill"}, "weft sim kill: want a node name"},
+		{"sim exec without command", []string{"sim", "exec", "n1-p1"}, "weft sim exec: no command given"},
+		{"sim bad output", []string{"sim", "status", "-o", "yaml"}, `weft sim status: -o "yaml"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
