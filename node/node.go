@@ -41,6 +41,10 @@ type Config struct {
 	// default: a restarting node wants its subnet (and pods) back.
 	ReleaseOnShutdown bool
 
+	// PendingReleaseDir is where weft-cni records DELs it could not hand to
+	// a stopped weftd; "" = StateDir/cni-pending (weft-cni's default).
+	PendingReleaseDir string
+
 	// HostPortName is the node's own TAP; "" = "weft0".
 	HostPortName string
 	Logger       *slog.Logger
@@ -119,6 +123,9 @@ func New(cfg Config) (*Node, error) {
 	if cfg.StateDir == "" {
 		cfg.StateDir = "/var/lib/weft"
 	}
+	if cfg.PendingReleaseDir == "" {
+		cfg.PendingReleaseDir = filepath.Join(cfg.StateDir, "cni-pending")
+	}
 	if cfg.HostPortName == "" {
 		cfg.HostPortName = defaultHostPort
 	}
@@ -192,6 +199,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.restorePorts()
+	n.applyPendingReleases()
 
 	n.wg.Add(3)
 	go n.runUnderlay()
