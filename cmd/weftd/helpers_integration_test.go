@@ -86,7 +86,8 @@ func upCluster(t *testing.T, opts sim.Options, nodes, pods int) *sim.Cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if t.Failed() {
+		// WEFT_TEST_LOGS=1 shows the logs of passing tests too.
+		if t.Failed() || os.Getenv("WEFT_TEST_LOGS") != "" {
 			for _, n := range c.Nodes {
 				t.Logf("--- weftd log of %s (%s):\n%s", n.Name, n.Log, tailFile(n.Log, 60))
 			}
