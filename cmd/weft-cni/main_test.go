@@ -237,6 +237,7 @@ func cniError(t *testing.T, err error, code uint, substrs ...string) {
 	if !errors.As(err, &e) {
 		t.Fatalf("got error %v (%T), want a CNI error with code %d", err, err, code)
 	}
+	t.Logf("CNI error %d: %s", e.Code, e.Msg)
 	if e.Code != code {
 		t.Errorf("code %d (%s), want %d", e.Code, e.Msg, code)
 	}

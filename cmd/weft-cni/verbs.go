@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -21,7 +22,7 @@ import (
 // stderr is where weft-cni says what it did that the runtime's result does
 // not show (a release recorded for later, a failed clean-up). Runtimes
 // pass a plugin's stderr to their own log.
-var stderr = os.Stderr
+var stderr io.Writer = os.Stderr
 
 func warnf(format string, args ...any) {
 	fmt.Fprintf(stderr, "weft-cni: "+format+"\n", args...)
