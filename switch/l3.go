@@ -28,7 +28,7 @@ func (c *frameCtx) l3(fp *[]byte, v *Verdict) {
 	s := c.s
 	f := *fp
 	ip := packet.IPv4(f[packet.EthHdrLen:])
-	if !ip.HeaderChecksumOK() {
+	if !headerChecksumOK(ip) {
 		c.drop(v, DropBadIPv4, StageL3)
 		return
 	}
@@ -105,6 +105,23 @@ func (c *frameCtx) l3(fp *[]byte, v *Verdict) {
 	if c.tr != nil {
 		c.tr.add(StageL3, "route %s: %s, next hop %s, ttl now %d", keyIP4(dst), c.routeName(dst), nextMAC, ip.TTL())
 	}
+}
+
+// headerChecksumOK is packet.IPv4.HeaderChecksumOK with the common
+// option-less header summed inline as five 32-bit words (the generic loop
+// is a call and a quarter of the routing cost for a 20-byte header).
+func headerChecksumOK(ip packet.IPv4) bool {
+	if ip.HeaderLen() != packet.IPv4MinHdrLen || len(ip) < packet.IPv4MinHdrLen {
+		return ip.HeaderChecksumOK()
+	}
+	s := uint64(binary.BigEndian.Uint32(ip[0:4])) + uint64(binary.BigEndian.Uint32(ip[4:8])) +
+		uint64(binary.BigEndian.Uint32(ip[8:12])) + uint64(binary.BigEndian.Uint32(ip[12:16])) +
+		uint64(binary.BigEndian.Uint32(ip[16:20]))
+	s = s>>32 + s&0xffffffff
+	s = s>>16 + s&0xffff
+	s = s>>16 + s&0xffff
+	s = s>>16 + s&0xffff
+	return s == 0xffff
 }
 
 // martian reports addresses that are never routed: this-network 0/8,

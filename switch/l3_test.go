@@ -3,6 +3,7 @@ package vswitch
 import (
 	"bytes"
 	"encoding/binary"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -488,5 +489,26 @@ func TestGSOLengthForMTU(t *testing.T) {
 	// ...one with 1,451-byte segments needs fragmentation.
 	if out[1].Reason != DropFragNeeded || !out[1].Reply {
 		t.Errorf("segments over MTU: %+v", out[1])
+	}
+}
+
+func TestHeaderChecksumOKMatchesReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	for i := range 20000 {
+		h := make([]byte, 24)
+		for j := range h {
+			h[j] = byte(r.Uint32())
+		}
+		h[0] = 0x45
+		if i%4 == 0 {
+			h[0] = 0x46
+		}
+		ip := packet.IPv4(h)
+		if i%2 == 0 {
+			ip.ComputeChecksum()
+		}
+		if got, want := headerChecksumOK(ip), sum16(h[:ip.HeaderLen()]) == 0xffff; got != want {
+			t.Fatalf("% x: got %v want %v", h, got, want)
+		}
 	}
 }

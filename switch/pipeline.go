@@ -62,7 +62,8 @@ func (s *Switch) Process(frames [][]byte, in PortID, out []Verdict, now int64) {
 }
 
 // ProcessGSO is Process for batches that may hold GSO super-packets (a TAP
-// read with a virtio-net header): when ipLens is non-nil and ipLens[i] != 0,
+// read with a virtio-net header): when ipLens is non-nil (then
+// len(ipLens) >= len(frames)) and ipLens[i] != 0,
 // it is the IP length of the largest packet frame i will be segmented into,
 // and the MTU check of a routed frame uses it instead of the IP total
 // length. The TTL is decremented once, in the super-packet's header, which
