@@ -271,5 +271,11 @@ func ping(t *testing.T, netnsName, dst string) {
 	out, err := sim.Command(ctx, netnsName, "ping", "-c", "2", "-i", "0.2", "-W", "3", dst).CombinedOutput()
 	if err != nil {
 		t.Errorf("ping %s from %s: %v\n%s", dst, netnsName, err, out)
+		return
+	}
+	for line := range strings.SplitSeq(string(out), "\n") {
+		if strings.Contains(line, "packets transmitted") {
+			t.Logf("ping %s from %s: %s", dst, netnsName, line)
+		}
 	}
 }
