@@ -149,16 +149,10 @@ func (r *Replayer) plan() {
 			emit(p)
 		}
 	}
-	slices.SortStableFunc(open, func(a, b *pending) int {
-		if len(a.idx) == 0 || len(b.idx) == 0 {
-			return 0
-		}
-		return int(a.idx[0] - b.idx[0])
-	})
+	open = slices.DeleteFunc(open, func(p *pending) bool { return len(p.idx) == 0 })
+	slices.SortFunc(open, func(a, b *pending) int { return int(a.idx[0] - b.idx[0]) })
 	for _, p := range open {
-		if len(p.idx) > 0 {
-			emit(p)
-		}
+		emit(p)
 	}
 }
 

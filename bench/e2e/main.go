@@ -1,0 +1,324 @@
+// Command e2e is weft's end-to-end benchmark (`make bench-e2e`): two nodes
+// with one pod each, first forwarded by weft (a `weft sim` of two weftd
+// processes), then, in the same run, by the Linux kernel's VXLAN device in
+// the same topology (the anchor script ../shared/anchors/kernel-vxlan.sh).
+// For each it measures iperf3 TCP with 1 and 4 streams, iperf3 UDP with
+// 64-byte datagrams, and ping latency; for weft also the weftds' CPU time
+// per GB moved. Each figure is the median of E2E_REPS runs with its range.
+//
+// It prints a table and a last line
+//
+//	e2e ratio tcp1=<weft/kernel> tcp4=<...> udp64=<...> rtt=<weft/kernel ping avg>
+//
+// writes the table into docs/BENCHMARKS.md (between <!-- e2e:begin --> and
+// <!-- e2e:end -->), a chart into docs/e2e.svg, and raw results, logs and a
+// perf profile of the weftds during an extra TCP run into bench/out/.
+//
+// Run from the repository root, as root: go run ./bench/e2e
+//
+// Environment:
+//
+//	E2E_REPS=3           repetitions of each test
+//	E2E_T=10             seconds per iperf3 run
+//	E2E_SKIP=""          tests to leave out: any of tcp1 tcp4 udp ping
+//	E2E_QUIET_PCT=15     wait before each run until the machine was at most this % busy for 1 s ...
+//	E2E_QUIET_MAX=240    ... or this many seconds passed
+//	E2E_WEFTD_ARGS=""    extra weftd flags, e.g. "--offload=false"
+//	E2E_KERNEL=1         0 skips the kernel VXLAN run (no ratios)
+//	E2E_KERNEL_RESULT="" a kernel RESULT line to use instead of running the anchor
+//	E2E_KERNEL_SCRIPT    default ../shared/anchors/kernel-vxlan.sh from the repo root
+//	E2E_PROFILE=1        0 skips the perf profile
+//	E2E_DOCS=1           0 leaves docs/ alone
+//	E2E_OUT=bench/out    where binaries, logs, profiles and JSON go
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// config is the run's settings, from the environment.
+type config struct {
+	Root         string
+	OutDir       string
+	Reps         int
+	Duration     time.Duration
+	Skip         []string
+	QuietPct     float64
+	QuietMax     time.Duration
+	WeftdArgs    []string
+	Kernel       bool
+	KernelResult string
+	KernelScript string
+	Profile      bool
+	Docs         bool
+
+	WeftBin, WeftdBin string
+}
+
+func (c *config) skipped(test string) bool { return slices.Contains(c.Skip, test) }
+
+func loadConfig(root string) (*config, error) {
+	c := &config{
+		Root:         root,
+		OutDir:       filepath.Join(root, "bench", "out"),
+		Reps:         3,
+		Duration:     10 * time.Second,
+		QuietPct:     15,
+		QuietMax:     240 * time.Second,
+		Kernel:       true,
+		KernelScript: filepath.Join(root, "..", "shared", "anchors", "kernel-vxlan.sh"),
+		Profile:      true,
+		Docs:         true,
+	}
+	var errs []error
+	intEnv := func(name string, dst *int, lo, hi int) {
+		if v := os.Getenv(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < lo || n > hi {
+				errs = append(errs, fmt.Errorf("%s=%q: want an integer in [%d, %d]", name, v, lo, hi))
+				return
+			}
+			*dst = n
+		}
+	}
+	boolEnv := func(name string, dst *bool) {
+		if v := os.Getenv(name); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: want 0 or 1", name, v))
+				return
+			}
+			*dst = b
+		}
+	}
+	t, qmax, qpct := 10, 240, 15
+	intEnv("E2E_REPS", &c.Reps, 1, 100)
+	intEnv("E2E_T", &t, 1, 3600)
+	intEnv("E2E_QUIET_MAX", &qmax, 0, 3600)
+	intEnv("E2E_QUIET_PCT", &qpct, 0, 100)
+	c.Duration, c.QuietMax, c.QuietPct = time.Duration(t)*time.Second, time.Duration(qmax)*time.Second, float64(qpct)
+	boolEnv("E2E_KERNEL", &c.Kernel)
+	boolEnv("E2E_PROFILE", &c.Profile)
+	boolEnv("E2E_DOCS", &c.Docs)
+	for _, s := range strings.Fields(strings.ReplaceAll(os.Getenv("E2E_SKIP"), ",", " ")) {
+		if !slices.Contains([]string{"tcp1", "tcp4", "udp", "ping"}, s) {
+			errs = append(errs, fmt.Errorf("E2E_SKIP: unknown test %q (want tcp1 tcp4 udp ping)", s))
+		}
+		c.Skip = append(c.Skip, s)
+	}
+	c.WeftdArgs = strings.Fields(os.Getenv("E2E_WEFTD_ARGS"))
+	c.KernelResult = strings.TrimSpace(os.Getenv("E2E_KERNEL_RESULT"))
+	if v := os.Getenv("E2E_KERNEL_SCRIPT"); v != "" {
+		c.KernelScript = v
+	}
+	if v := os.Getenv("E2E_OUT"); v != "" {
+		c.OutDir = v
+	}
+	if abs, err := filepath.Abs(c.OutDir); err == nil {
+		c.OutDir = abs
+	}
+	return c, errors.Join(errs...)
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	if os.Geteuid() != 0 {
+		return errors.New("must run as root (namespaces, TAPs, perf)")
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(root)
+	if err != nil {
+		return err
+	}
+	for _, tool := range []string{"iperf3", "ping", "nsenter", "ip", "nstat", "go"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not on PATH: run make deps", tool)
+		}
+	}
+	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+		return err
+	}
+	stamp := time.Now().Format("20060102-150405")
+	logFile, err := os.Create(filepath.Join(cfg.OutDir, "e2e-"+stamp+".log"))
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	progress := io.MultiWriter(os.Stderr, logFile)
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(progress, "[%s] "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	cfg.WeftBin, cfg.WeftdBin = filepath.Join(cfg.OutDir, "weft"), filepath.Join(cfg.OutDir, "weftd")
+	logf("building weft and weftd into %s", cfg.OutDir)
+	build := exec.CommandContext(ctx, "go", "build", "-o", cfg.OutDir+"/", "./cmd/weft", "./cmd/weftd")
+	build.Dir, build.Stdout, build.Stderr = root, progress, progress
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("go build: %w", err)
+	}
+
+	sum := &summary{
+		When: time.Now().UTC().Format("2006-01-02 15:04 UTC"), Commit: gitCommit(root),
+		Kernel: kernelRelease(), CPUs: runtime.NumCPU(), LoadStart: loadAvg(),
+		Reps: cfg.Reps, T: int(cfg.Duration / time.Second), WeftdArgs: strings.Join(cfg.WeftdArgs, " "),
+		QuietPct: cfg.QuietPct,
+	}
+	logf("e2e: reps=%d t=%ds skip=%v weftd args=%q kernel=%s cpus=%d load=%s",
+		cfg.Reps, sum.T, cfg.Skip, sum.WeftdArgs, sum.Kernel, sum.CPUs, sum.LoadStart)
+
+	// weft
+	name := "wbe" + randHex(3)
+	logf("weft: sim %s (2 nodes, 1 pod each)", name)
+	ws, err := upWeft(ctx, cfg, name, progress)
+	if err != nil {
+		return err
+	}
+	weftErr := func() error {
+		defer ws.down(progress)
+		if err := ws.startServer(ctx); err != nil {
+			return err
+		}
+		sum.WeftReps = ws.runWeftTests(ctx, logf)
+		if cfg.Profile && !cfg.skipped("tcp1") && ctx.Err() == nil {
+			txt, err := ws.profileTCP(ctx, logf)
+			if err != nil {
+				logf("profile: %v", err)
+			} else {
+				sum.ProfilePath = txt
+				b, _ := os.ReadFile(txt)
+				sum.ProfileTop = topOfProfile(string(b), 25)
+			}
+		}
+		return ctx.Err()
+	}()
+	if weftErr != nil {
+		return weftErr
+	}
+
+	// kernel VXLAN
+	switch {
+	case cfg.KernelResult != "":
+		kr, err := parseKernelResult(cfg.KernelResult)
+		if err != nil {
+			return fmt.Errorf("E2E_KERNEL_RESULT: %w", err)
+		}
+		sum.KernelRes, sum.KernelNote = &kr, "from E2E_KERNEL_RESULT, not measured in this run"
+	case cfg.Kernel:
+		logf("kernel VXLAN: %s", cfg.KernelScript)
+		kr, err := runKernelAnchor(ctx, cfg, progress)
+		if err != nil {
+			logf("kernel VXLAN run failed: %v", err)
+			sum.KernelNote = "run failed: " + err.Error()
+		} else {
+			sum.KernelRes = &kr
+		}
+	}
+	sum.LoadEnd = loadAvg()
+	sum.compute()
+
+	table := sum.textTable()
+	fmt.Println()
+	fmt.Print(table)
+	fmt.Fprint(logFile, "\n"+table)
+	if len(sum.ProfileTop) > 0 {
+		fmt.Printf("\nweftd profile during an extra TCP 1-stream run (perf, both weftds; full report %s):\n", sum.ProfilePath)
+		for _, l := range sum.ProfileTop {
+			fmt.Println(l)
+		}
+	}
+
+	if b, err := json.MarshalIndent(sum, "", "  "); err == nil {
+		os.WriteFile(filepath.Join(cfg.OutDir, "e2e-"+stamp+".json"), b, 0o644)
+	}
+	if cfg.Docs {
+		md := filepath.Join(root, "docs", "BENCHMARKS.md")
+		if err := writeSection(md, sum.markdown()); err != nil {
+			logf("docs: %v", err)
+		} else {
+			logf("wrote the end-to-end section of %s", md)
+		}
+		svg := filepath.Join(root, "docs", "e2e.svg")
+		if err := writeChart(svg, sum); err != nil {
+			logf("chart: %v", err)
+		} else {
+			logf("wrote %s", svg)
+		}
+	}
+	fmt.Println(sum.ratioLine())
+	return nil
+}
+
+// repoRoot is the nearest directory upwards holding go.mod.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("not inside the weft repository (no go.mod above the working directory)")
+		}
+		dir = parent
+	}
+}
+
+func gitCommit(root string) string {
+	out, err := exec.Command("git", "-C", root, "describe", "--always", "--dirty").Output()
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func kernelRelease() string {
+	var u syscall.Utsname
+	if syscall.Uname(&u) != nil {
+		return "?"
+	}
+	b := make([]byte, 0, len(u.Release))
+	for _, c := range u.Release {
+		if c == 0 {
+			break
+		}
+		b = append(b, byte(c))
+	}
+	return string(b)
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

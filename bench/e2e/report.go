@@ -1,0 +1,266 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+)
+
+// summary is one benchmark run: its conditions, the raw weft repetitions,
+// the kernel's RESULT line, and the figures computed from them.
+type summary struct {
+	When, Commit, Kernel string
+	CPUs                 int
+	LoadStart, LoadEnd   string
+	Reps, T              int
+	WeftdArgs            string
+	QuietPct             float64
+
+	WeftReps    []weftRep
+	KernelRes   *kernelResult `json:",omitempty"`
+	KernelNote  string        `json:",omitempty"`
+	ProfilePath string        `json:",omitempty"`
+	ProfileTop  []string      `json:",omitempty"`
+
+	Weft weftStats
+}
+
+// weftStats are the medians and ranges of weft's repetitions.
+type weftStats struct {
+	TCP1, TCP4, UDP, UDPLoss, PingAvg, PingP99 stat
+	CPUGB1, CPUGB4                             stat // weftd CPU seconds per GB
+	DaemonUDP                                  stat // weftd CPU % of one core during UDP
+	Retr1, Retr4                               stat
+	BgBusy                                     stat // machine busy % in the second before each run
+	Waited                                     stat // seconds waited for quiet
+	Failed                                     int
+}
+
+func (s *summary) compute() {
+	var tcp1, tcp4, udp, loss, pavg, p99, cpu1, cpu4, dudp, r1, r4, bg, waited []float64
+	for _, r := range s.WeftReps {
+		if r.Err != "" {
+			s.Weft.Failed++
+			continue
+		}
+		bg = append(bg, r.BgBusyPct)
+		waited = append(waited, r.Waited)
+		switch r.Test {
+		case "tcp1":
+			tcp1, cpu1, r1 = append(tcp1, r.Gbps), append(cpu1, r.CPUPerGB), append(r1, float64(r.Retransmits))
+		case "tcp4":
+			tcp4, cpu4, r4 = append(tcp4, r.Gbps), append(cpu4, r.CPUPerGB), append(r4, float64(r.Retransmits))
+		case "udp":
+			udp, loss, dudp = append(udp, r.RxPPS), append(loss, r.LossPct), append(dudp, r.DaemonPct)
+		case "ping":
+			if r.Ping != nil {
+				pavg, p99 = append(pavg, r.Ping.Avg), append(p99, r.Ping.P99)
+			}
+		}
+	}
+	w := &s.Weft
+	w.TCP1, w.TCP4, w.UDP, w.UDPLoss = statOf(tcp1), statOf(tcp4), statOf(udp), statOf(loss)
+	w.PingAvg, w.PingP99 = statOf(pavg), statOf(p99)
+	w.CPUGB1, w.CPUGB4, w.DaemonUDP = statOf(cpu1), statOf(cpu4), statOf(dudp)
+	w.Retr1, w.Retr4 = statOf(r1), statOf(r4)
+	w.BgBusy, w.Waited = statOf(bg), statOf(waited)
+}
+
+// ratio is a/b, NaN unless both are known and b > 0.
+func ratio(a, b stat) float64 {
+	if !a.Valid() || !b.Valid() || b.Median <= 0 {
+		return math.NaN()
+	}
+	return a.Median / b.Median
+}
+
+// ratios are weft/kernel for tcp1, tcp4, udp64 (received pps) and rtt (ping
+// avg: above 1 means weft is slower).
+func (s *summary) ratios() (tcp1, tcp4, udp, rtt float64) {
+	if s.KernelRes == nil {
+		n := math.NaN()
+		return n, n, n, n
+	}
+	k := s.KernelRes
+	return ratio(s.Weft.TCP1, k.TCP1), ratio(s.Weft.TCP4, k.TCP4), ratio(s.Weft.UDP, k.UDP), ratio(s.Weft.PingAvg, k.Ping)
+}
+
+func fmtRatio(v float64) string {
+	if math.IsNaN(v) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+// ratioLine is the last line the benchmark prints.
+func (s *summary) ratioLine() string {
+	t1, t4, u, r := s.ratios()
+	return fmt.Sprintf("e2e ratio tcp1=%s tcp4=%s udp64=%s rtt=%s", fmtRatio(t1), fmtRatio(t4), fmtRatio(u), fmtRatio(r))
+}
+
+// fmtStat prints "median [min–max]" with the given verb, or "n/a".
+func fmtStat(s stat, verb string) string {
+	if !s.Valid() {
+		return "n/a"
+	}
+	if s.N == 1 && s.Min == s.Max {
+		return fmt.Sprintf(verb, s.Median)
+	}
+	return fmt.Sprintf(verb+" ["+verb+"–"+verb+"]", s.Median, s.Min, s.Max)
+}
+
+func fmtOne(v float64, ok bool, verb string) string {
+	if !ok || math.IsNaN(v) {
+		return "n/a"
+	}
+	return fmt.Sprintf(verb, v)
+}
+
+// rows is the table both outputs print: test, weft, kernel, weft/kernel.
+func (s *summary) rows() [][4]string {
+	var k kernelResult
+	haveK := s.KernelRes != nil
+	if haveK {
+		k = *s.KernelRes
+	}
+	kstat := func(st stat, verb string) string {
+		if !haveK {
+			return "n/a"
+		}
+		return fmtStat(st, verb)
+	}
+	w := s.Weft
+	t1, t4, u, r := s.ratios()
+	p99r := math.NaN()
+	if haveK && k.haveP99 && k.PingP99 > 0 && w.PingP99.Valid() {
+		p99r = w.PingP99.Median / k.PingP99
+	}
+	return [][4]string{
+		{"TCP, 1 stream (Gbit/s)", fmtStat(w.TCP1, "%.2f"), kstat(k.TCP1, "%.2f"), fmtRatio(t1)},
+		{"TCP, 4 streams (Gbit/s)", fmtStat(w.TCP4, "%.2f"), kstat(k.TCP4, "%.2f"), fmtRatio(t4)},
+		{"UDP 64 B, received (pkt/s)", fmtStat(w.UDP, "%.0f"), kstat(k.UDP, "%.0f"), fmtRatio(u)},
+		{"UDP 64 B, loss (%)", fmtStat(w.UDPLoss, "%.1f"), kstat(k.UDPLoss, "%.1f"), ""},
+		{"ping, avg (ms)", fmtStat(w.PingAvg, "%.3f"), kstat(k.Ping, "%.3f"), fmtRatio(r)},
+		{"ping, p99 (ms)", fmtStat(w.PingP99, "%.3f"), fmtOne(k.PingP99, haveK && k.haveP99, "%.3f"), fmtRatio(p99r)},
+		{"TCP 1 stream: retransmits", fmtStat(w.Retr1, "%.0f"), "", ""},
+		{"weftd CPU s per GB, TCP 1 stream", fmtStat(w.CPUGB1, "%.2f"), "(in kernel)", ""},
+		{"weftd CPU s per GB, TCP 4 streams", fmtStat(w.CPUGB4, "%.2f"), "(in kernel)", ""},
+		{"weftd CPU during UDP (% of a core)", fmtStat(w.DaemonUDP, "%.0f"), "(in kernel)", ""},
+	}
+}
+
+func (s *summary) conditions() string {
+	args := s.WeftdArgs
+	if args == "" {
+		args = "defaults"
+	}
+	c := fmt.Sprintf("%s, commit %s, kernel %s, %d CPUs; %d runs x %d s per test (median [min–max]); weftd %s; "+
+		"load average %s at start, %s at end; before each weft run the machine was %s %% busy (waited up to %s s for <= %.0f %%)",
+		s.When, s.Commit, s.Kernel, s.CPUs, s.Reps, s.T, args, s.LoadStart, s.LoadEnd,
+		fmtStat(s.Weft.BgBusy, "%.0f"), fmtOne(s.Weft.Waited.Max, s.Weft.Waited.Valid(), "%.0f"), s.QuietPct)
+	if s.Weft.Failed > 0 {
+		c += fmt.Sprintf("; %d weft runs failed and are left out", s.Weft.Failed)
+	}
+	if s.KernelNote != "" {
+		c += "; kernel VXLAN: " + s.KernelNote
+	}
+	return c
+}
+
+// textTable is the table for the terminal.
+func (s *summary) textTable() string {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "End to end: 2 nodes x 1 pod, weft vs kernel VXLAN\n%s\n\n", s.conditions())
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "test\tweft\tkernel VXLAN\tweft/kernel")
+	for _, r := range s.rows() {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r[0], r[1], r[2], r[3])
+	}
+	tw.Flush()
+	if s.KernelRes != nil {
+		fmt.Fprintf(&b, "\nkernel: %s\n", s.KernelRes.Line)
+	}
+	return b.String()
+}
+
+// Section markers in docs/BENCHMARKS.md: the benchmark owns what is
+// between them and nothing else in the file.
+const (
+	sectionBegin = "<!-- e2e:begin -->"
+	sectionEnd   = "<!-- e2e:end -->"
+)
+
+// markdown is the "End to end" section, markers included.
+func (s *summary) markdown() string {
+	var b strings.Builder
+	b.WriteString(sectionBegin + "\n")
+	b.WriteString("## End to end\n\n")
+	b.WriteString("Two nodes with one pod each, on one machine: weft (`weft sim`, two weftd processes, VXLAN over a veth/bridge underlay) " +
+		"against the Linux kernel's VXLAN device routed like flannel's vxlan backend in the same two-node topology " +
+		"(`../shared/anchors/kernel-vxlan.sh`), measured back to back in one run of `make bench-e2e` (`go run ./bench/e2e`). " +
+		"iperf3 from pod 1 to pod 2: TCP with 1 and 4 streams, UDP with 64-byte datagrams at full rate (`-u -l 64 -b 0`, " +
+		"datagrams received per second); `ping -c 200 -i 0.01` for latency. Pod MTU 1450 in both.\n\n")
+	b.WriteString(s.conditions() + ".\n\n")
+	b.WriteString("| test | weft | kernel VXLAN | weft / kernel |\n|---|---|---|---|\n")
+	for _, r := range s.rows() {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", r[0], r[1], r[2], r[3])
+	}
+	b.WriteString("\n`" + s.ratioLine() + "`\n\n")
+	b.WriteString("![weft vs kernel VXLAN throughput](e2e.svg)\n\n")
+	if s.KernelRes != nil {
+		b.WriteString("Kernel anchor's own line: `" + s.KernelRes.Line + "`\n\n")
+	}
+	b.WriteString("CPU s per GB is the user+system time of both weftd processes during the TCP runs over the bytes received. " +
+		"A perf profile of both weftds during an extra single-stream TCP run is written to `bench/out/perf-weft-tcp1.txt`.\n")
+	b.WriteString(sectionEnd + "\n")
+	return b.String()
+}
+
+// writeSection puts section (markers included) into the file at path:
+// replacing the old one between the markers, else appending it; the rest
+// of the file, which others own, is left as it is.
+func writeSection(path, section string) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	updated, err := replaceSection(string(old), section)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".e2e.tmp"
+	if err := os.WriteFile(tmp, []byte(updated), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func replaceSection(doc, section string) (string, error) {
+	i := strings.Index(doc, sectionBegin)
+	j := strings.Index(doc, sectionEnd)
+	switch {
+	case i < 0 && j < 0:
+		if doc == "" {
+			return "# Benchmarks\n\n" + section, nil
+		}
+		if !strings.HasSuffix(doc, "\n") {
+			doc += "\n"
+		}
+		return doc + "\n" + section, nil
+	case i < 0 || j < i || strings.Count(doc, sectionBegin) > 1 || strings.Count(doc, sectionEnd) > 1:
+		return "", errors.New("e2e section markers are unpaired or repeated; fix them by hand")
+	}
+	end := j + len(sectionEnd)
+	if end < len(doc) && doc[end] == '\n' {
+		end++
+	}
+	return doc[:i] + section + doc[end:], nil
+}
