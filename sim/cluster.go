@@ -287,6 +287,12 @@ func (c *Cluster) Up(ctx context.Context, nodes, podsPerNode int) error {
 			}
 		}
 	}
+	// Nodes started later are seen by the earlier ones one registry watch
+	// later; a sim is up when every node has every other as a peer.
+	if note := c.waitConverged(ctx, 10*time.Second); note != "" {
+		return fmt.Errorf("sim %s: %s", c.Name, note)
+	}
+	c.logf("sim %s: every node sees its %d peers", c.Name, len(c.Nodes)-1)
 	return nil
 }
 

@@ -1,0 +1,462 @@
+package sim
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/netdev"
+)
+
+func client(t *testing.T, n *Node) *api.Client {
+	t.Helper()
+	cl := api.NewClient(n.Socket)
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+func qctx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// reachable reports whether a TCP connection attempt from netns to dst
+// reaches dst's host: an accept or a refusal (RST) both prove the path; a
+// refusal is what a node address without a listener answers.
+func reachable(ctx context.Context, netns string, dst netip.AddrPort, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := DialIn(ctx, netns, "tcp4", dst.String())
+	if err == nil {
+		conn.Close()
+		return true
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// TestAddNodeReachable: a node added to a running cluster is reachable from
+// every existing node and pod within 2 s of AddNode returning.
+func TestAddNodeReachable(t *testing.T) {
+	c := newTestCluster(t, Options{})
+	ctx := context.Background()
+	if err := c.Up(ctx, 2, 1); err != nil {
+		t.Fatal(err)
+	}
+	before := c.Endpoints()
+	n, err := c.AddNode(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	added := time.Now()
+	dst := netip.AddrPortFrom(n.HostAddr, 9) // nothing listens: a RST proves the path
+	const bound = 2 * time.Second
+	took := make([]time.Duration, len(before))
+	var wg sync.WaitGroup
+	for i, e := range before {
+		wg.Go(func() {
+			took[i] = -1
+			for time.Since(added) < bound+3*time.Second {
+				if reachable(ctx, e.Netns, dst, 300*time.Millisecond) {
+					took[i] = time.Since(added)
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	for i, e := range before {
+		switch {
+		case took[i] < 0:
+			t.Errorf("%s never reached new node %s at %s", e.Name, n.Name, dst.Addr())
+		case took[i] > bound:
+			t.Errorf("%s reached new node %s after %s, want within %s", e.Name, n.Name, took[i].Round(time.Millisecond), bound)
+		default:
+			t.Logf("%s -> %s reachable %s after AddNode returned", e.Name, n.Name, took[i].Round(time.Millisecond))
+		}
+	}
+}
+
+// TestKilledNodeWithdrawn: a weftd killed with SIGKILL stops renewing its
+// lease; within TTL + 2 s the other nodes drop its route, they keep talking
+// among themselves all along, and a restart brings the route back.
+func TestKilledNodeWithdrawn(t *testing.T) {
+	c := newTestCluster(t, Options{})
+	ctx := context.Background()
+	if err := c.Up(ctx, 3, 1); err != nil {
+		t.Fatal(err)
+	}
+	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	p1, p2, p3 := n1.Pods[0], n2.Pods[0], n3.Pods[0]
+	srv := echoServer(t, p2, 9000)
+	for _, n := range []*Node{n1, n2} {
+		if !hasRoute(t, n, n3.Subnet) {
+			t.Fatalf("node %s has no route to %s's subnet %s before the kill", n.Name, n3.Name, n3.Subnet)
+		}
+	}
+	if err := c.Kill(n3); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	ttl := time.Duration(c.LeaseTTL)
+	bound := ttl + 2*time.Second
+	withdrawn := map[string]time.Duration{}
+	var talks, talkFails int
+	for time.Since(killed) < bound+2*time.Second && len(withdrawn) < 2 {
+		for _, n := range []*Node{n1, n2} {
+			if _, done := withdrawn[n.Name]; !done && !hasRoute(t, n, n3.Subnet) {
+				withdrawn[n.Name] = time.Since(killed)
+			}
+		}
+		// The survivors keep talking while n3's lease runs out.
+		if _, errText := tcpCheck(ctx, p1.Netns, srv); errText != "" {
+			talkFails++
+			t.Errorf("%s -> %s during withdrawal: %s", p1.Name, p2.Name, errText)
+		}
+		talks++
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, n := range []*Node{n1, n2} {
+		d, ok := withdrawn[n.Name]
+		switch {
+		case !ok:
+			t.Errorf("node %s still routes to killed %s's subnet %s %s after the kill (TTL %s)", n.Name, n3.Name, n3.Subnet, time.Since(killed).Round(time.Millisecond), ttl)
+		case d > bound:
+			t.Errorf("node %s withdrew %s's route %s after the kill, want within TTL + 2 s = %s", n.Name, n3.Name, d.Round(time.Millisecond), bound)
+		default:
+			t.Logf("node %s withdrew %s's route %s after the kill (TTL %s)", n.Name, n3.Name, d.Round(time.Millisecond), ttl)
+		}
+	}
+	t.Logf("%s -> %s: %d TCP exchanges during withdrawal, %d failed", p1.Name, p2.Name, talks, talkFails)
+	if err := Ping(ctx, p1.Netns, p3.IP()); err == nil {
+		t.Errorf("%s still reaches %s on killed node %s", p1.Name, p3.Name, n3.Name)
+	}
+
+	if err := c.Restart(ctx, n3); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !hasRoute(t, n1, n3.Subnet) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := Ping(ctx, p1.Netns, p3.IP()); err != nil {
+		t.Errorf("%s -> %s after %s restarted: %v", p1.Name, p3.Name, n3.Name, err)
+	}
+}
+
+func hasRoute(t *testing.T, n *Node, p netip.Prefix) bool {
+	t.Helper()
+	routes, err := client(t, n).Routes(qctx(t))
+	if err != nil {
+		t.Fatalf("node %s routes: %v", n.Name, err)
+	}
+	return slices.ContainsFunc(routes, func(r api.Route) bool { return r.Prefix == p })
+}
+
+// echoServer runs the helper's peer-report echo server in pod p (in this
+// process) until the test ends and returns its address.
+func echoServer(t *testing.T, p *Pod, port uint16) netip.AddrPort {
+	t.Helper()
+	ln, err := ListenIn(p.Netns, "tcp4", ":"+strconv.Itoa(int(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go ServeEcho(ln)
+	return netip.AddrPortFrom(p.IP(), port)
+}
+
+// TestRestartKeepsTCPStream: a TCP stream between pods of two nodes
+// survives a restart of either node's weftd (the TAPs are persistent and
+// the restarted weftd re-opens them); the stream only pauses.
+func TestRestartKeepsTCPStream(t *testing.T) {
+	c := newTestCluster(t, Options{})
+	ctx := context.Background()
+	if err := c.Up(ctx, 2, 1); err != nil {
+		t.Fatal(err)
+	}
+	p1, p2 := c.Nodes[0].Pods[0], c.Nodes[1].Pods[0]
+	ln, err := ListenIn(p2.Netns, "tcp4", ":9001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		io.Copy(conn, conn)
+	}()
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	conn, err := DialIn(dctx, p1.Netns, "tcp4", netip.AddrPortFrom(p2.IP(), 9001).String())
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	// The writer sends a counter every 10 ms; the reader checks the echo
+	// is in order and notes when each record arrived.
+	stop := make(chan struct{})
+	werr := make(chan error, 1)
+	go func() {
+		var buf [8]byte
+		for i := uint64(0); ; i++ {
+			select {
+			case <-stop:
+				werr <- nil
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			binary.BigEndian.PutUint64(buf[:], i)
+			conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+			if _, err := conn.Write(buf[:]); err != nil {
+				werr <- err
+				return
+			}
+		}
+	}()
+	var mu sync.Mutex
+	var arrivals []time.Time
+	rerr := make(chan error, 1)
+	go func() {
+		var buf [8]byte
+		for want := uint64(0); ; want++ {
+			conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if _, err := io.ReadFull(conn, buf[:]); err != nil {
+				rerr <- err
+				return
+			}
+			if got := binary.BigEndian.Uint64(buf[:]); got != want {
+				rerr <- errors.New("echo out of order")
+				return
+			}
+			mu.Lock()
+			arrivals = append(arrivals, time.Now())
+			mu.Unlock()
+		}
+	}()
+	received := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(arrivals)
+	}
+	// resumed waits until n more records than at mark have come back.
+	resumed := func(mark, n int, timeout time.Duration) bool {
+		deadline := time.Now().Add(timeout)
+		for time.Now().Before(deadline) {
+			if received() >= mark+n {
+				return true
+			}
+			select {
+			case err := <-rerr:
+				t.Fatalf("stream broke: %v", err)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		return false
+	}
+	if !resumed(0, 50, 10*time.Second) {
+		t.Fatalf("stream did not start: %d records back", received())
+	}
+	for _, n := range c.Nodes {
+		mark := received()
+		from := time.Now()
+		if err := c.Restart(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		restartTook := time.Since(from)
+		if !resumed(mark, 100, 30*time.Second) {
+			t.Fatalf("stream did not resume within 30 s of restarting %s: %d records back", n.Name, received()-mark)
+		}
+		mu.Lock()
+		gap := maxGap(arrivals[max(mark-1, 0):])
+		mu.Unlock()
+		t.Logf("weftd restart of %s (the %s side) took %s; the TCP stream paused for %s at most, then went on in order",
+			n.Name, map[bool]string{true: "client", false: "server"}[n == c.Nodes[0]], restartTook.Round(time.Millisecond), gap.Round(time.Millisecond))
+	}
+	close(stop)
+	if err := <-werr; err != nil {
+		t.Fatalf("writer: %v", err)
+	}
+	select {
+	case err := <-rerr:
+		t.Fatalf("reader: %v", err)
+	default:
+	}
+}
+
+func maxGap(ts []time.Time) time.Duration {
+	var g time.Duration
+	for i := 1; i < len(ts); i++ {
+		g = max(g, ts[i].Sub(ts[i-1]))
+	}
+	return g
+}
+
+// TestFiftyPods: one node takes 50 pods, each with its own address, and
+// every one of them reaches the gateway.
+func TestFiftyPods(t *testing.T) {
+	c := newTestCluster(t, Options{})
+	ctx := context.Background()
+	const pods = 50
+	start := time.Now()
+	if err := c.Up(ctx, 1, pods); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("1 node with %d pods up in %s", pods, time.Since(start).Round(time.Millisecond))
+	n := c.Nodes[0]
+	seen := map[netip.Addr]string{}
+	for _, p := range n.Pods {
+		if other, dup := seen[p.IP()]; dup {
+			t.Errorf("%s and %s both have %s", p.Name, other, p.IP())
+		}
+		seen[p.IP()] = p.Name
+		if !n.Subnet.Contains(p.IP()) || p.IP() == p.Gateway || p.IP() == n.HostAddr {
+			t.Errorf("%s has %s: not a pod address of %s", p.Name, p.IP(), n.Subnet)
+		}
+	}
+	if st := nodeStatus(t, n); st.Ports != pods {
+		t.Errorf("node reports %d ports, want %d", st.Ports, pods)
+	}
+	errs := make([]error, len(n.Pods))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for i := range next {
+				errs[i] = Ping(ctx, n.Pods[i].Netns, n.Pods[i].Gateway)
+			}
+		})
+	}
+	for i := range n.Pods {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("%s -> gateway %s: %v", n.Pods[i].Name, n.Pods[i].Gateway, err)
+		}
+	}
+}
+
+// TestAttachAndDown: an attach to a namespace that does not exist fails
+// and holds no address or port; attaching a pod again returns the address
+// it has; Down from the record works, and works again.
+func TestAttachAndDown(t *testing.T) {
+	c := newTestCluster(t, Options{})
+	ctx := context.Background()
+	if err := c.Up(ctx, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	n, p := c.Nodes[0], c.Nodes[0].Pods[0]
+	cl := client(t, n)
+	ipamBefore, err := cl.IPAM(qctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	linksBefore := linkNames(t, n.Netns)
+
+	tests := []struct {
+		name      string
+		req       api.AttachRequest
+		wantErr   bool
+		wantAddr  netip.Prefix
+		wantPorts int
+	}{
+		{"missing netns", api.AttachRequest{PodID: c.Name + "-ghost", Netns: netdev.NetnsPath(c.Name + "-no-such-ns")}, true, netip.Prefix{}, 1},
+		{"again after the failure", api.AttachRequest{PodID: c.Name + "-ghost", Netns: netdev.NetnsPath(c.Name + "-no-such-ns")}, true, netip.Prefix{}, 1},
+		{"double attach", api.AttachRequest{PodID: p.ID, Netns: netdev.NetnsPath(p.Netns)}, false, p.Address, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := cl.Attach(qctx(t), tc.req)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("attach: %v, want error %v", err, tc.wantErr)
+			}
+			if err == nil && (resp.Address != tc.wantAddr || resp.MAC.String() != p.MAC) {
+				t.Errorf("attach again: %s %s, want %s %s", resp.Address, resp.MAC, tc.wantAddr, p.MAC)
+			}
+			ipam, err := cl.IPAM(qctx(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ipam.Used != ipamBefore.Used || len(ipam.Allocations) != len(ipamBefore.Allocations) {
+				t.Errorf("IPAM used %d (%d allocations), want %d (%d) as before", ipam.Used, len(ipam.Allocations), ipamBefore.Used, len(ipamBefore.Allocations))
+			}
+			for _, a := range ipam.Allocations {
+				if a.PodID == tc.req.PodID && tc.wantErr {
+					t.Errorf("failed attach of %s holds %s", a.PodID, a.IP)
+				}
+			}
+			ports, err := cl.Ports(qctx(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ports) != tc.wantPorts {
+				t.Errorf("%d ports, want %d", len(ports), tc.wantPorts)
+			}
+			if got := linkNames(t, n.Netns); !slices.Equal(got, linksBefore) {
+				t.Errorf("node namespace links %v, want %v as before", got, linksBefore)
+			}
+		})
+	}
+
+	// Down as a later `weft sim down` does it: from the record alone.
+	rec, err := Load(c.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if err := rec.Down(); err != nil {
+			t.Fatalf("down #%d: %v", i+1, err)
+		}
+	}
+	for _, ns := range []string{c.underlayNS(), n.Netns, p.Netns} {
+		if _, err := os.Stat(netdev.NetnsPath(ns)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("namespace %s still there after down: %v", ns, err)
+		}
+	}
+	if pidAlive(n.PID) {
+		t.Errorf("weftd pid %d still running after down", n.PID)
+	}
+	if _, err := os.Stat(c.Dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state dir %s still there after down: %v", c.Dir, err)
+	}
+	if Exists(c.Dir) {
+		t.Errorf("record still there after down")
+	}
+}
+
+func linkNames(t *testing.T, netns string) []string {
+	t.Helper()
+	h, err := netdev.OpenHandle(netdev.NetnsPath(netns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range links {
+		names = append(names, l.Attrs().Name)
+	}
+	slices.Sort(names)
+	return names
+}
