@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
@@ -29,13 +30,21 @@ func benchReplay(b *testing.B, t *Topology, frames [][]byte, fdbFill int) {
 	r.Warm()
 	b.SetBytes(int64(r.BytesPerPass()))
 	b.ReportAllocs()
+	// One OS thread throughout, so that its CPU time is the replay's.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cpu0, cpuOK := threadCPUTime()
 	for b.Loop() {
 		r.Pass()
 	}
+	cpu1, _ := threadCPUTime()
 	st := r.Stats()
 	ns := float64(b.Elapsed().Nanoseconds()) / float64(st.Frames)
 	b.ReportMetric(ns, "ns/frame")
 	b.ReportMetric(1e3/ns, "Mpps")
+	if cpuOK {
+		b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/float64(st.Frames), "cpu-ns/frame")
+	}
 	b.ReportMetric(float64(r.FramesPerPass()), "frames/op")
 }
 

@@ -328,6 +328,9 @@ type Result struct {
 	Frames  uint64
 	Bytes   uint64
 	Elapsed time.Duration
+	// CPU is the replaying thread's CPU time, Elapsed less the time it
+	// waited for a core on a busy machine (0 where not available).
+	CPU time.Duration
 	// Allocs and AllocBytes are the heap allocations during the run
 	// (runtime.MemStats Mallocs and TotalAlloc deltas).
 	Allocs, AllocBytes uint64
@@ -377,8 +380,11 @@ func (r *Replayer) Run(d time.Duration) Result {
 		return Result{}
 	}
 	r.ResetStats()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
+	cpu0, cpuOK := threadCPUTime()
 	start := time.Now()
 	for {
 		r.Pass()
@@ -387,19 +393,33 @@ func (r *Replayer) Run(d time.Duration) Result {
 		}
 	}
 	el := time.Since(start)
+	cpu1, _ := threadCPUTime()
 	runtime.ReadMemStats(&m1)
 	s := r.Stats()
-	return Result{
+	res := Result{
 		Passes: s.Passes, Frames: s.Frames, Bytes: s.Bytes, Elapsed: el,
 		Allocs: m1.Mallocs - m0.Mallocs, AllocBytes: m1.TotalAlloc - m0.TotalAlloc,
 		Stats: s,
 	}
+	if cpuOK {
+		res.CPU = cpu1 - cpu0
+	}
+	return res
+}
+
+// CPUNsPerFrame returns the replaying thread's CPU time per frame (0 where
+// thread CPU time is not available).
+func (res Result) CPUNsPerFrame() float64 {
+	if res.Frames == 0 {
+		return 0
+	}
+	return float64(res.CPU.Nanoseconds()) / float64(res.Frames)
 }
 
 // String gives a one-line summary.
 func (res Result) String() string {
-	return fmt.Sprintf("%d frames in %v: %.1f ns/frame, %.2f Mpps, %.2f Gbit/s, %.3f allocs/frame, %.1f B/frame",
-		res.Frames, res.Elapsed.Round(time.Millisecond), res.NsPerFrame(), res.Mpps(), res.Gbps(),
+	return fmt.Sprintf("%d frames in %v: %.1f ns/frame (%.1f ns CPU), %.2f Mpps, %.2f Gbit/s, %.3f allocs/frame, %.1f B/frame",
+		res.Frames, res.Elapsed.Round(time.Millisecond), res.NsPerFrame(), res.CPUNsPerFrame(), res.Mpps(), res.Gbps(),
 		res.AllocsPerFrame(), res.BytesPerFrame())
 }
 

@@ -164,8 +164,8 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	}
 	med := median(results)
 	if *runs > 1 {
-		fmt.Fprintf(stdout, "median: %.1f ns/frame, %.2f Mpps, %.2f Gbit/s, %.3f allocs/frame\n",
-			med.NsPerFrame(), med.Mpps(), med.Gbps(), med.AllocsPerFrame())
+		fmt.Fprintf(stdout, "median: %.1f ns/frame, %.2f Mpps, %.2f Gbit/s, %.3f allocs/frame; median CPU %.1f ns/frame\n",
+			med.NsPerFrame(), med.Mpps(), med.Gbps(), med.AllocsPerFrame(), medianCPU(results))
 	}
 	if !*quiet {
 		med.Stats.WriteReport(stdout, t)
@@ -186,4 +186,14 @@ func median(rs []bench.Result) bench.Result {
 		return 0
 	})
 	return s[len(s)/2]
+}
+
+// medianCPU returns the median CPU time per frame over the runs.
+func medianCPU(rs []bench.Result) float64 {
+	xs := make([]float64, len(rs))
+	for i, r := range rs {
+		xs[i] = r.CPUNsPerFrame()
+	}
+	slices.Sort(xs)
+	return xs[len(xs)/2]
 }

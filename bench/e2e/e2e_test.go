@@ -1,0 +1,205 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseKernelResult(t *testing.T) {
+	line := "RESULT system=kernel-vxlan pod_offload=default tcp1_gbps=9.70[9.51-9.80] tcp4_gbps=10.10[9.90-10.40] " +
+		"udp64_rx_pps=94000[91000-95500] udp_loss=[1.5% 3% 2.25%] ping_avg_ms=0.060[0.055-0.071] " +
+		"daemon_cpu_pct(tcp1/tcp4/udp)=0/0/0 ping_p50_ms=0.052 ping_p99_ms=0.094 pod_mtu=1450 L3-routed flannel-style"
+	r, err := parseKernelResult(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want stat
+	}{
+		{"tcp1", r.TCP1, stat{9.70, 9.51, 9.80, 1}},
+		{"tcp4", r.TCP4, stat{10.10, 9.90, 10.40, 1}},
+		{"udp", r.UDP, stat{94000, 91000, 95500, 1}},
+		{"ping", r.Ping, stat{0.060, 0.055, 0.071, 1}},
+		{"loss", r.UDPLoss, stat{2.25, 1.5, 3, 3}},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %+v, want %+v", c.name, c.got, c.want)
+		}
+	}
+	if r.System != "kernel-vxlan" || r.PodOffload != "default" || r.DaemonCPU != "0/0/0" {
+		t.Errorf("system %q offload %q daemon cpu %q", r.System, r.PodOffload, r.DaemonCPU)
+	}
+	if !r.haveP99 || r.PingP99 != 0.094 || !r.haveP50 || r.PingP50 != 0.052 {
+		t.Errorf("p50 %v/%v p99 %v/%v", r.PingP50, r.haveP50, r.PingP99, r.haveP99)
+	}
+}
+
+func TestParseKernelResultRejects(t *testing.T) {
+	for _, line := range []string{"", "tcp1_gbps=1[1-1]", "RESULT system=x", "RESULT tcp1_gbps=n/a[n/a-n/a]"} {
+		if _, err := parseKernelResult(line); err == nil {
+			t.Errorf("parseKernelResult(%q): no error", line)
+		}
+	}
+}
+
+func TestParseIperf(t *testing.T) {
+	tcp := []byte(`{"start":{},"end":{"sum_sent":{"seconds":10,"bytes":1.3e10,"bits_per_second":1.04e10,"retransmits":7},
+		"sum_received":{"seconds":10.001,"bytes":1.25e10,"bits_per_second":1.0e10}}}`)
+	f, err := parseIperfTCP(tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Gbps != 10 || f.Bytes != 1.25e10 || f.Retransmits != 7 {
+		t.Errorf("tcp = %+v", f)
+	}
+	udpNew := []byte(`{"end":{"sum_sent":{"seconds":10,"packets":2000000},
+		"sum_received":{"seconds":10,"packets":2000000,"lost_packets":500000,"lost_percent":25}}}`)
+	udpOld := []byte(`{"end":{"sum":{"seconds":10,"packets":2000000,"lost_packets":500000,"lost_percent":25}}}`)
+	for name, b := range map[string][]byte{"sum_received": udpNew, "sum": udpOld} {
+		u, err := parseIperfUDP(b)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if u.RxPPS != 150000 || u.LossPct != 25 || u.TxPPS != 200000 {
+			t.Errorf("%s: udp = %+v", name, u)
+		}
+	}
+	for name, b := range map[string]string{
+		"error":   `{"error":"unable to connect to server"}`,
+		"garbage": `not json`,
+		"empty":   `{"end":{}}`,
+	} {
+		if _, err := parseIperfTCP([]byte(b)); err == nil {
+			t.Errorf("tcp %s: no error", name)
+		}
+		if _, err := parseIperfUDP([]byte(b)); err == nil {
+			t.Errorf("udp %s: no error", name)
+		}
+	}
+}
+
+func TestParsePing(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("PING 10.244.2.3 (10.244.2.3) 56(84) bytes of data.\n")
+	for i := 1; i <= 100; i++ {
+		// rtts 0.01 .. 1.00 ms
+		fmt.Fprintf(&b, "64 bytes from 10.244.2.3: icmp_seq=%d ttl=62 time=%.2f ms\n", i, float64(i)/100)
+	}
+	b.WriteString("rtt min/avg/max/mdev = 0.010/0.505/1.000/0.288 ms\n")
+	f, err := parsePing([]byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.N != 100 || math.Abs(f.Avg-0.505) > 1e-9 || f.P50 != 0.50 || f.P99 != 0.99 || f.Max != 1 {
+		t.Errorf("ping = %+v", f)
+	}
+	if _, err := parsePing([]byte("100 packets transmitted, 0 received, 100% packet loss\n")); err == nil {
+		t.Error("no replies: no error")
+	}
+}
+
+func TestStatOf(t *testing.T) {
+	cases := []struct {
+		in   []float64
+		want stat
+	}{
+		{[]float64{3, 1, 2}, stat{2, 1, 3, 3}},
+		{[]float64{4, 1, 2, 3}, stat{2.5, 1, 4, 4}},
+		{[]float64{7}, stat{7, 7, 7, 1}},
+	}
+	for _, c := range cases {
+		if got := statOf(c.in); got != c.want {
+			t.Errorf("statOf(%v) = %+v, want %+v", c.in, got, c.want)
+		}
+	}
+	if statOf(nil).Valid() {
+		t.Error("statOf(nil) is valid")
+	}
+}
+
+func TestProcStatTicks(t *testing.T) {
+	// The command name may hold spaces and parentheses.
+	line := []byte("1234 (weft d) (x)) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 12345 0 0\n")
+	if got := procStatTicks(line); got != 300 {
+		t.Errorf("procStatTicks = %v, want 300", got)
+	}
+	if got := procStatTicks([]byte("garbage")); got != 0 {
+		t.Errorf("procStatTicks(garbage) = %v, want 0", got)
+	}
+}
+
+func TestReplaceSection(t *testing.T) {
+	sec := sectionBegin + "\nnew\n" + sectionEnd + "\n"
+	cases := []struct {
+		name, doc, want string
+	}{
+		{"empty file", "", "# Benchmarks\n\n" + sec},
+		{"append", "# Benchmarks\n\nothers' text", "# Benchmarks\n\nothers' text\n\n" + sec},
+		{"replace", "head\n" + sectionBegin + "\nold\nold\n" + sectionEnd + "\ntail\n", "head\n" + sec + "tail\n"},
+		{"replace at end without newline", "head\n" + sectionBegin + "\nold\n" + sectionEnd, "head\n" + sec},
+	}
+	for _, c := range cases {
+		got, err := replaceSection(c.doc, sec)
+		if err != nil || got != c.want {
+			t.Errorf("%s: got %q, %v; want %q", c.name, got, err, c.want)
+		}
+	}
+	for _, bad := range []string{
+		sectionEnd + "\n" + sectionBegin,
+		sectionBegin + "\nno end",
+		sectionBegin + sectionEnd + sectionBegin + sectionEnd,
+	} {
+		if _, err := replaceSection(bad, sec); err == nil {
+			t.Errorf("replaceSection(%q): no error", bad)
+		}
+	}
+}
+
+func TestReportAndChart(t *testing.T) {
+	kr, err := parseKernelResult("RESULT system=kernel-vxlan tcp1_gbps=10.00[9.00-11.00] tcp4_gbps=12.00[11.00-13.00] " +
+		"udp64_rx_pps=100000[90000-110000] udp_loss=[1% 2% 3%] ping_avg_ms=0.050[0.040-0.060] ping_p99_ms=0.100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &summary{Reps: 2, T: 5, KernelRes: &kr, WeftReps: []weftRep{
+		{Test: "tcp1", Gbps: 5, CPUPerGB: 2}, {Test: "tcp1", Gbps: 7, CPUPerGB: 1},
+		{Test: "tcp4", Gbps: 6}, {Test: "udp", RxPPS: 50000, LossPct: 10},
+		{Test: "ping", Ping: &pingFigures{N: 10, Avg: 0.1, P99: 0.3}},
+		{Test: "tcp4", Err: "iperf3: boom"},
+	}}
+	s.compute()
+	if got, want := s.ratioLine(), "e2e ratio tcp1=0.60 tcp4=0.50 udp64=0.50 rtt=2.00"; got != want {
+		t.Errorf("ratio line %q, want %q", got, want)
+	}
+	if s.Weft.Failed != 1 {
+		t.Errorf("failed = %d, want 1", s.Weft.Failed)
+	}
+	md := s.markdown()
+	for _, want := range []string{sectionBegin, sectionEnd, "## End to end", "| TCP, 1 stream (Gbit/s) | 6.00 [5.00–7.00] | 10.00 [9.00–11.00] | 0.60 |", "e2e.svg"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	svg := filepath.Join(t.TempDir(), "e2e.svg")
+	if err := writeChart(svg, s); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(svg)
+	if err != nil || !strings.Contains(string(b), "<svg") || !strings.Contains(string(b), "TCP throughput") {
+		t.Errorf("chart: %v, %d bytes", err, len(b))
+	}
+	// Without a kernel run every ratio is n/a, and nothing panics.
+	s.KernelRes = nil
+	if got := s.ratioLine(); got != "e2e ratio tcp1=n/a tcp4=n/a udp64=n/a rtt=n/a" {
+		t.Errorf("ratio line without kernel: %q", got)
+	}
+	if err := writeChart(svg, s); err != nil {
+		t.Errorf("chart without kernel: %v", err)
+	}
+}
