@@ -52,7 +52,7 @@ test: check-go deps vet build
 	$(GO) test -count=1 -timeout 20m $(TESTFLAGS) ./...
 
 bench: check-go
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./packet/ ./switch/ ./overlay/ ./bench/ ./ipam/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./packet/ ./switch/ ./overlay/ ./bench/ ./ipam/ ./registry/...
 
 fuzz: check-go
 	@for pkg in $$($(GO) list ./...); do \
@@ -62,9 +62,15 @@ fuzz: check-go
 	  done; \
 	done
 
+# make sim owns the sim named $(SIM_NAME): it brings it up, tests it, and
+# always tears it down, leaving nothing behind whether the test passed or not.
+SIM_NAME  ?= weftmk
+SIM_NODES ?= 3
+SIM_PODS  ?= 2
 sim: check-go deps build
-	@echo "make sim: the namespace simulation is not built yet; running the namespace integration tests instead"
-	$(GO) test -count=1 -v -run 'Namespace|Netns' ./... 2>&1 | tail -40
+	@$(BIN)/weft sim up --name $(SIM_NAME) --nodes $(SIM_NODES) --pods-per-node $(SIM_PODS) \
+	  && $(BIN)/weft sim test --name $(SIM_NAME); rc=$$?; \
+	  $(BIN)/weft sim down --name $(SIM_NAME) >/dev/null; exit $$rc
 
 clean:
 	rm -rf $(BIN) bench/out
