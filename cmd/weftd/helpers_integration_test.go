@@ -452,6 +452,41 @@ func linkExists(t *testing.T, netns, name string) bool {
 	return err == nil
 }
 
+// linkIndex returns the ifindex of link name in netns.
+func linkIndex(t *testing.T, netns, name string) int {
+	t.Helper()
+	h, err := netdev.OpenHandle(netdev.NetnsPath(netns))
+	if err != nil {
+		t.Fatalf("netlink handle in %s: %v", netns, err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(name)
+	if err != nil {
+		t.Fatalf("link %s in %s: %v", name, netns, err)
+	}
+	return l.Attrs().Index
+}
+
+// linkNames lists the links of netns, sorted.
+func linkNames(t *testing.T, netns string) []string {
+	t.Helper()
+	h, err := netdev.OpenHandle(netdev.NetnsPath(netns))
+	if err != nil {
+		t.Fatalf("netlink handle in %s: %v", netns, err)
+	}
+	defer h.Close()
+	ls, err := h.LinkList()
+	if err != nil {
+		t.Fatalf("links in %s: %v", netns, err)
+	}
+	names := make([]string, 0, len(ls))
+	for _, l := range ls {
+		names = append(names, l.Attrs().Name)
+	}
+	slices.Sort(names)
+	return names
+}
+
 // sendRaw writes each frame count times out of link ifName inside netns
 // through an AF_PACKET socket: nothing of the namespace's own stack
 // (routing, ARP, source address choice) touches them.

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -39,7 +40,7 @@ func TestCluster(t *testing.T) {
 		return hasPeerRoute(r1, st2.Subnet) && hasPeerRoute(r2, st1.Subnet), fmt.Sprintf("n1 %v; n2 %v", r1, r2)
 	})
 
-	t.Run("connectivity", func(t *testing.T) { testConnectivity(t, c, st1) })
+	t.Run("connectivity", func(t *testing.T) { testConnectivity(t, c, st1, st2) })
 	t.Run("trace", func(t *testing.T) { testTrace(t, c, cl1, cl2, st1, st2) })
 	t.Run("spoofed_source", func(t *testing.T) { testSpoofed(t, c, cl1, cl2, st1) })
 	t.Run("vxlan_untrusted", func(t *testing.T) { testVXLANUntrusted(t, c, cl2, st1, st2) })
@@ -63,15 +64,16 @@ type endpoint struct {
 
 func podEnd(p *sim.Pod) endpoint { return endpoint{p.Name, p.Netns, p.IP()} }
 
-func testConnectivity(t *testing.T, c *sim.Cluster, st1 api.Status) {
-	n1 := c.Nodes[0]
-	p11, p12, p21 := podEnd(n1.Pods[0]), podEnd(n1.Pods[1]), podEnd(c.Nodes[1].Pods[0])
-	node1 := endpoint{n1.Name, n1.Netns, st1.HostAddr}
+func testConnectivity(t *testing.T, c *sim.Cluster, st1, st2 api.Status) {
+	n1, n2 := c.Nodes[0], c.Nodes[1]
+	p11, p12, p21 := podEnd(n1.Pods[0]), podEnd(n1.Pods[1]), podEnd(n2.Pods[0])
+	node1, node2 := endpoint{n1.Name, n1.Netns, st1.HostAddr}, endpoint{n2.Name, n2.Netns, st2.HostAddr}
 	for _, tc := range []struct{ from, to endpoint }{
 		{p11, p12}, {p12, p11}, // one node: the L2 switch
 		{p11, p21}, {p21, p11}, // across nodes: router and VXLAN
 		{node1, p11}, {p11, node1}, // a node and its own pod, through weft0
 		{node1, p21}, {p21, node1}, // a node and another node's pod
+		{node1, node2}, {node2, node1}, // host ports of two nodes
 	} {
 		t.Run(tc.from.name+"_to_"+tc.to.name, func(t *testing.T) {
 			pingAll(t, tc.from.netns, tc.to.addr)
@@ -181,6 +183,39 @@ func testTrace(t *testing.T, c *sim.Cluster, cl1, cl2 *api.Client, st1, st2 api.
 			}
 			if d := peerTx() - tx0; d != 0 {
 				t.Errorf("%d frames went to %s although the TTL ran out at n1", d, st2.Node)
+			}
+		},
+	}, {
+		// A pod whose MTU is larger than the overlay's sends a full-size
+		// DF packet: the router must answer "fragmentation needed" with the
+		// overlay MTU, so path MTU discovery works.
+		name:    "too_big_df",
+		req:     api.TraceRequest{In: p11.ID, Dst: p21.IP(), Size: st1.MTU + 50},
+		verdict: []string{"frag_needed", p11.ID},
+		real: func(t *testing.T) {
+			mustRun(t, p11.Netns, "ip", "link", "set", "eth0", "mtu", fmt.Sprint(st1.MTU+50))
+			t.Cleanup(func() {
+				runNS(context.Background(), p11.Netns, "ip", "link", "set", "eth0", "mtu", fmt.Sprint(st1.MTU))
+				runNS(context.Background(), p11.Netns, "ip", "route", "flush", "cache")
+			})
+			c0 := counters(t, cl1)
+			tx0 := peerTx()
+			payload := fmt.Sprint(st1.MTU + 50 - 28) // IP total length MTU+50
+			got, out := ping(t, p11.Netns, p21.IP(), 1, "-M", "do", "-s", payload)
+			want := fmt.Sprintf("mtu = %d", st1.MTU)
+			if got != 0 || !strings.Contains(out, "Frag needed") || !strings.Contains(out, want) {
+				t.Errorf("ping -M do -s %s: want 'Frag needed and DF set (%s)' from the gateway:\n%s", payload, want, out)
+			}
+			if d := counter(t, counters(t, cl1), "drop.frag_needed") - counter(t, c0, "drop.frag_needed"); d < 1 {
+				t.Errorf("drop.frag_needed grew by %d", d)
+			}
+			if d := peerTx() - tx0; d != 0 {
+				t.Errorf("%d frames went to %s although they exceed the overlay MTU", d, st2.Node)
+			}
+			// Path MTU discovery: the pod now knows the path's MTU, and a
+			// ping that fits it gets through.
+			if got, out := ping(t, p11.Netns, p21.IP(), 1, "-M", "do", "-s", fmt.Sprint(st1.MTU-28)); got != 1 {
+				t.Errorf("ping at the overlay MTU after the ICMP error:\n%s", out)
 			}
 		},
 	}} {
@@ -362,8 +397,12 @@ func testVXLANUntrusted(t *testing.T, c *sim.Cluster, cl2 *api.Client, st1, st2 
 func testAttachDetach(t *testing.T, n *sim.Node, cl *api.Client, other *sim.Pod) {
 	used0 := ipamOf(t, cl).Used
 	ports0 := len(ports(t, cl))
+	links0 := linkNames(t, n.Netns)
 	noLeak := func(t *testing.T, what string) {
 		t.Helper()
+		if links := linkNames(t, n.Netns); !slices.Equal(links, links0) {
+			t.Errorf("after %s: links in the node's namespace %v, before %v", what, links, links0)
+		}
 		if used := ipamOf(t, cl).Used; used != used0 {
 			t.Errorf("after %s: %d addresses in use, want %d", what, used, used0)
 		}
@@ -527,6 +566,7 @@ func testRestart(t *testing.T, c *sim.Cluster, n *sim.Node, cl *api.Client, peer
 	}
 	st0 := status(t, cl)
 	before := identities(ports(t, cl))
+	ifindex0 := []int{linkIndex(t, p1.Netns, "eth0"), linkIndex(t, p2.Netns, "eth0")}
 
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -556,6 +596,10 @@ func testRestart(t *testing.T, c *sim.Cluster, n *sim.Node, cl *api.Client, peer
 		t.Errorf("after restart: subnet %s router MAC %s, before %s %s", st1.Subnet, st1.RouterMAC, st0.Subnet, st0.RouterMAC)
 	}
 	sameIdentities(t, "after restart", before, identities(ports(t, cl)))
+	// The pods' interfaces are the same devices, re-opened, not new ones.
+	if ifindex1 := []int{linkIndex(t, p1.Netns, "eth0"), linkIndex(t, p2.Netns, "eth0")}; !slices.Equal(ifindex0, ifindex1) {
+		t.Errorf("pods' eth0 ifindex %v after restart, %v before: the TAPs were recreated", ifindex1, ifindex0)
+	}
 	for name, conn := range map[string]*tcpPair{"same-node": local, "cross-node": cross} {
 		dl := time.Now().Add(20 * time.Second)
 		conn.client.SetDeadline(dl)
