@@ -324,23 +324,21 @@ func RunMatrix(ctx context.Context, c *Cluster, opts MatrixOptions) (*Report, er
 }
 
 // waitConverged waits until every live node lists every other live node
-// as a peer, and says what it saw if that does not happen in time.
+// as a peer, and says what it saw if that does not happen in time. Nodes
+// whose weftd is not running are named at once, not waited for.
 func (c *Cluster) waitConverged(ctx context.Context, timeout time.Duration) string {
 	deadline := time.Now().Add(timeout)
-	var missing []string
 	for {
-		missing = missing[:0]
-		live := 0
+		var dead, missing []string
+		var live []*Node
 		for _, n := range c.Nodes {
 			if pidAlive(n.PID) {
-				live++
+				live = append(live, n)
+			} else {
+				dead = append(dead, n.Name+" (weftd not running)")
 			}
 		}
-		for _, n := range c.Nodes {
-			if !pidAlive(n.PID) {
-				missing = append(missing, n.Name+" (weftd not running)")
-				continue
-			}
+		for _, n := range live {
 			qctx, cancel := context.WithTimeout(ctx, time.Second)
 			cl := api.NewClient(n.Socket)
 			st, err := cl.Status(qctx)
@@ -349,15 +347,15 @@ func (c *Cluster) waitConverged(ctx context.Context, timeout time.Duration) stri
 			switch {
 			case err != nil:
 				missing = append(missing, fmt.Sprintf("%s (API: %v)", n.Name, err))
-			case st.Peers < live-1:
-				missing = append(missing, fmt.Sprintf("%s (%d of %d peers)", n.Name, st.Peers, live-1))
+			case st.Peers < len(live)-1:
+				missing = append(missing, fmt.Sprintf("%s (%d of %d peers)", n.Name, st.Peers, len(live)-1))
 			}
 		}
-		if len(missing) == 0 {
+		if len(missing) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			if all := append(dead, missing...); len(all) > 0 {
+				return "not converged: " + strings.Join(all, ", ")
+			}
 			return ""
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return "not converged: " + strings.Join(missing, ", ")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

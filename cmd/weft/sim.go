@@ -411,14 +411,19 @@ func simExec(fs *flag.FlagSet, f *simFlags) func(context.Context, *cli, []string
 		} else {
 			return &exitCodeError{code: exitError, msg: fmt.Sprintf("weft sim exec: no pod or node %q in sim %s (see weft sim status)", target, cl.Name)}
 		}
-		// The command gets the terminal's signals itself; weft waits.
-		signal.Ignore(os.Interrupt)
+		// A Ctrl-C reaches the command from the terminal; weft (whose
+		// handler runSim set up, not SIG_IGN, which the command would
+		// inherit) waits for it and passes its exit status on.
 		cmd := sim.Command(context.Background(), netns, argv...)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, c.stdout, c.stderr
 		err = cmd.Run()
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			return &exitCodeError{code: max(ee.ExitCode(), 1)}
+			code := ee.ExitCode()
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				code = 128 + int(ws.Signal()) // as a shell reports it
+			}
+			return &exitCodeError{code: max(code, 1)}
 		}
 		return err
 	}
