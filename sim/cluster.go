@@ -1,9 +1,17 @@
 // Package sim builds a weft cluster out of network namespaces on one
 // machine: an underlay bridge in its own namespace, one namespace per node
 // running its own weftd process, and pod namespaces attached through each
-// node's API. Nothing is added to the root namespace; every name carries
-// the cluster's prefix, and a record in the state directory lets Down
-// remove everything even after the process that built it crashed.
+// node's API. With the etcd registry and no endpoints given, it also runs
+// an etcd inside the underlay namespace on the bridge's address (.1).
+// Nothing is added to the root namespace; every name carries the cluster's
+// prefix, and a record (sim.json) in the state directory (default
+// /run/weft-sim/<name>) lets Down remove everything even after the process
+// that built it crashed.
+//
+// RunMatrix checks the cluster: every node and pod to every other (ICMP
+// echo and TCP echo through a server that reports the peer address it saw,
+// so NAT would show), two processes of one pod on localhost, and the path
+// MTU across nodes. `weft sim` (cmd/weft) is the command line over it.
 package sim
 
 import (
@@ -164,6 +172,13 @@ func New(opts Options) (*Cluster, error) {
 	if opts.Dir == "" {
 		opts.Dir = DefaultDir(opts.Name)
 	}
+	// weftd gets paths under Dir, and Down recognises its processes by
+	// them: they must not depend on the working directory.
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("sim dir %s: %w", opts.Dir, err)
+	}
+	opts.Dir = dir
 	if opts.Registry == "" {
 		opts.Registry = "file"
 	}
@@ -504,14 +519,21 @@ func (c *Cluster) Restart(ctx context.Context, n *Node) error {
 func (c *Cluster) Down() error {
 	var errs []error
 	for _, n := range c.Nodes {
-		if n.PID > 0 && isWeftd(n.PID) {
+		if n.PID > 0 && c.ownsProc(n.PID) {
 			c.logf("node %s: stopping weftd pid %d", n.Name, n.PID)
 			stopPID(n.PID)
 		}
 	}
-	if c.Etcd != nil && c.Etcd.PID > 0 && isEtcd(c.Etcd.PID) {
+	if c.Etcd != nil && c.Etcd.PID > 0 && c.ownsProc(c.Etcd.PID) {
 		c.logf("etcd: stopping pid %d", c.Etcd.PID)
 		stopPID(c.Etcd.PID)
+	}
+	// A sim that crashed between starting a daemon and recording its PID
+	// leaves one the record does not name; its command line names our
+	// state directory.
+	for _, pid := range c.unrecordedProcs() {
+		c.logf("stopping pid %d (started by this sim, not in its record)", pid)
+		stopPID(pid)
 	}
 	for _, n := range c.Nodes {
 		for _, p := range n.Pods {
@@ -566,11 +588,62 @@ func pidAlive(pid int) bool {
 	return true
 }
 
-// isWeftd checks that pid is still a weftd before Down signals it: a PID
-// from an old record may have been reused by an unrelated process.
-func isWeftd(pid int) bool {
+// procArgs returns the command line of pid, nil if it is gone.
+func procArgs(pid int) []string {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	return err == nil && strings.Contains(strings.SplitN(string(b), "\x00", 2)[0], "weftd")
+	if err != nil || len(b) == 0 {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+}
+
+// ownsProc checks that pid is a weftd or etcd of this sim before Down
+// signals it: a PID from an old record may since belong to another
+// process, even to another sim's weftd. Ours name a directory of the
+// sim's in their command line.
+func (c *Cluster) ownsProc(pid int) bool {
+	args := procArgs(pid)
+	if len(args) == 0 {
+		return false
+	}
+	bin := filepath.Base(args[0])
+	for i := 1; i+1 < len(args); i++ {
+		inDir := strings.HasPrefix(args[i+1], c.Dir+string(filepath.Separator))
+		switch {
+		case args[i] == "--state-dir" && inDir && strings.Contains(bin, "weftd"):
+			return true
+		case args[i] == "--data-dir" && inDir && strings.Contains(bin, "etcd"):
+			return true
+		}
+	}
+	return false
+}
+
+// unrecordedProcs lists the live processes this sim owns that its record
+// does not name.
+func (c *Cluster) unrecordedProcs() []int {
+	known := map[int]bool{}
+	for _, n := range c.Nodes {
+		known[n.PID] = true
+	}
+	if c.Etcd != nil {
+		known[c.Etcd.PID] = true
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || known[pid] || !pidAlive(pid) {
+			continue
+		}
+		if c.ownsProc(pid) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // stopPID asks pid to stop (SIGTERM) and kills it after 5 s.

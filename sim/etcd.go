@@ -122,8 +122,3 @@ func (c *Cluster) waitEtcd(ctx context.Context, timeout time.Duration) error {
 	return fmt.Errorf("etcd not healthy after %s: %v; see %s", timeout, last, e.Log)
 }
 
-// isEtcd checks that pid still runs etcd before Down signals it.
-func isEtcd(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	return err == nil && strings.Contains(filepath.Base(strings.SplitN(string(b), "\x00", 2)[0]), "etcd")
-}

@@ -41,5 +41,5 @@ func (c *Cluster) Health(ctx context.Context, timeout time.Duration) []NodeHealt
 
 // EtcdRunning reports whether the sim's own etcd process is alive.
 func (c *Cluster) EtcdRunning() bool {
-	return c.Etcd != nil && pidAlive(c.Etcd.PID) && isEtcd(c.Etcd.PID)
+	return c.Etcd != nil && pidAlive(c.Etcd.PID) && c.ownsProc(c.Etcd.PID)
 }

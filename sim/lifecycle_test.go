@@ -460,3 +460,27 @@ func linkNames(t *testing.T, netns string) []string {
 	slices.Sort(names)
 	return names
 }
+
+// TestDownUnrecordedWeftd: a sim that crashed after starting a weftd but
+// before recording its PID is still taken down completely.
+func TestDownUnrecordedWeftd(t *testing.T) {
+	c := newTestCluster(t, Options{})
+	if err := c.Up(context.Background(), 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	pid := c.Nodes[0].PID
+	c.Nodes[0].PID = 0
+	if err := c.save(); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := Load(c.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.Down(); err != nil {
+		t.Fatal(err)
+	}
+	if pidAlive(pid) {
+		t.Errorf("weftd pid %d, missing from the record, survived down", pid)
+	}
+}
