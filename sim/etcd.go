@@ -121,4 +121,3 @@ func (c *Cluster) waitEtcd(ctx context.Context, timeout time.Duration) error {
 	}
 	return fmt.Errorf("etcd not healthy after %s: %v; see %s", timeout, last, e.Log)
 }
-
