@@ -102,6 +102,9 @@ func BenchmarkReplayLoadOnly(b *testing.B) {
 	}
 	b.SetBytes(int64(r.BytesPerPass()))
 	b.ReportAllocs()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cpu0, cpuOK := threadCPUTime()
 	passes := 0
 	for b.Loop() {
 		for i := range r.batches {
@@ -112,6 +115,10 @@ func BenchmarkReplayLoadOnly(b *testing.B) {
 		}
 		passes++
 	}
-	ns := float64(b.Elapsed().Nanoseconds()) / float64(uint64(passes)*r.FramesPerPass())
-	b.ReportMetric(ns, "ns/frame")
+	cpu1, _ := threadCPUTime()
+	frames := float64(uint64(passes) * r.FramesPerPass())
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/frames, "ns/frame")
+	if cpuOK {
+		b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/frames, "cpu-ns/frame")
+	}
 }
