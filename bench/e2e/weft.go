@@ -302,7 +302,8 @@ func topOfProfile(report string, n int) []string {
 		if t == "" || strings.HasPrefix(t, "#") {
 			continue
 		}
-		out = append(out, strings.TrimRight(l, " "))
+		// -g none still prints empty call-graph columns ("-  -").
+		out = append(out, strings.TrimRight(l, " -"))
 		if len(out) == n {
 			break
 		}
