@@ -378,7 +378,9 @@ func pingOut(ctx context.Context, netns string, dst netip.Addr, extra ...string)
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	args := append([]string{"ping", "-n", "-c", "2", "-i", "0.2", "-W", pingWait}, extra...)
-	out, err := Command(ctx, netns, append(args, dst.String())...).CombinedOutput()
+	cmd := Command(ctx, netns, append(args, dst.String())...)
+	cmd.Env = append(os.Environ(), "LC_ALL=C") // the MTU check reads ping's messages
+	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
 
