@@ -173,11 +173,9 @@ type weftRep struct {
 	Err         string  `json:"error,omitempty"`
 }
 
-// timed runs one measurement command after waiting for a quiet machine,
-// accounting the weftds' CPU and the machine's busy share around it.
-func (s *weftSim) timed(ctx context.Context, r *weftRep, cmd *exec.Cmd) []byte {
-	bg, waited := waitQuiet(ctx, s.cfg.QuietPct, s.cfg.QuietMax)
-	r.BgBusyPct, r.Waited = bg, waited.Seconds()
+// timed runs one measurement command, accounting the weftds' CPU and the
+// machine's busy share around it.
+func (s *weftSim) timed(r *weftRep, cmd *exec.Cmd) []byte {
 	c0 := cpuSeconds(s.pids)
 	b0, t0 := busyTicks()
 	w0 := time.Now()
@@ -207,6 +205,9 @@ func (s *weftSim) runWeftTests(ctx context.Context, log func(format string, args
 				return reps
 			}
 			r := weftRep{Test: test, Rep: rep}
+			// Wait for a quiet machine before the run's own timeout starts.
+			bg, waited := waitQuiet(ctx, s.cfg.QuietPct, s.cfg.QuietMax)
+			r.BgBusyPct, r.Waited = bg, waited.Seconds()
 			cctx, cancel := context.WithTimeout(ctx, iperfTimeout)
 			switch test {
 			case "tcp1", "tcp4":
@@ -214,7 +215,7 @@ func (s *weftSim) runWeftTests(ctx context.Context, log func(format string, args
 				if test == "tcp4" {
 					argv = append(argv, "-P", "4")
 				}
-				out := s.timed(cctx, &r, inNetns(cctx, s.pod1, argv...))
+				out := s.timed(&r, inNetns(cctx, s.pod1, argv...))
 				f, err := parseIperfTCP(out)
 				if err != nil {
 					r.Err = err.Error()
@@ -226,7 +227,7 @@ func (s *weftSim) runWeftTests(ctx context.Context, log func(format string, args
 					test, rep, r.Gbps, r.Retransmits, r.CPUPerGB, r.DaemonPct, r.MachinePct, r.BgBusyPct, r.Waited)
 			case "udp":
 				rb0 := udpRcvbufErrors(cctx, s.pod2)
-				out := s.timed(cctx, &r, inNetns(cctx, s.pod1, "iperf3", "-c", s.pod2IP, "-p", "5201", "-u", "-l", "64", "-b", "0", "-t", T, "-J"))
+				out := s.timed(&r, inNetns(cctx, s.pod1, "iperf3", "-c", s.pod2IP, "-p", "5201", "-u", "-l", "64", "-b", "0", "-t", T, "-J"))
 				r.RcvbufDrops = udpRcvbufErrors(cctx, s.pod2) - rb0
 				f, err := parseIperfUDP(out)
 				if err != nil {
@@ -237,7 +238,7 @@ func (s *weftSim) runWeftTests(ctx context.Context, log func(format string, args
 				log("weft udp64 rep%d: %.0f pps received (sent %.0f, loss %.2f%%, pod2 rcvbuf drops %d) weftd %.0f%% of a core machine %.0f%% bg-before %.0f%% waited %.0fs",
 					rep, r.RxPPS, r.TxPPS, r.LossPct, r.RcvbufDrops, r.DaemonPct, r.MachinePct, r.BgBusyPct, r.Waited)
 			case "ping":
-				out := s.timed(cctx, &r, inNetns(cctx, s.pod1, "ping", "-c", "200", "-i", "0.01", s.pod2IP))
+				out := s.timed(&r, inNetns(cctx, s.pod1, "ping", "-c", "200", "-i", "0.01", s.pod2IP))
 				f, err := parsePing(out)
 				if err != nil {
 					r.Err = err.Error()
