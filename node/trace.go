@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/ipam"
 	"github.com/weftnet/weft/packet"
 	vswitch "github.com/weftnet/weft/switch"
 )
@@ -80,17 +81,22 @@ func (n *Node) traceIngress(name string) (tracePort, bool) {
 }
 
 // traceFrame builds the frame a pod would send: to the neighbour's MAC when
-// the destination is on the local subnet, else to the router MAC.
+// the destination is on the local subnet, else (the gateway included, whose
+// ARP the router answers with its own MAC) to the router MAC.
 func (n *Node) traceFrame(in tracePort, req api.TraceRequest) ([]byte, error) {
 	src := in.addr
 	if req.Src.IsValid() {
 		src = req.Src.As4()
+	} else if in.id == overlayPortID {
+		// The overlay has no address of its own: 0.0.0.0 would be traced
+		// as a martian while real VXLAN from a peer is forwarded.
+		return nil, api.BadRequest("src", "required when tracing from the overlay (a remote pod's address)")
 	}
 	srcMAC := in.mac
 	dstMAC := n.routerMAC
 	if in.id == overlayPortID {
 		srcMAC = packet.MAC{0x02, 0, 0, 0, 0, 1} // a peer's router MAC stands in
-	} else if n.lease.Subnet.Contains(req.Dst) {
+	} else if n.lease.Subnet.Contains(req.Dst) && req.Dst != ipam.Gateway(n.lease.Subnet) {
 		dstMAC = packet.BroadcastMAC // unknown neighbour: what the pod's ARP would find
 		for _, nb := range n.sw.Neighbours() {
 			if nb.IP == req.Dst {
@@ -126,5 +132,10 @@ func (n *Node) traceFrame(in tracePort, req api.TraceRequest) ([]byte, error) {
 	packet.PutEth(f, dstMAC, srcMAC, packet.EtherTypeIPv4)
 	packet.PutIPv4(f[packet.EthHdrLen:], uint16(total), 1, true, req.TTL, proto, src, req.Dst.As4())
 	copy(f[packet.EthHdrLen+packet.IPv4MinHdrLen:], l4)
+	if proto == packet.IPProtoICMP {
+		// The router answers only echo requests whose checksum is right,
+		// as a real pod's are.
+		packet.SetICMPChecksum(f[packet.EthHdrLen+packet.IPv4MinHdrLen:])
+	}
 	return f, nil
 }
