@@ -118,7 +118,9 @@ func testTrace(t *testing.T, c *sim.Cluster, cl1, cl2 *api.Client, st1, st2 api.
 	for _, tc := range []struct {
 		name    string
 		req     api.TraceRequest
-		verdict []string // substrings the verdict must hold
+		setup   func(t *testing.T) // if set, runs before the trace
+		verdict []string           // substrings the verdict must hold
+		refute  []string           // substrings it must not hold
 		// real sends the traffic and checks its outcome and counters.
 		real func(t *testing.T)
 	}{{
@@ -138,7 +140,10 @@ func testTrace(t *testing.T, c *sim.Cluster, cl1, cl2 *api.Client, st1, st2 api.
 			}
 		},
 	}, {
-		name:    "same_node_pod",
+		name: "same_node_pod",
+		// Once the switch has learned p12's MAC (unknown unicast floods,
+		// in the trace as on the wire).
+		setup:   func(t *testing.T) { ping(t, p11.Netns, p12.IP(), 1) },
 		req:     api.TraceRequest{In: p11.ID, Dst: p12.IP()},
 		verdict: []string{"deliver", p12.ID},
 		real: func(t *testing.T) {
@@ -186,6 +191,46 @@ func testTrace(t *testing.T, c *sim.Cluster, cl1, cl2 *api.Client, st1, st2 api.
 			}
 		},
 	}, {
+		name:    "node_to_remote_pod",
+		req:     api.TraceRequest{In: "weft0", Dst: p21.IP()},
+		verdict: []string{"encap", st2.Node},
+		real: func(t *testing.T) {
+			tx0 := peerTx()
+			if got, out := ping(t, c.Nodes[0].Netns, p21.IP(), count); got != count {
+				t.Errorf("ping from the node: %d of %d answered:\n%s", got, count, out)
+			}
+			if d := peerTx() - tx0; d < count {
+				t.Errorf("n1's VXLAN frames to %s grew by %d, want >= %d", st2.Node, d, count)
+			}
+		},
+	}, {
+		name:    "gateway_echo",
+		req:     api.TraceRequest{In: p11.ID, Dst: st1.Gateway},
+		verdict: []string{p11.ID}, // answered back to the sender
+		refute:  []string{"flood", "drop"},
+		real: func(t *testing.T) {
+			c0 := counters(t, cl1)
+			if got, out := ping(t, p11.Netns, st1.Gateway, count); got != count {
+				t.Errorf("ping the gateway: %d of %d answered:\n%s", got, count, out)
+			}
+			if d := counter(t, counters(t, cl1), "router.echo_replies") - counter(t, c0, "router.echo_replies"); d < count {
+				t.Errorf("router.echo_replies grew by %d, want >= %d", d, count)
+			}
+		},
+	}, {
+		name:    "from_overlay",
+		req:     api.TraceRequest{In: "overlay", Src: p21.IP(), Dst: p11.IP()},
+		verdict: []string{"deliver", p11.ID},
+		real: func(t *testing.T) {
+			tx0 := portTx(cl1, p11.ID)
+			if got, out := ping(t, p21.Netns, p11.IP(), count); got != count {
+				t.Errorf("ping: %d of %d answered:\n%s", got, count, out)
+			}
+			if d := portTx(cl1, p11.ID) - tx0; d < count {
+				t.Errorf("frames n1 delivered to %s grew by %d, want >= %d", p11.Name, d, count)
+			}
+		},
+	}, {
 		// A pod whose MTU is larger than the overlay's sends a full-size
 		// DF packet: the router must answer "fragmentation needed" with the
 		// overlay MTU, so path MTU discovery works.
@@ -220,6 +265,9 @@ func testTrace(t *testing.T, c *sim.Cluster, cl1, cl2 *api.Client, st1, st2 api.
 		},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.setup != nil {
+				tc.setup(t)
+			}
 			ctx, cancel := apiCtx()
 			defer cancel()
 			resp, err := cl1.Trace(ctx, tc.req)
@@ -232,9 +280,22 @@ func testTrace(t *testing.T, c *sim.Cluster, cl1, cl2 *api.Client, st1, st2 api.
 					t.Errorf("verdict %q does not mention %q; steps: %+v", resp.Verdict, want, resp.Steps)
 				}
 			}
+			for _, bad := range tc.refute {
+				if strings.Contains(resp.Verdict, bad) {
+					t.Errorf("verdict %q says %q; steps: %+v", resp.Verdict, bad, resp.Steps)
+				}
+			}
 			tc.real(t)
 		})
 	}
+	t.Run("overlay_needs_src", func(t *testing.T) {
+		ctx, cancel := apiCtx()
+		defer cancel()
+		resp, err := cl1.Trace(ctx, api.TraceRequest{In: "overlay", Dst: p11.IP()})
+		if !errors.Is(err, api.ErrBadRequest) {
+			t.Errorf("trace from the overlay without a source: %+v, %v; want a bad request naming src", resp, err)
+		}
+	})
 }
 
 // testSpoofed sends hand-made frames out of pod n1-p1's eth0 with another
