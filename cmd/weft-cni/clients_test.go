@@ -137,13 +137,13 @@ func TestBinaryErrors(t *testing.T) {
 			stdin: `{"cniVersion":"1.0.0","name":"weft","type":"weft-cni"}`, code: types.ErrIncompatibleCNIVersion},
 		{name: "bad config", env: append([]string{"CNI_COMMAND=ADD"}, base...),
 			stdin: `{"cniVersion":"1.1.0","name":"weft","type":"weft-cni","socket":"weftd.sock"}`,
-			code: types.ErrInvalidNetworkConfig, stdout: []string{"socket"}},
+			code:  types.ErrInvalidNetworkConfig, stdout: []string{"socket"}},
 		{name: "weftd down", env: append([]string{"CNI_COMMAND=ADD"}, base...),
 			stdin: `{"cniVersion":"1.1.0","name":"weft","type":"weft-cni","socket":"` + missing + `"}`,
-			code: types.ErrTryAgainLater, stdout: []string{"weftd is not running on " + missing}},
+			code:  types.ErrTryAgainLater, stdout: []string{"weftd is not running on " + missing}},
 		{name: "status weftd down", env: []string{"CNI_COMMAND=STATUS", "CNI_PATH=" + pluginDir},
 			stdin: `{"cniVersion":"1.1.0","name":"weft","type":"weft-cni","socket":"` + missing + `"}`,
-			code: types.ErrLimitedConnectivity},
+			code:  types.ErrLimitedConnectivity},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,10 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -310,4 +313,41 @@ func TestStatusRealWeftd(t *testing.T) {
 	}
 	err := doStatus(&skel.CmdArgs{StdinData: netConf(t, "1.1.0", map[string]any{"socket": filepath.Join(t.TempDir(), "x.sock")})})
 	cniError(t, err, types.ErrLimitedConnectivity, "weftd is not running")
+}
+
+// TestPendingAppliedByWeftd: the pending-release file is the contract with
+// weftd, which applies it when it starts. A DEL without a namespace (the
+// CRI's second DEL) while weftd is down leaves the TAP in place, so only
+// the record can free the port; after a restart weftd must have applied
+// it, and kept the sim's own pods.
+func TestPendingAppliedByWeftd(t *testing.T) {
+	c := simCluster(t)
+	n1 := c.Nodes[0]
+	cl := weftdClient(t, n1.Socket)
+	_, nsPath := newPodNetns(t)
+	id := newContainerID(t, n1.Socket)
+	pending := filepath.Join(n1.StateDir, "cni-pending") // weftd's default: <state_dir>/cni-pending
+	mustAdd(t, cmdArgs(id, nsPath, netConf(t, "1.1.0", map[string]any{"socket": n1.Socket, "pendingDir": pending})))
+	down := netConf(t, "1.1.0", map[string]any{"socket": filepath.Join(t.TempDir(), "weftd.sock"), "pendingDir": pending})
+	if err := doDel(cmdArgs(id, "", down)); err != nil {
+		t.Fatalf("DEL with weftd down: %v", err)
+	}
+	file := pendingFile(pending, id, "eth0")
+	if _, err := os.Stat(file); err != nil {
+		t.Fatalf("no pending release: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	if err := c.Restart(ctx, n1); err != nil {
+		t.Fatalf("restart weftd: %v", err)
+	}
+	if _, ok := findPort(t, cl, id); ok {
+		t.Errorf("weftd restored %s instead of applying its pending release", id)
+	}
+	if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pending file left after weftd started: %v", err)
+	}
+	if _, ok := findPort(t, cl, n1.Pods[0].ID); !ok {
+		t.Errorf("weftd lost the sim pod %s over the restart", n1.Pods[0].ID)
+	}
 }
