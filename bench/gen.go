@@ -136,6 +136,13 @@ func (t *Topology) remoteSide(p *PeerNode, host byte) side {
 	return side{ip: hostIn(p.Subnet, host), peer: p}
 }
 
+// gatewaySide is the router as the destination of a frame to the gateway
+// address: a local endpoint with the router MAC. ipFrame's expectation for
+// it is a delivery to port 0; callers set the real one (an answer).
+func (t *Topology) gatewaySide() side {
+	return side{ip: t.Gateway, local: &Endpoint{MAC: t.RouterMAC}}
+}
+
 // hostIn returns the address with host part h in prefix p.
 func hostIn(p netip.Prefix, h byte) netip.Addr {
 	a := p.Addr().As4()
@@ -431,7 +438,7 @@ func (g *gen) control(spec MixSpec) [][]Frame {
 		}
 		for s := range spec.Pings {
 			seq := uint16(s + 1)
-			gw := g.echo(t.localSide(a), side{ip: t.Gateway, local: &Endpoint{MAC: t.RouterMAC}}, false, seq)
+			gw := g.echo(t.localSide(a), t.gatewaySide(), false, seq)
 			gw.Class = ClassEchoGateway
 			gw.Expect = Expect{Action: vswitch.ActionDeliver, Port: a.Port, Reply: true}
 			p := &t.Peers[i%len(t.Peers)]
@@ -439,7 +446,7 @@ func (g *gen) control(spec MixSpec) [][]Frame {
 				g.pingPair(t.localSide(a), t.localSide(b), seq),
 				g.pingPair(t.localSide(a), t.remoteSide(p, byte(3+i)), seq))
 			if i < len(t.Peers) {
-				in := g.echo(t.remoteSide(p, 3), side{ip: t.Gateway, local: &Endpoint{}}, false, seq)
+				in := g.echo(t.remoteSide(p, 3), t.gatewaySide(), false, seq)
 				in.Class = ClassEchoPeerToGW
 				in.Expect = Expect{Underlay: true, Action: vswitch.ActionEncap, Peer: p.Underlay, Reply: true}
 				seqs = append(seqs, []Frame{in})
