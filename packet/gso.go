@@ -1,0 +1,143 @@
+package packet
+
+import (
+	"encoding/binary"
+	"errors"
+)
+
+// Errors from SegmentTCP. They describe input a TAP may hand us: the caller
+// counts them as drops and carries on.
+var (
+	ErrGSOHeaders  = errors.New("gso: malformed headers (not IPv4/IPv6 + TCP at the given offsets)")
+	ErrGSOMSS      = errors.New("gso: segment size 0")
+	ErrGSOLength   = errors.New("gso: IP length field disagrees with the frame length")
+	ErrGSOSegments = errors.New("gso: more segments than output slots")
+	ErrGSOShortDst = errors.New("gso: output buffer too small")
+)
+
+// TCPSegments returns how many segments a TCP super-frame with payload
+// bytes of payload splits into at mss bytes each (at least 1).
+func TCPSegments(payload, mss int) int {
+	if mss <= 0 || payload <= mss {
+		return 1
+	}
+	return (payload + mss - 1) / mss
+}
+
+// SegmentTCP splits a TCP super-frame (a TSO "GSO" frame as a TAP with
+// IFF_VNET_HDR hands it out) into frames that each carry at most mss bytes
+// of payload, as the kernel's tcp_gso_segment would:
+//
+//   - frame is [link header, l3Off bytes][IPv4 or IPv6][TCP][payload]; the
+//     TCP header starts at l4Off (the virtio csum_start) right after the IP
+//     header (IPv4 options are kept; IPv6 extension headers are refused);
+//   - every segment gets a copy of the headers with: IPv4 total length, ID
+//     (the super-frame's ID + i) and header checksum, or IPv6 payload
+//     length; TCP sequence number seq0 + i*mss; FIN and PSH only on the last
+//     segment, CWR only on the first (RFC 3168 §6.1.2); and a full TCP
+//     checksum computed in software (the super-frame's checksum field holds
+//     only the pseudo-header sum, CHECKSUM_PARTIAL);
+//   - segment i is written to dst[offs[i]:offs[i]+lens[i]], and segments
+//     are packed back to back, each preceded by gap bytes that SegmentTCP
+//     leaves untouched: dst = [gap][seg 0][gap][seg 1]... so a caller can
+//     put an encapsulation header (e.g. 8 bytes of VXLAN) in each gap and
+//     send dst[offs[0]-gap : offs[n-1]+lens[n-1]] as one UDP GSO message of
+//     gso_size gap+lens[0].
+//
+// It returns the number of segments. A super-frame whose payload fits in
+// one segment is copied as one segment with its lengths and checksums made
+// whole. frame is not modified. SegmentTCP does not allocate.
+func SegmentTCP(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, lens []int) (int, error) {
+	if mss <= 0 {
+		return 0, ErrGSOMSS
+	}
+	if l3Off < 0 || gap < 0 || l4Off < l3Off || l4Off+TCPMinHdrLen > len(frame) {
+		return 0, ErrGSOHeaders
+	}
+	ip := frame[l3Off:l4Off]
+	v6 := false
+	switch {
+	case len(ip) >= IPv4MinHdrLen && ip[0]>>4 == 4:
+		if IPv4(ip).HeaderLen() != len(ip) || ip[IPv4OffProto] != IPProtoTCP || IPv4(ip).IsFragment() {
+			return 0, ErrGSOHeaders
+		}
+		if int(IPv4(ip).TotalLen()) != len(frame)-l3Off {
+			return 0, ErrGSOLength
+		}
+	case len(ip) == IPv6HdrLen && ip[0]>>4 == 6:
+		if ip[IPv6OffNextHeader] != IPProtoTCP {
+			return 0, ErrGSOHeaders
+		}
+		if int(binary.BigEndian.Uint16(ip[IPv6OffPayloadLen:])) != len(frame)-l4Off {
+			return 0, ErrGSOLength
+		}
+		v6 = true
+	default:
+		return 0, ErrGSOHeaders
+	}
+	tcpLen := int(frame[l4Off+12]>>4) * 4
+	if tcpLen < TCPMinHdrLen || l4Off+tcpLen > len(frame) {
+		return 0, ErrGSOHeaders
+	}
+	hdrLen := l4Off + tcpLen
+	payload := frame[hdrLen:]
+	n := TCPSegments(len(payload), mss)
+	if n > len(offs) || n > len(lens) {
+		return 0, ErrGSOSegments
+	}
+	if n*(gap+hdrLen)+len(payload) > len(dst) {
+		return 0, ErrGSOShortDst
+	}
+
+	// The pseudo-header sum without the length, which varies per segment.
+	var pseudo uint32
+	if v6 {
+		pseudo = PseudoHeaderSum6([16]byte(ip[IPv6OffSrc:IPv6OffSrc+16]), [16]byte(ip[IPv6OffDst:IPv6OffDst+16]), IPProtoTCP, 0)
+	} else {
+		pseudo = PseudoHeaderSum4(IPv4(ip).Src4(), IPv4(ip).Dst4(), IPProtoTCP, 0)
+	}
+	seq0 := binary.BigEndian.Uint32(frame[l4Off+4:])
+	flags0 := frame[l4Off+13]
+	var id0 uint16
+	if !v6 {
+		id0 = IPv4(ip).ID()
+	}
+
+	at := 0
+	for i := range n {
+		chunk := payload[min(i*mss, len(payload)):min((i+1)*mss, len(payload))]
+		at += gap
+		seg := dst[at : at+hdrLen+len(chunk)]
+		copy(seg, frame[:hdrLen])
+		copy(seg[hdrLen:], chunk)
+		offs[i], lens[i] = at, len(seg)
+		at += len(seg)
+
+		sip := seg[l3Off:l4Off]
+		if v6 {
+			binary.BigEndian.PutUint16(sip[IPv6OffPayloadLen:], uint16(tcpLen+len(chunk)))
+		} else {
+			v4 := IPv4(sip)
+			v4.SetTotalLen(uint16(len(seg) - l3Off))
+			binary.BigEndian.PutUint16(sip[IPv4OffID:], id0+uint16(i))
+			v4.ComputeChecksum()
+		}
+		tcp := seg[l4Off:]
+		binary.BigEndian.PutUint32(tcp[4:], seq0+uint32(i*mss))
+		f := flags0
+		if i != n-1 {
+			f &^= TCPFlagFIN | TCPFlagPSH
+		}
+		if i != 0 {
+			f &^= TCPFlagCWR
+		}
+		tcp[13] = f
+		tcp[TCPOffChecksum], tcp[TCPOffChecksum+1] = 0, 0
+		l4len := uint32(tcpLen + len(chunk))
+		sum := pseudo + l4len>>16 + l4len&0xffff
+		sum = Checksum(tcp[:tcpLen], sum)
+		sum = Checksum(chunk, sum)
+		binary.BigEndian.PutUint16(tcp[TCPOffChecksum:], ^Fold(sum))
+	}
+	return n, nil
+}
