@@ -42,7 +42,7 @@ func TestCluster(t *testing.T) {
 
 	t.Run("connectivity", func(t *testing.T) { testConnectivity(t, c, st1, st2) })
 	t.Run("trace", func(t *testing.T) { testTrace(t, c, cl1, cl2, st1, st2) })
-	t.Run("spoofed_source", func(t *testing.T) { testSpoofed(t, c, cl1, cl2, st1) })
+	t.Run("spoofed_source", func(t *testing.T) { testSpoofed(t, c, cl1, st1) })
 	t.Run("vxlan_untrusted", func(t *testing.T) { testVXLANUntrusted(t, c, cl2, st1, st2) })
 	t.Run("attach_detach", func(t *testing.T) { testAttachDetach(t, n1, cl1, p12) })
 	t.Run("restart_sigterm", func(t *testing.T) {
@@ -94,7 +94,7 @@ func testConnectivity(t *testing.T, c *sim.Cluster, st1, st2 api.Status) {
 func testTrace(t *testing.T, c *sim.Cluster, cl1, cl2 *api.Client, st1, st2 api.Status) {
 	p11, p12, p21 := c.Nodes[0].Pods[0], c.Nodes[0].Pods[1], c.Nodes[1].Pods[0]
 	noRoute := netip.MustParseAddr("10.244.250.9")
-	if st1.ClusterCIDR.Contains(noRoute) == false {
+	if !st1.ClusterCIDR.Contains(noRoute) {
 		t.Fatalf("cluster CIDR %s does not hold %s; the test assumes the default CIDR", st1.ClusterCIDR, noRoute)
 	}
 	const count = 3
@@ -302,7 +302,7 @@ func testTrace(t *testing.T, c *sim.Cluster, cl1, cl2 *api.Client, st1, st2 api.
 // source than the port's own: the port check must drop each one, count it
 // as drop.spoofed, and the target must see nothing. The honest frame is
 // sent first, to show the target would have seen it.
-func testSpoofed(t *testing.T, c *sim.Cluster, cl1, cl2 *api.Client, st1 api.Status) {
+func testSpoofed(t *testing.T, c *sim.Cluster, cl1 *api.Client, st1 api.Status) {
 	p11, p12, p21 := c.Nodes[0].Pods[0], c.Nodes[0].Pods[1], c.Nodes[1].Pods[0]
 	mac11, err := packet.ParseMAC(p11.MAC)
 	if err != nil {
