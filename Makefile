@@ -18,7 +18,11 @@ TESTFLAGS ?=
 APT_NEEDS := ip:iproute2 ping:iputils-ping iperf3:iperf3 tcpdump:tcpdump etcd:etcd-server \
              ethtool:ethtool nsenter:util-linux bridge:iproute2 jq:jq
 
-.PHONY: all build deps test bench fuzz sim vet clean check-go
+# Go-built tools the tests drive as real clients, pinned, installed into bin/tools.
+TOOLS     := $(abspath $(BIN)/tools)
+CNITOOL   := github.com/containernetworking/cni/cnitool@v1.3.1
+
+.PHONY: all build deps tools test bench fuzz sim vet clean check-go
 
 all: build
 
@@ -40,6 +44,10 @@ deps:
 	    || { echo "make: apt-get install$$missing failed" >&2; exit 1; }; \
 	fi
 
+tools: check-go
+	@test -x $(TOOLS)/cnitool || { echo "make: installing cnitool ($(CNITOOL)) into $(TOOLS)"; \
+	  GOBIN=$(TOOLS) $(GO) install $(CNITOOL); }
+
 build: check-go
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -48,8 +56,8 @@ vet: check-go
 	$(GO) vet ./...
 
 # Fuzz seed corpora (testdata/fuzz) run as ordinary tests here.
-test: check-go deps vet build
-	$(GO) test -count=1 -timeout 20m $(TESTFLAGS) ./...
+test: check-go deps tools vet build
+	WEFT_CNITOOL=$(TOOLS)/cnitool $(GO) test -count=1 -timeout 20m $(TESTFLAGS) ./...
 
 bench: check-go
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./packet/ ./switch/ ./overlay/ ./bench/ ./ipam/ ./registry/...
