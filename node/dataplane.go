@@ -85,6 +85,10 @@ func newWorker(batch int, drops *outputDrops) *worker {
 func (n *Node) startPort(p *port) {
 	n.ports[p.id].Store(p)
 	n.wg.Add(1)
+	if t := vnetTap(p); t != nil && n.cfg.Offload {
+		go n.runPortOffload(p, t) // offload.go
+		return
+	}
 	go n.runPort(p)
 }
 

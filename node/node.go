@@ -48,6 +48,10 @@ type Config struct {
 	// HostPortName is the node's own TAP; "" = "weft0".
 	HostPortName string
 	Logger       *slog.Logger
+
+	// Offload opens the TAPs with virtio headers and TSO/checksum offload
+	// and runs the offload data path (offload.go). Off keeps plain TAPs.
+	Offload bool
 }
 
 // Switch port numbers. The overlay and the host port are fixed so that
@@ -88,6 +92,7 @@ type Node struct {
 	leases   atomic.Pointer[map[string]registry.Lease]
 	udpHist  batchHist
 	outDrops outputDrops
+	off      offloadState // offload data path (offload.go)
 
 	// ports by switch port ID; the hot path reads them without locks.
 	ports  [vswitch.MaxPorts]atomic.Pointer[port]
@@ -198,6 +203,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.openHostPort(); err != nil {
 		return err
 	}
+	// Load the peers once before any pod traffic flows: a restarted node
+	// must not answer its pods' first packets with net-unreachable while
+	// the watch is still starting.
+	n.loadPeers(ctx)
 	n.restorePorts()
 	n.applyPendingReleases()
 
@@ -208,6 +217,19 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.log.Info("node up", "node", n.cfg.NodeName, "subnet", subnet, "gateway", ipam.Gateway(subnet),
 		"router_mac", n.routerMAC, "vni", n.cfg.VNI, "port", n.cfg.Port, "ports", len(n.byKey))
 	return nil
+}
+
+// loadPeers applies the registry's live leases synchronously. If the
+// registry does not answer, the watch fills the peers in when it does.
+func (n *Node) loadPeers(ctx context.Context) {
+	lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	leases, err := n.cfg.Registry.List(lctx)
+	if err != nil {
+		n.log.Warn("registry list failed; peers arrive with the watch", "err", err)
+		return
+	}
+	n.applyLeases(registry.LeaseMap(leases))
 }
 
 // acquireLease starts the keeper and waits for the first lease: without it
@@ -267,6 +289,7 @@ func (n *Node) openHostPort() error {
 		Persist: true,
 		Logger:  n.log,
 	}
+	n.offloadTapConfig(&cfg)
 	tap, err := netdev.OpenTap(cfg)
 	if errors.Is(err, os.ErrNotExist) {
 		tap, err = netdev.CreateTap(cfg)
@@ -328,10 +351,12 @@ func (n *Node) restorePorts() {
 }
 
 func (n *Node) tapConfig(r PortRecord) netdev.TapConfig {
-	return netdev.TapConfig{
+	cfg := netdev.TapConfig{
 		Name: r.IfName, NetnsPath: r.Netns, MAC: r.MAC, MTU: r.MTU,
 		Addr: r.Addr, Gateway: ipam.Gateway(n.lease.Subnet), Persist: true, Logger: n.log,
 	}
+	n.offloadTapConfig(&cfg)
+	return cfg
 }
 
 // allocPortID finds a free switch port ID. Caller holds ctlMu.

@@ -11,6 +11,7 @@ import (
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/ipam"
 	"github.com/weftnet/weft/netdev"
+	"golang.org/x/sys/unix"
 )
 
 // Attach gives a pod an interface: an address from IPAM (on disk first), a
@@ -31,8 +32,8 @@ func (n *Node) Attach(ctx context.Context, req api.AttachRequest) (api.AttachRes
 		}
 		return n.attachResponse(p.rec), nil
 	}
-	if _, err := os.Stat(req.Netns); err != nil {
-		return api.AttachResponse{}, api.BadRequest("netns", fmt.Sprintf("%s: %v", req.Netns, errors.Unwrap(err)))
+	if err := checkNetns(req.Netns); err != nil {
+		return api.AttachResponse{}, api.BadRequest("netns", err.Error())
 	}
 	alloc, err := n.ipam.Allocate(key, ipam.Meta{PodNamespace: req.PodNamespace, PodName: req.PodName})
 	if err != nil {
@@ -160,4 +161,19 @@ func (n *Node) portByName(name string) (*port, bool) {
 		}
 	}
 	return nil, false
+}
+
+// checkNetns tells a missing path, or a path that is not a network
+// namespace (a plain file, a directory), from a real one before anything is
+// allocated, so the caller gets a 400 naming the path rather than a setns
+// EINVAL deep inside TAP creation.
+func checkNetns(path string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if st.Type != unix.NSFS_MAGIC && st.Type != unix.PROC_SUPER_MAGIC {
+		return fmt.Errorf("%s is not a network namespace (bind mount under /var/run/netns or /proc/PID/ns/net)", path)
+	}
+	return nil
 }

@@ -57,7 +57,13 @@ func (n *Node) Trace(ctx context.Context, req api.TraceRequest) (api.TraceRespon
 		resp.Verdict = "drop " + v.Reason.String()
 	}
 	if v.Reply {
-		resp.Verdict += " (router reply: " + v.Reason.String() + ")"
+		// The frame itself went no further: the router consumed it and
+		// the verdict above is where its answer (ARP, ICMP) goes.
+		if v.Reason != vswitch.DropNone {
+			resp.Verdict = "drop " + v.Reason.String() + "; router answers: " + resp.Verdict
+		} else {
+			resp.Verdict = "answered by the router: " + resp.Verdict
+		}
 	}
 	return resp, nil
 }
