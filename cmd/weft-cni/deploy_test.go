@@ -52,8 +52,18 @@ func TestDeployConflist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A runtime with a current libcni picks 1.1.0 from cniVersions (and so
+	// calls GC and STATUS); containerd 1.6/1.7, whose libcni rejects 1.1.0
+	// results, read cniVersion 1.0.0 (TestContainerdCRI runs this file).
 	if list.Name != "weft" || list.CNIVersion != "1.1.0" || len(list.Plugins) != 1 || list.Plugins[0].Network.Type != "weft-cni" {
 		t.Fatalf("conflist: name %q version %q plugins %d", list.Name, list.CNIVersion, len(list.Plugins))
+	}
+	var raw struct {
+		CNIVersion string `json:"cniVersion"`
+	}
+	json.Unmarshal(readRepoFile(t, "deploy/10-weft.conflist"), &raw)
+	if raw.CNIVersion != "1.0.0" {
+		t.Errorf("cniVersion %q: older runtimes need 1.0.0 there", raw.CNIVersion)
 	}
 	conf, err := loadConf(pluginConf(t, list))
 	if err != nil {
@@ -223,6 +233,20 @@ func TestDeploySystemdUnit(t *testing.T) {
 			t.Errorf("weftd.service lacks the line %q", want)
 		}
 	}
+}
+
+// shippedConflist is deploy/10-weft.conflist pointed at socket and
+// pendingDir, for the tests that run it through real runtimes.
+func shippedConflist(t *testing.T, socket, pendingDir string) []byte {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(readRepoFile(t, "deploy/10-weft.conflist"), &m); err != nil {
+		t.Fatal(err)
+	}
+	p := m["plugins"].([]any)[0].(map[string]any)
+	p["socket"], p["pendingDir"] = socket, pendingDir
+	b, _ := json.Marshal(m)
+	return b
 }
 
 // TestDockerfile: the image builds the three commands, and every file the
