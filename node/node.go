@@ -197,6 +197,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.conn, err = overlay.ListenConn(ctx, overlay.ConnConfig{Addr: netip.AddrPortFrom(n.underlay.Addr, n.cfg.Port)}); err != nil {
 		return fmt.Errorf("underlay socket %s:%d: %w", n.underlay.Addr, n.cfg.Port, err)
 	}
+	n.startOffloadSocket() // offload_rx.go: UDP GSO/GRO when Offload
 	if err := n.sw.AddPort(vswitch.PortConfig{ID: overlayPortID, Kind: vswitch.PortOverlay}); err != nil {
 		return fmt.Errorf("overlay port: %w", err)
 	}
@@ -211,7 +212,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.applyPendingReleases()
 
 	n.wg.Add(3)
-	go n.runUnderlay()
+	if n.off.gro != nil {
+		go n.runUnderlayOffload() // offload_rx.go
+	} else {
+		go n.runUnderlay()
+	}
 	go n.watchRegistry()
 	go n.housekeeping()
 	n.log.Info("node up", "node", n.cfg.NodeName, "subnet", subnet, "gateway", ipam.Gateway(subnet),
