@@ -64,6 +64,10 @@ type GSOWriter struct {
 	errno         syscall.Errno
 	sendFn        func(fd uintptr) bool
 	disabled      atomic.Bool
+
+	// eioOnGSO makes sends of UDP_SEGMENT messages fail with EIO, as a
+	// kernel whose path cannot segment does: for tests of the fallback.
+	eioOnGSO bool
 }
 
 // NewGSOWriter probes UDP_SEGMENT on c's socket (getsockopt succeeds on
@@ -190,6 +194,19 @@ func (g *GSOWriter) send(k int) (int, error) {
 	total := 0
 	for total < k {
 		g.first, g.n = total, k-total
+		if g.eioOnGSO {
+			// As the kernel does: what precedes the GSO message goes out,
+			// the GSO message itself fails.
+			for i := total; i < k; i++ {
+				if g.msgs[i].Hdr.Controllen != 0 {
+					if i == total {
+						return total, os.NewSyscallError("sendmmsg", unix.EIO)
+					}
+					g.n = i - total
+					break
+				}
+			}
+		}
 		werr := g.c.rc.Write(g.sendFn)
 		if werr != nil {
 			return total, fmt.Errorf("sendmmsg: %w", werr)
