@@ -47,10 +47,13 @@ func TestLibcni(t *testing.T) {
 	cl := weftdClient(t, n1.Socket)
 	nsName, nsPath := newPodNetns(t)
 	id := newContainerID(t, n1.Socket)
-	list, err := libcni.ConfListFromBytes(conflist(t, "1.1.0", testenv.UniqueName("wcn"),
-		map[string]any{"socket": n1.Socket, "pendingDir": t.TempDir()}))
+	// The shipped config: libcni picks 1.1.0 from its cniVersions.
+	list, err := libcni.ConfListFromBytes(shippedConflist(t, n1.Socket, t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if list.CNIVersion != "1.1.0" {
+		t.Fatalf("libcni chose version %s, want 1.1.0", list.CNIVersion)
 	}
 	cninet := libcni.NewCNIConfigWithCacheDir([]string{pluginDir}, t.TempDir(), nil)
 	rt := &libcni.RuntimeConf{ContainerID: id, NetNS: nsPath, IfName: "eth0",
