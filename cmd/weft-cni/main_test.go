@@ -81,6 +81,7 @@ func simCluster(t *testing.T) *sim.Cluster {
 		}
 		c, err := sim.New(sim.Options{Name: testenv.UniqueName("wcn"), Dir: dir, Weftd: weftdBin})
 		if err != nil {
+			os.RemoveAll(dir)
 			clusterErr = err
 			return
 		}
