@@ -16,7 +16,9 @@ BENCHTIME ?= 1s
 TESTFLAGS ?=
 # Debian packages the tests, the sim and the benchmarks run: command:package.
 APT_NEEDS := ip:iproute2 ping:iputils-ping iperf3:iperf3 tcpdump:tcpdump etcd:etcd-server \
-             ethtool:ethtool nsenter:util-linux bridge:iproute2 jq:jq
+             ethtool:ethtool nsenter:util-linux bridge:iproute2 jq:jq \
+             containerd:containerd ctr:containerd containerd-shim-runc-v2:containerd \
+             runc:runc busybox:busybox-static
 
 # Go-built tools the tests drive as real clients, pinned, installed into bin/tools.
 TOOLS     := $(abspath $(BIN)/tools)
