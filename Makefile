@@ -4,6 +4,7 @@
 #   make test    every test (unit, fuzz seeds, namespace/TAP integration as root)
 #   make bench   packet-replay and table benchmarks
 #   make fuzz    each fuzz target for FUZZTIME (default 30s)
+#   make bench-e2e  weft vs kernel VXLAN end to end (iperf3, ping) in namespaces
 #
 # Everything a target needs is installed here (Debian packages via apt-get,
 # Go modules via the module proxy) so a fresh clone works with no hand set-up.
@@ -24,7 +25,7 @@ APT_NEEDS := ip:iproute2 ping:iputils-ping iperf3:iperf3 tcpdump:tcpdump etcd:et
 TOOLS     := $(abspath $(BIN)/tools)
 CNITOOL   := github.com/containernetworking/cni/cnitool@v1.3.1
 
-.PHONY: all build deps tools test bench fuzz sim vet clean check-go
+.PHONY: all build deps tools test bench bench-e2e fuzz sim vet clean check-go
 
 all: build
 
@@ -63,6 +64,12 @@ test: check-go deps tools vet build
 
 bench: check-go
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./packet/ ./switch/ ./overlay/ ./bench/ ./ipam/ ./registry/...
+
+# End to end, weft against the kernel's VXLAN in the same run (E2E_REPS,
+# E2E_T and the other knobs are documented in bench/e2e/main.go). Writes the
+# table into docs/BENCHMARKS.md and the chart into docs/e2e.svg.
+bench-e2e: check-go deps build
+	$(GO) run ./bench/e2e
 
 fuzz: check-go
 	@for pkg in $$($(GO) list ./...); do \
