@@ -3,13 +3,16 @@ package main
 import (
 	"fmt"
 	"image/color"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
 	"gonum.org/v1/plot/vg/vgsvg"
 )
 
@@ -81,12 +84,23 @@ func (p panel) plot() (*plot.Plot, error) {
 			pl.Add(eb)
 		}
 	}
+	// Room above the tallest bar for the legend.
+	top := 0.0
+	for _, st := range append(append([]stat{}, p.weft...), p.kern...) {
+		if st.Valid() {
+			top = max(top, st.Max/p.scale)
+		}
+	}
+	if top > 0 {
+		pl.Y.Max = top * 1.3
+	}
 	pl.NominalX(p.tests...)
 	pl.X.Min, pl.X.Max = -0.6, float64(len(p.tests))-0.4
 	return pl, nil
 }
 
-// writeChart draws throughput (and latency) by system and test into an SVG.
+// writeChart draws throughput (and latency) by system and test into an SVG,
+// or a PNG if path ends in .png.
 func writeChart(path string, s *summary) error {
 	var k kernelResult
 	if s.KernelRes != nil {
@@ -109,7 +123,17 @@ func writeChart(path string, s *summary) error {
 		}
 		row[i] = pl
 	}
-	img := vgsvg.New(11*vg.Inch, 4*vg.Inch)
+	width, height := 11*vg.Inch, 4*vg.Inch
+	var img interface {
+		vg.CanvasSizer
+		io.WriterTo
+	}
+	if strings.HasSuffix(path, ".png") {
+		c := vgimg.New(width, height)
+		img = vgimg.PngCanvas{Canvas: c}
+	} else {
+		img = vgsvg.New(width, height)
+	}
 	dc := draw.New(img)
 	tiles := draw.Tiles{Rows: 1, Cols: len(panels), PadX: vg.Millimeter * 6, PadTop: vg.Millimeter * 2,
 		PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2}
