@@ -52,6 +52,7 @@ type Port struct {
 	PodID        string       `json:"pod_id"`
 	PodNamespace string       `json:"pod_namespace,omitempty"`
 	PodName      string       `json:"pod_name,omitempty"`
+	Owner        string       `json:"owner,omitempty"` // AttachRequest.Owner
 	Netns        string       `json:"netns"`
 	IfName       string       `json:"ifname"`   // name inside the pod
 	TapName      string       `json:"tap_name"` // name of the TAP device weftd holds
@@ -79,7 +80,14 @@ type AttachRequest struct {
 	IfName       string `json:"ifname,omitempty"` // default DefaultIfName
 	PodNamespace string `json:"pod_namespace,omitempty"`
 	PodName      string `json:"pod_name,omitempty"`
+	// Owner names who attached the port ("cni" for weft-cni; empty for a
+	// person with `weft attach`), so that a runtime's garbage collection
+	// only ever removes the ports it made.
+	Owner string `json:"owner,omitempty"`
 }
+
+// OwnerCNI marks ports attached by the CNI plugin.
+const OwnerCNI = "cni"
 
 // Normalize fills defaults and checks the fields; the error wraps
 // ErrBadRequest and names the field. The server calls it before the

@@ -44,7 +44,7 @@ func (n *Node) Attach(ctx context.Context, req api.AttachRequest) (api.AttachRes
 	}
 	rec := PortRecord{
 		PodID: req.PodID, IfName: req.IfName, Netns: req.Netns,
-		PodNamespace: req.PodNamespace, PodName: req.PodName,
+		PodNamespace: req.PodNamespace, PodName: req.PodName, Owner: req.Owner,
 		Addr: alloc.Prefix, MAC: PodMAC(alloc.Addr), MTU: n.mtu, Since: time.Now().UTC(),
 	}
 	undo := func(what string, err error) (api.AttachResponse, error) {
@@ -137,7 +137,7 @@ func (n *Node) Ports(ctx context.Context) ([]api.Port, error) {
 
 func (n *Node) apiPort(p *port) api.Port {
 	return api.Port{
-		PodID: p.rec.PodID, PodNamespace: p.rec.PodNamespace, PodName: p.rec.PodName,
+		PodID: p.rec.PodID, PodNamespace: p.rec.PodNamespace, PodName: p.rec.PodName, Owner: p.rec.Owner,
 		Netns: p.rec.Netns, IfName: p.rec.IfName, TapName: p.name,
 		IP: p.addr.Addr(), Address: p.addr, MAC: p.mac, Gateway: ipam.Gateway(n.lease.Subnet),
 		MTU: p.rec.MTU, PortID: int(p.id),

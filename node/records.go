@@ -23,6 +23,7 @@ type PortRecord struct {
 	Netns        string         `json:"netns"`
 	PodNamespace string         `json:"pod_namespace,omitempty"`
 	PodName      string         `json:"pod_name,omitempty"`
+	Owner        string         `json:"owner,omitempty"`
 	Addr         netip.Prefix   `json:"addr"`
 	MAC          packet.MAC     `json:"mac"`
 	MTU          int            `json:"mtu"`

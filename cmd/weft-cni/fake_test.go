@@ -392,15 +392,17 @@ func containsAll(have []string, want ...string) bool {
 	return true
 }
 
-// TestGCFake: GC detaches what the runtime does not list, goes on past a
-// failure and reports it.
+// TestGCFake: GC detaches the CNI-made ports the runtime does not list,
+// leaves ports attached by anyone else alone, goes on past a failure and
+// reports it.
 func TestGCFake(t *testing.T) {
 	port := func(id, ifname string) api.Port {
-		return api.Port{PodID: id, IfName: ifname, IP: netip.MustParseAddr("10.244.7.9")}
+		return api.Port{PodID: id, IfName: ifname, IP: netip.MustParseAddr("10.244.7.9"), Owner: api.OwnerCNI}
 	}
+	byHand := api.Port{PodID: "manual", IfName: "eth0", IP: netip.MustParseAddr("10.244.7.8")}
 	f := newFakeWeftd(t, &fakeWeftd{
 		ports: func() (int, any) {
-			return http.StatusOK, []api.Port{port("keep", "eth0"), port("keep", "net1"), port("stale1", "eth0"), port("broken", "eth0"), port("stale2", "eth0")}
+			return http.StatusOK, []api.Port{port("keep", "eth0"), port("keep", "net1"), port("stale1", "eth0"), port("broken", "eth0"), port("stale2", "eth0"), byHand}
 		},
 		detach: func(id, _ string) (int, any) {
 			if id == "broken" {
@@ -415,7 +417,7 @@ func TestGCFake(t *testing.T) {
 	cniError(t, err, types.ErrInternal, "broken", "delete tap: boom")
 	calls := f.detachCalls()
 	if len(calls) != 4 || !containsAll(calls, "keep net1", "stale1 eth0", "broken eth0", "stale2 eth0") {
-		t.Errorf("GC detached %q; want everything but keep/eth0", calls)
+		t.Errorf("GC detached %q; want every CNI port but keep/eth0, and not the port attached by hand", calls)
 	}
 }
 

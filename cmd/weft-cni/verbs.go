@@ -65,7 +65,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	pod := parseArgs(args.Args)
 	resp, err := s.cl.Attach(s.ctx, api.AttachRequest{
 		PodID: args.ContainerID, Netns: args.Netns, IfName: args.IfName,
-		PodNamespace: pod.Namespace, PodName: pod.Name,
+		PodNamespace: pod.Namespace, PodName: pod.Name, Owner: api.OwnerCNI,
 	})
 	if err != nil {
 		return weftdError(s.conf, what, err)
@@ -236,7 +236,9 @@ func cmdGC(args *skel.CmdArgs) error {
 	}
 	var errs []error
 	for _, p := range ports {
-		if valid[types.GCAttachment{ContainerID: p.PodID, IfName: p.IfName}] {
+		// Ports attached by hand (weft attach) or by another tool are not
+		// the runtime's to collect.
+		if p.Owner != api.OwnerCNI || valid[types.GCAttachment{ContainerID: p.PodID, IfName: p.IfName}] {
 			continue
 		}
 		err := s.cl.Detach(s.ctx, api.DetachRequest{PodID: p.PodID, IfName: p.IfName})
