@@ -34,6 +34,24 @@
 // bytes of headroom (the node's layout), runs it through the pipeline and
 // carries out the verdicts; see Replayer.
 //
+// # Captures of underlay traffic
+//
+// A capture taken between nodes (VXLAN on the underlay, as
+// testdata/captures/sim-crossnode.pcap from a `weft sim`) does not fit
+// the synthetic topology. AsNode replays it as one of its nodes (by
+// default the VXLAN destination seen most) with the topology derived from
+// the capture: the node's subnet, router MAC, VNI and underlay from its
+// VXLAN frames, a pod port per local address the inner frames show (MAC
+// 0a:58:<IPv4>, as the node derives it), a peer per other VXLAN endpoint
+// (router MAC and /24 from the frames it sends). VXLAN frames to the node
+// are replayed as captured (decapsulation, overlay port, delivery);
+// VXLAN frames from the node are replayed as the TAP frames its pods
+// wrote (the inner frame from the pod's MAC to the router MAC, TTL given
+// back), so they are routed and encapsulated again. Underlay ARP, IPv6
+// and anything else are left out and counted (UnderlayCapture.Skipped).
+// `weft-bench replay -pcap FILE` does this by itself for a capture whose
+// VXLAN does not involve the synthetic node; -as-node ADDR picks the node.
+//
 // Committed captures: testdata/<scenario>.pcap, the output of each
 // Scenario for DefaultTopology; a test keeps them in step with the
 // generator. Regenerate with

@@ -58,6 +58,9 @@ type Topology struct {
 	// Routes is the number of peer routes to install: at least len(Peers);
 	// the rest are filler nodes (see FillerPeer).
 	Routes int
+	// MTU is the overlay MTU of the switch; 0 is the switch's default
+	// (vswitch.DefaultMTU).
+	MTU int
 }
 
 // MaxRoutes bounds Topology.Routes: filler subnets are 10.x.y.0/24 below
@@ -129,10 +132,33 @@ func FillerPeer(i int) PeerNode {
 }
 
 // AllPeers lists the peers and then the filler nodes, Routes in all.
+// Filler nodes that would clash with the node or a peer (same subnet or
+// underlay address, which a topology taken from a capture may have) are
+// passed over.
 func (t *Topology) AllPeers() []PeerNode {
 	all := append([]PeerNode(nil), t.Peers...)
-	for i := 0; len(all) < t.Routes; i++ {
-		all = append(all, FillerPeer(i))
+	if len(all) >= t.Routes {
+		return all
+	}
+	taken := map[netip.Addr]bool{t.Underlay: true}
+	for _, p := range t.Peers {
+		taken[p.Underlay] = true
+	}
+	clashes := func(f PeerNode) bool {
+		if taken[f.Underlay] || f.Subnet.Overlaps(t.Subnet) {
+			return true
+		}
+		for _, p := range t.Peers {
+			if f.Subnet.Overlaps(p.Subnet) {
+				return true
+			}
+		}
+		return false
+	}
+	for i := 0; len(all) < t.Routes && i < MaxRoutes; i++ {
+		if f := FillerPeer(i); !clashes(f) {
+			all = append(all, f)
+		}
 	}
 	return all
 }
@@ -158,7 +184,7 @@ func (t *Topology) NewSwitch() (*vswitch.Switch, error) {
 	if err := t.check(); err != nil {
 		return nil, err
 	}
-	sw, err := vswitch.New(vswitch.Config{RouterMAC: t.RouterMAC, Subnet: t.Subnet, Gateway: t.Gateway})
+	sw, err := vswitch.New(vswitch.Config{RouterMAC: t.RouterMAC, Subnet: t.Subnet, Gateway: t.Gateway, MTU: t.MTU})
 	if err != nil {
 		return nil, fmt.Errorf("topology: new switch: %w", err)
 	}

@@ -4,8 +4,15 @@
 //
 //	weft-bench gen [-scenario mix] [-routes N] -o FILE
 //	weft-bench gen -all -dir DIR
-//	weft-bench replay [-pcap FILE | -scenario NAME] [-routes N] [-fdb N] [-duration 5s] [-runs 1]
+//	weft-bench replay [-pcap FILE [-as-node ADDR|auto|none] | -scenario NAME] [-routes N] [-fdb N] [-duration 5s] [-runs 1]
 //	weft-bench scenarios
+//
+// A capture of underlay VXLAN traffic (taken between nodes, e.g. on a `weft
+// sim` underlay bridge) is replayed as one of its nodes, with the topology
+// derived from the capture (bench.AsNode): -as-node picks the node by its
+// underlay address; by default a capture whose VXLAN does not involve the
+// synthetic node's underlay address is replayed this way as the VXLAN
+// destination seen most.
 package main
 
 import (
@@ -13,6 +20,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -33,7 +41,8 @@ func main() {
 const usage = `usage:
   weft-bench gen [-scenario NAME] [-routes N] -o FILE   write one scenario's pcap
   weft-bench gen -all [-dir DIR]                       write every scenario (default topology) to DIR/<name>.pcap
-  weft-bench replay [flags]                            replay a pcap (any Ethernet pcap/pcapng) and print the figures
+  weft-bench replay [flags]                            replay a pcap (any Ethernet pcap/pcapng) and print the figures;
+                                                       a capture of underlay VXLAN replays as one node (-as-node)
   weft-bench scenarios                                 list the scenarios
 `
 
@@ -117,11 +126,17 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	duration := fs.Duration("duration", 5*time.Second, "how long each run replays")
 	runs := fs.Int("runs", 1, "number of timed runs; the median is reported")
 	quiet := fs.Bool("q", false, "print the figures only, not the verdict mix")
+	asNode := fs.String("as-node", "", "with -pcap of underlay VXLAN traffic: replay it as the node with this underlay `address`, "+
+		"with the topology derived from the capture; \"auto\" = the VXLAN destination seen most; \"none\" = the synthetic topology. "+
+		"Default: auto when the capture's VXLAN does not involve the synthetic node ("+bench.DefaultTopology().Underlay.String()+"), else none")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *runs < 1 {
 		return errors.New("replay: -runs must be at least 1")
+	}
+	if *asNode != "" && *pcap == "" {
+		return errors.New("replay: -as-node needs -pcap")
 	}
 	t := topology(*routes)
 	var frames [][]byte
@@ -136,6 +151,19 @@ func replay(args []string, stdout, stderr io.Writer) error {
 				c.Truncated, c.Skipped, bench.MaxFrameLen)
 		}
 		frames = c.Frames
+		uc, why, err := asNodeCapture(frames, *asNode)
+		if err != nil {
+			return err
+		}
+		if uc != nil {
+			fmt.Fprintf(stdout, "topology from the capture (%s):\n", why)
+			uc.WriteSummary(stdout)
+			t = uc.Topology
+			if *routes > 0 {
+				t = t.WithRoutes(*routes)
+			}
+			frames = uc.Frames
+		}
 	} else {
 		s, err := bench.ScenarioByName(*scenario)
 		if err != nil {
@@ -171,6 +199,38 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		med.Stats.WriteReport(stdout, t)
 	}
 	return nil
+}
+
+// asNodeCapture derives the node to replay a capture as, per -as-node
+// (see its usage), or returns nil for the synthetic topology.
+func asNodeCapture(frames [][]byte, asNode string) (uc *bench.UnderlayCapture, why string, err error) {
+	var node netip.Addr
+	switch asNode {
+	case "none":
+		return nil, "", nil
+	case "auto":
+		why = "-as-node auto: the VXLAN destination seen most"
+	case "":
+		eps := bench.VXLANEndpoints(frames)
+		synthetic := bench.DefaultTopology().Underlay
+		if len(eps) == 0 || slices.ContainsFunc(eps, func(e bench.VXLANEndpoint) bool { return e.Addr == synthetic }) {
+			return nil, "", nil
+		}
+		why = fmt.Sprintf("its VXLAN does not involve the synthetic node %v, so as the VXLAN destination seen most; -as-node none for the synthetic topology", synthetic)
+	default:
+		if node, err = netip.ParseAddr(asNode); err != nil {
+			return nil, "", fmt.Errorf("replay: -as-node %q: an underlay address, auto or none", asNode)
+		}
+		why = "-as-node " + node.String()
+	}
+	uc, err = bench.AsNode(frames, node)
+	if err != nil {
+		return nil, "", fmt.Errorf("replay: %w", err)
+	}
+	if len(uc.Frames) == 0 {
+		return nil, "", fmt.Errorf("replay: as node %v: none of the captured frames is VXLAN to or from it", uc.Topology.Underlay)
+	}
+	return uc, why, nil
 }
 
 // median returns the run with the median time per frame.

@@ -6,7 +6,74 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/weftnet/weft/bench"
 )
+
+// simCapture is the real capture of a two-node `weft sim`'s underlay.
+var simCapture = filepath.Join("..", "..", "bench", "testdata", "captures", "sim-crossnode.pcap")
+
+// TestReplayUnderlayCapture replays the sim capture as each of its nodes:
+// the topology comes from the capture (by default for such a capture),
+// the underlay's own chatter is skipped, and every replayed frame is
+// delivered or encapsulated, none dropped.
+func TestReplayUnderlayCapture(t *testing.T) {
+	c, err := bench.LoadPcap(simCapture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eps := bench.VXLANEndpoints(c.Frames)
+	if len(eps) < 2 {
+		t.Fatalf("VXLAN endpoints %v: want two nodes", eps)
+	}
+	tests := []struct {
+		name string
+		args []string
+		node string
+	}{
+		{"default", nil, eps[0].Addr.String()},
+		{"auto", []string{"-as-node", "auto"}, eps[0].Addr.String()},
+		{"the other node", []string{"-as-node", eps[1].Addr.String()}, eps[1].Addr.String()},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			args := append([]string{"replay", "-pcap", simCapture, "-duration", "20ms"}, tc.args...)
+			if err := run(args, &out, &errb); err != nil {
+				t.Fatalf("%v\n%s", err, errb.String())
+			}
+			o := out.String()
+			for _, w := range []string{"topology from the capture", "node " + tc.node + ":", "VXLAN frames to the node",
+				"underlay ARP", "underlay IPv6", "deliver", "encap"} {
+				if !strings.Contains(o, w) {
+					t.Errorf("output lacks %q:\n%s", w, o)
+				}
+			}
+			_, mix, _ := strings.Cut(o, "verdict mix")
+			mix, _, _ = strings.Cut(mix, "sinks:")
+			lines := strings.Split(strings.TrimSpace(mix), "\n")[1:]
+			if len(lines) != 2 {
+				t.Errorf("verdict mix has %d lines, want deliver and encap:\n%s", len(lines), o)
+			}
+			for _, l := range lines {
+				if f := strings.Fields(l); len(f) != 3 || f[0] != "deliver" && f[0] != "encap" {
+					t.Errorf("verdict %q: want plain deliver or encap only", l)
+				}
+			}
+			if !strings.Contains(o, " 0 drops counted") {
+				t.Errorf("the switch counted drops:\n%s", o)
+			}
+		})
+	}
+	// -as-node none: the synthetic topology, as before.
+	var out, errb bytes.Buffer
+	if err := run([]string{"replay", "-pcap", simCapture, "-duration", "20ms", "-as-node", "none"}, &out, &errb); err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	if strings.Contains(out.String(), "topology from the capture") || !strings.Contains(out.String(), "drop: hairpin") {
+		t.Errorf("-as-node none did not replay through the synthetic topology:\n%s", out.String())
+	}
+}
 
 func TestGenAndReplay(t *testing.T) {
 	dir := t.TempDir()
@@ -64,6 +131,10 @@ func TestErrors(t *testing.T) {
 		{"bad pcap", []string{"replay", "-pcap", bad}, "pcap"},
 		{"too many routes", []string{"replay", "-routes", "100000", "-duration", "1ms"}, "routes"},
 		{"runs", []string{"replay", "-runs", "0"}, "-runs"},
+		{"as-node without pcap", []string{"replay", "-as-node", "auto"}, "needs -pcap"},
+		{"as-node not an address", []string{"replay", "-pcap", simCapture, "-as-node", "node1"}, "underlay address, auto or none"},
+		{"as-node not in the capture", []string{"replay", "-pcap", simCapture, "-as-node", "192.0.2.1"}, "sends and receives no VXLAN"},
+		{"as-node on a capture without VXLAN", []string{"replay", "-pcap", filepath.Join("..", "..", "bench", "testdata", "l2.pcap"), "-as-node", "auto"}, "no VXLAN"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
