@@ -297,6 +297,16 @@ func openWaterTap(cfg TapConfig) (*Tap, error) {
 		f.Close()
 		return nil, fmt.Errorf("set close-on-exec: %w", err)
 	}
+	// A persistent TAP keeps the offloads an earlier VnetHdr open gave it:
+	// the pod would go on sending TSO frames and CHECKSUM_PARTIAL frames
+	// (the TCP checksum field holding only the pseudo-header sum) that a
+	// reader without the virtio header cannot tell apart, so TCP through
+	// it breaks. Turn them off; on a fresh TAP this changes nothing.
+	var oerr error
+	if err := t.rc.Control(func(fd uintptr) { oerr = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, 0) }); err != nil || oerr != nil {
+		f.Close()
+		return nil, fmt.Errorf("TUNSETOFFLOAD 0: %w", errors.Join(err, oerr))
+	}
 	return t, nil
 }
 
