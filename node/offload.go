@@ -83,17 +83,29 @@ func vnetTap(p *port) *netdev.Tap {
 	return nil
 }
 
-// offloadStatus says what the node's offload path does, for `weft status`.
+// offloadStatus says what the node's offload path does, for `weft status`:
+// e.g. "tap=csum|tso4|tso6 udp=gso,gro", or "off".
 func (n *Node) offloadStatus() string {
 	if !n.cfg.Offload {
 		return "off"
 	}
+	s := "tap=none"
 	if p := n.ports[hostPortID].Load(); p != nil {
 		if t := vnetTap(p); t != nil {
-			return "tap:" + netdev.OffloadString(t.Offloads())
+			s = "tap=" + netdev.OffloadString(t.Offloads())
 		}
 	}
-	return "on"
+	switch {
+	case n.off.gso != nil && !n.off.gso.Disabled() && n.off.gro != nil:
+		s += " udp=gso,gro"
+	case n.off.gro != nil:
+		s += " udp=gro"
+	case n.off.gso != nil && !n.off.gso.Disabled():
+		s += " udp=gso"
+	default:
+		s += " udp=none"
+	}
+	return s
 }
 
 // offloadWorker is runPortOffload's batch: super-frame buffers, their
@@ -183,6 +195,7 @@ func (n *Node) runPortOffload(p *port, tap *netdev.Tap) {
 					n.off.badCsum.Add(1)
 					continue
 				}
+				*h = netdev.VirtioHdr{} // a plain, whole frame from here on
 			case netdev.GSOTCPv4, netdev.GSOTCPv6:
 				l, ok := gsoSegmentIPLen(f, h)
 				if !ok {
