@@ -137,6 +137,9 @@ func loadConfig(root string) (*config, error) {
 }
 
 func main() {
+	if ok, code := runHelper(os.Args[1:]); ok {
+		os.Exit(code)
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
@@ -206,6 +209,11 @@ func run() error {
 		if err := ws.startServer(ctx); err != nil {
 			return err
 		}
+		msg, err := ws.checkIntegrity(ctx)
+		if err != nil {
+			return fmt.Errorf("integrity: %w", err)
+		}
+		logf("integrity: %s", msg)
 		sum.WeftReps = ws.runWeftTests(ctx, logf)
 		if cfg.Profile && !cfg.skipped("tcp1") && ctx.Err() == nil {
 			txt, err := ws.profileTCP(ctx, logf)
