@@ -57,6 +57,8 @@ type GSOWriter struct {
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet4
 	oob   []byte // one cmsgSegSpace slot per message, headers pre-filled
+	// gather holds WriteGather's iovecs: up to MaxGSOSegments per message.
+	gather []unix.Iovec
 
 	owner []int32 // the run each prepared message belongs to
 
@@ -90,12 +92,13 @@ func NewGSOWriter(c *Conn, batch int) (*GSOWriter, error) {
 		return nil, fmt.Errorf("%w: getsockopt UDP_SEGMENT: %v", ErrGSOUnsupported, perr)
 	}
 	g := &GSOWriter{
-		c:     c,
-		msgs:  make([]unix.Mmsghdr, batch),
-		iovs:  make([]unix.Iovec, batch),
-		names: make([]unix.RawSockaddrInet4, batch),
-		oob:   make([]byte, batch*cmsgSegSpace),
-		owner: make([]int32, batch),
+		c:      c,
+		msgs:   make([]unix.Mmsghdr, batch),
+		iovs:   make([]unix.Iovec, batch),
+		names:  make([]unix.RawSockaddrInet4, batch),
+		oob:    make([]byte, batch*cmsgSegSpace),
+		owner:  make([]int32, batch),
+		gather: make([]unix.Iovec, batch*MaxGSOSegments),
 	}
 	for i := range g.msgs {
 		h := &g.msgs[i].Hdr
@@ -141,6 +144,8 @@ func (g *GSOWriter) WriteGSO(bufs [][]byte, segSizes []int, to []netip.AddrPort)
 			}
 			m := &g.msgs[k]
 			m.Hdr.Namelen = unix.SizeofSockaddrInet4
+			m.Hdr.Iov = &g.iovs[k]
+			m.Hdr.SetIovlen(1)
 			m.Len = 0
 			g.owner[k] = int32(next)
 			k++
@@ -180,6 +185,93 @@ func (g *GSOWriter) WriteGSO(bufs [][]byte, segSizes []int, to []netip.AddrPort)
 			// from the failed run on, one datagram per message.
 			g.disabled.Store(true)
 			n, next, nextOff, err = failed, failed, 0, nil
+			continue
+		}
+		return failed, serr
+	}
+	return n, err
+}
+
+// WriteGather sends every dgrams[i] to to[i] as one datagram, gathering
+// runs of consecutive datagrams to one destination, all of one size but a
+// shorter last, into single UDP_SEGMENT messages with one iovec per
+// datagram (up to MaxGSOSegments and MaxGSOBytes each): the datagrams need
+// not be adjacent in memory, and the kernel's stack handles the run once.
+// It returns how many datagrams were sent; if n < len(dgrams), err says why
+// the message holding dgrams[n] was not (e.g. EMSGSIZE): the caller may skip
+// dgrams[n] and send the rest. With GSO turned off (EIO) every datagram is
+// its own message. The caller keeps ownership of dgrams.
+func (g *GSOWriter) WriteGather(dgrams [][]byte, to []netip.AddrPort) (n int, err error) {
+	if len(to) < len(dgrams) {
+		return 0, fmt.Errorf("write gather: %d datagrams but %d addresses", len(dgrams), len(to))
+	}
+	i := 0
+	for i < len(dgrams) {
+		k, iv := 0, 0
+		for k < len(g.msgs) && i < len(dgrams) {
+			d := dgrams[i]
+			if len(d) == 0 || len(d) > MaxGSOBytes {
+				err = fmt.Errorf("write gather: datagram %d of %d bytes", i, len(d))
+			} else if !putSockaddr(&g.names[k], to[i]) {
+				err = fmt.Errorf("write gather: destination %v is not IPv4", to[i])
+			}
+			if err != nil {
+				break
+			}
+			seg := len(d)
+			j, bytes := i+1, seg
+			if !g.disabled.Load() {
+				for j < len(dgrams) && j-i < MaxGSOSegments && to[j] == to[i] {
+					l := len(dgrams[j])
+					if l == 0 || l > seg || bytes+l > MaxGSOBytes {
+						break
+					}
+					bytes += l
+					j++
+					if l < seg {
+						break // a shorter datagram ends the run
+					}
+				}
+			}
+			m := &g.msgs[k]
+			m.Hdr.Namelen = unix.SizeofSockaddrInet4
+			m.Len = 0
+			for x := i; x < j; x++ {
+				setIovec(&g.gather[iv+x-i], dgrams[x])
+			}
+			m.Hdr.Iov = &g.gather[iv]
+			m.Hdr.SetIovlen(j - i)
+			if j-i > 1 {
+				slot := g.oob[k*cmsgSegSpace : (k+1)*cmsgSegSpace]
+				*(*uint16)(unsafe.Pointer(&slot[unix.CmsgLen(0)])) = uint16(seg)
+				m.Hdr.Control = &slot[0]
+				m.Hdr.SetControllen(cmsgSegSpace)
+			} else {
+				m.Hdr.Control, m.Hdr.Controllen = nil, 0
+			}
+			g.owner[k] = int32(i)
+			iv += j - i
+			i = j
+			k++
+		}
+		if k == 0 {
+			return n, err
+		}
+		sent, serr := g.send(k)
+		for x := range iv {
+			g.gather[x].Base = nil
+		}
+		if serr == nil {
+			n = i
+			if err != nil {
+				return n, err
+			}
+			continue
+		}
+		failed := int(g.owner[sent])
+		if errors.Is(serr, unix.EIO) && g.msgs[sent].Hdr.Controllen != 0 && !g.disabled.Load() {
+			g.disabled.Store(true)
+			n, i, err = failed, failed, nil
 			continue
 		}
 		return failed, serr

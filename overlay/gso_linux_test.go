@@ -266,3 +266,119 @@ func TestGROSegSize(t *testing.T) {
 		}
 	}
 }
+
+// gatherCase builds scattered datagrams: runs of equal sizes (with a
+// shorter last), singles, size changes, and more than MaxGSOSegments of
+// one size in a row.
+func gatherCase() [][]byte {
+	var ds [][]byte
+	add := func(n, size int) {
+		for range n {
+			d := make([]byte, size)
+			for j := range d {
+				d[j] = byte(len(ds)*7 + j)
+			}
+			ds = append(ds, d)
+		}
+	}
+	add(10, 114)
+	add(1, 60) // shorter: ends the run
+	add(1, 1400)
+	add(MaxGSOSegments+5, 200)
+	add(3, 900)
+	add(1, 901) // longer: starts a new run
+	return ds
+}
+
+func TestGatherNetns(t *testing.T) {
+	for _, gro := range []bool{true, false} {
+		t.Run(fmt.Sprintf("gro=%v", gro), func(t *testing.T) {
+			p := newConnPair(t, 8)
+			w, err := NewGSOWriter(p.a, 4) // small batch: several sendmmsg calls
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r *GROReader
+			if gro {
+				if r, err = NewGROReader(p.b, 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ds := gatherCase()
+			to := make([]netip.AddrPort, len(ds))
+			for i := range to {
+				to[i] = p.b.LocalAddr()
+			}
+			if n, err := w.WriteGather(ds, to); err != nil || n != len(ds) {
+				t.Fatalf("WriteGather sent %d of %d: %v", n, len(ds), err)
+			}
+			got := receiveAll(t, p.b, r, len(ds))
+			for i := range ds {
+				if !bytes.Equal(got[i], ds[i]) {
+					t.Fatalf("datagram %d: got %d bytes, want %d", i, len(got[i]), len(ds[i]))
+				}
+			}
+		})
+	}
+}
+
+func TestGatherNetnsErrorsAndFallback(t *testing.T) {
+	p := newConnPair(t, 4)
+	w, err := NewGSOWriter(p.a, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := p.b.LocalAddr()
+	ok := make([]byte, 100)
+	// A datagram too big for the path fails its message; the ones before
+	// it (another size, so another message) went out.
+	ds := [][]byte{ok, ok, make([]byte, 1600), ok}
+	n, err := w.WriteGather(ds, []netip.AddrPort{dst, dst, dst, dst})
+	if err == nil || n != 2 {
+		t.Fatalf("sent %d, err %v; want 2 and EMSGSIZE", n, err)
+	}
+	if n, err := w.WriteGather([][]byte{ok, {}}, []netip.AddrPort{dst, dst}); err == nil || n != 1 {
+		t.Errorf("empty datagram: sent %d, err %v", n, err)
+	}
+	receiveAll(t, p.b, nil, 3)
+
+	w.eioOnGSO = true
+	ds = gatherCase()
+	to := make([]netip.AddrPort, len(ds))
+	for i := range to {
+		to[i] = dst
+	}
+	if n, err := w.WriteGather(ds, to); err != nil || n != len(ds) {
+		t.Fatalf("after EIO: sent %d of %d: %v", n, len(ds), err)
+	}
+	if !w.Disabled() {
+		t.Error("GSO still on after EIO")
+	}
+	got := receiveAll(t, p.b, nil, len(ds))
+	for i := range ds {
+		if !bytes.Equal(got[i], ds[i]) {
+			t.Fatalf("datagram %d differs", i)
+		}
+	}
+}
+
+func TestGatherNetnsAllocs(t *testing.T) {
+	p := newConnPair(t, 8)
+	w, err := NewGSOWriter(p.a, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := gatherCase()
+	to := make([]netip.AddrPort, len(ds))
+	for i := range to {
+		to[i] = p.b.LocalAddr()
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		if n, err := w.WriteGather(ds, to); err != nil || n != len(ds) {
+			t.Fatalf("sent %d of %d: %v", n, len(ds), err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("WriteGather: %v allocs per call, want 0", allocs)
+	}
+}
