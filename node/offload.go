@@ -128,14 +128,6 @@ type offloadWorker struct {
 	udpBufs    [][]byte
 	udpTo      []netip.AddrPort
 	udpN       int
-	// segRuns mark the queued datagrams that are the segments of one
-	// super-frame: equal size but the last, back to back in the arena, one
-	// destination. With UDP GSO each goes out as one message per
-	// MaxGSOSegments/MaxGSOBytes.
-	segRuns []segRun
-	gsoBufs [][]byte
-	gsoSegs []int
-	gsoTo   []netip.AddrPort
 
 	// split is scratch for a super-frame delivered to a port that cannot
 	// take it whole.
@@ -157,10 +149,6 @@ func newOffloadWorker(batch int) *offloadWorker {
 		lens:     make([]int, maxSegQueue),
 		udpBufs:  make([][]byte, maxSegQueue),
 		udpTo:    make([]netip.AddrPort, maxSegQueue),
-		segRuns:  make([]segRun, 0, maxSegQueue),
-		gsoBufs:  make([][]byte, maxSegQueue),
-		gsoSegs:  make([]int, maxSegQueue),
-		gsoTo:    make([]netip.AddrPort, maxSegQueue),
 	}
 	for i := range w.bufs {
 		w.bufs[i] = make([]byte, superBufSize)
@@ -371,9 +359,6 @@ func (n *Node) queueEncapSuper(w *offloadWorker, f []byte, h *netdev.VirtioHdr, 
 				bytes += w.lens[i]
 			}
 			w.arenaUsed = base + w.offs[cnt-1] + w.lens[cnt-1]
-			if cnt > 1 {
-				w.segRuns = append(w.segRuns, segRun{first: w.udpN - cnt, n: cnt})
-			}
 			n.off.segments.Add(uint64(cnt))
 			n.countPeerTx(peerAddr, cnt, bytes)
 			return
@@ -387,9 +372,6 @@ func (n *Node) queueEncapSuper(w *offloadWorker, f []byte, h *netdev.VirtioHdr, 
 	}
 }
 
-// segRun is a run of queued datagrams: udpBufs[first : first+n].
-type segRun struct{ first, n int }
-
 func (n *Node) countPeerTx(peerAddr netip.Addr, frames, bytes int) {
 	if peer, ok := n.peers.Lookup(peerAddr.As4()); ok {
 		st := peer.Stats()
@@ -398,65 +380,31 @@ func (n *Node) countPeerTx(peerAddr netip.Addr, frames, bytes int) {
 	}
 }
 
-// flushUDPOffload sends the queued datagrams and empties the arena.
+// flushUDPOffload sends the queued datagrams and empties the arena. With
+// UDP GSO, runs of equal-size datagrams to one peer (a super-frame's
+// segments, or a burst of small frames) go out as single messages.
 func (n *Node) flushUDPOffload(w *offloadWorker) {
 	queued := w.udpN
 	bufs, to := w.udpBufs[:queued], w.udpTo[:queued]
 	w.udpN, w.arenaUsed = 0, 0
 	n.connMu.Lock()
-	if g := n.off.gso; g != nil {
-		n.sendGSO(w, g, bufs, to)
-	} else {
-		for len(bufs) > 0 {
-			sent, err := n.conn.WriteBatch(bufs, 0, to)
-			if err == nil || n.ctx.Err() != nil {
-				break
-			}
-			n.outDrops.udpSend.Add(1)
-			bufs, to = bufs[sent+1:], to[sent+1:]
+	g := n.off.gso
+	for len(bufs) > 0 {
+		var sent int
+		var err error
+		if g != nil {
+			sent, err = g.WriteGather(bufs, to)
+		} else {
+			sent, err = n.conn.WriteBatch(bufs, 0, to)
 		}
-	}
-	n.connMu.Unlock()
-	w.segRuns = w.segRuns[:0]
-	clear(w.udpBufs[:queued]) // no stale references into the buffers
-}
-
-// sendGSO sends the queue with the UDP GSO writer: a segment run as few
-// UDP_SEGMENT messages as the limits allow, every other datagram alone.
-// Caller holds connMu.
-func (n *Node) sendGSO(w *offloadWorker, g *overlay.GSOWriter, bufs [][]byte, to []netip.AddrPort) {
-	m := 0
-	r := 0 // next segment run
-	for i := 0; i < len(bufs); {
-		if r < len(w.segRuns) && w.segRuns[r].first == i {
-			run := w.segRuns[r]
-			r++
-			seg := len(bufs[i])
-			per := min(overlay.MaxGSOSegments, overlay.MaxGSOBytes/seg)
-			for j := i; j < i+run.n; j += per {
-				k := min(per, i+run.n-j)
-				last := bufs[j+k-1]
-				// The run's datagrams are back to back: bufs[j] extended
-				// over the next k-1 is the whole message.
-				size := (cap(bufs[j]) - cap(last)) + len(last)
-				w.gsoBufs[m], w.gsoSegs[m], w.gsoTo[m] = bufs[j][:size], seg, to[j]
-				m++
-			}
-			i += run.n
-			continue
-		}
-		w.gsoBufs[m], w.gsoSegs[m], w.gsoTo[m] = bufs[i], len(bufs[i]), to[i]
-		m++
-		i++
-	}
-	msgs, segs, dst := w.gsoBufs[:m], w.gsoSegs[:m], w.gsoTo[:m]
-	for len(msgs) > 0 {
-		sent, err := g.WriteGSO(msgs, segs, dst)
 		if err == nil || n.ctx.Err() != nil {
 			break
 		}
+		// bufs[sent] was refused (EMSGSIZE, unreachable peer): count it
+		// and send the rest.
 		n.outDrops.udpSend.Add(1)
-		msgs, segs, dst = msgs[sent+1:], segs[sent+1:], dst[sent+1:]
+		bufs, to = bufs[sent+1:], to[sent+1:]
 	}
-	clear(w.gsoBufs[:m])
+	n.connMu.Unlock()
+	clear(w.udpBufs[:queued]) // no stale references into the buffers
 }
