@@ -123,7 +123,9 @@ func TestUDPRunRefuses(t *testing.T) {
 		f(b)
 		return b
 	}
-	noCsum := mod(func(b []byte) { b[EthHdrLen+IPv4MinHdrLen+UDPOffChecksum], b[EthHdrLen+IPv4MinHdrLen+UDPOffChecksum+1] = 0, 0 })
+	noCsum := mod(func(b []byte) {
+		b[EthHdrLen+IPv4MinHdrLen+UDPOffChecksum], b[EthHdrLen+IPv4MinHdrLen+UDPOffChecksum+1] = 0, 0
+	})
 	refusals := []struct {
 		name  string
 		frame []byte
