@@ -6,6 +6,8 @@ import (
 	"os"
 	"sync/atomic"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/weftnet/weft/netdev"
 	"github.com/weftnet/weft/overlay"
 	"github.com/weftnet/weft/packet"
@@ -63,17 +65,21 @@ type offloadState struct {
 	coalesced   atomic.Uint64 // segments those runs merged
 }
 
-// offloadTapConfig asks for a virtio-header TAP with TSO and checksum
-// offload when the node runs with Offload. USO is not asked for: nothing
-// here splits UDP super-frames.
+// offloadTapConfig asks for a virtio-header TAP with checksum offload,
+// TSO, and USO where the kernel has it (6.2+; the ladder steps down) when
+// the node runs with Offload.
 func (n *Node) offloadTapConfig(cfg *netdev.TapConfig) {
 	if !n.cfg.Offload {
 		return
 	}
 	cfg.VnetHdr = true
-	cfg.MaxOffload = netdev.OffloadTSO
+	cfg.MaxOffload = netdev.OffloadAll
 	cfg.BatchSize = offloadReadBatch
 }
+
+// tapUSO reports whether t took USO: the kernel then also accepts the
+// UDP super-frames the receive path coalesces.
+func tapUSO(t *netdev.Tap) bool { return t.Offloads()&unix.TUN_F_USO4 != 0 }
 
 // vnetTap is the TAP of p if it carries virtio headers.
 func vnetTap(p *port) *netdev.Tap {
@@ -184,7 +190,7 @@ func (n *Node) runPortOffload(p *port, tap *netdev.Tap) {
 					continue
 				}
 				*h = netdev.VirtioHdr{} // a plain, whole frame from here on
-			case netdev.GSOTCPv4, netdev.GSOTCPv6:
+			case netdev.GSOTCPv4, netdev.GSOTCPv6, netdev.GSOUDPL4:
 				l, ok := gsoSegmentIPLen(f, h)
 				if !ok {
 					n.off.badGSO.Add(1)
@@ -211,21 +217,28 @@ func (n *Node) runPortOffload(p *port, tap *netdev.Tap) {
 	}
 }
 
-// gsoSegmentIPLen checks a TCP super-frame's header just enough to size its
-// segments and returns the IP length of its largest one, for the switch's
-// MTU check. It also fixes HdrLen, which the kernel may have set to the
-// whole first packet, so the header can be written back out as is.
+// gsoSegmentIPLen checks a TCP or UDP super-frame's header just enough to
+// size its segments and returns the IP length of its largest one, for the
+// switch's MTU check. It also fixes HdrLen, which the kernel may have set
+// to the whole first packet, so the header can be written back out as is.
 func gsoSegmentIPLen(f []byte, h *netdev.VirtioHdr) (uint16, bool) {
 	l4 := int(h.CsumStart)
-	if l4 < packet.EthHdrLen || l4+packet.TCPMinHdrLen > len(f) || h.CsumOffset != packet.TCPOffChecksum {
-		return 0, false
+	l4Len := packet.UDPHdrLen
+	if h.GSO() == netdev.GSOUDPL4 {
+		if l4 < packet.EthHdrLen || l4+packet.UDPHdrLen > len(f) || h.CsumOffset != packet.UDPOffChecksum {
+			return 0, false
+		}
+	} else {
+		if l4 < packet.EthHdrLen || l4+packet.TCPMinHdrLen > len(f) || h.CsumOffset != packet.TCPOffChecksum {
+			return 0, false
+		}
+		l4Len = int(f[l4+12]>>4) * 4
+		if l4Len < packet.TCPMinHdrLen || l4+l4Len > len(f) {
+			return 0, false
+		}
 	}
-	tcpLen := int(f[l4+12]>>4) * 4
-	if tcpLen < packet.TCPMinHdrLen || l4+tcpLen > len(f) {
-		return 0, false
-	}
-	h.HdrLen = uint16(l4 + tcpLen)
-	ipLen := l4 - packet.EthHdrLen + tcpLen + int(h.GSOSize)
+	h.HdrLen = uint16(l4 + l4Len)
+	ipLen := l4 - packet.EthHdrLen + l4Len + int(h.GSOSize)
 	if ipLen > 0xffff {
 		ipLen = 0xffff
 	}
@@ -304,7 +317,7 @@ func (n *Node) writePortSplit(w *offloadWorker, p *port, f []byte, h *netdev.Vir
 	if w.split == nil {
 		w.split = make([]byte, superBufSize+maxSegQueue/8*128) // once per worker, on first need
 	}
-	cnt, err := packet.SegmentTCP(w.split, 0, f, packet.EthHdrLen, int(h.CsumStart), int(h.GSOSize), w.offs, w.lens)
+	cnt, err := segmentSuper(w.split, 0, f, h, w.offs, w.lens)
 	if err != nil {
 		n.off.badGSO.Add(1)
 		return
@@ -340,8 +353,7 @@ func (n *Node) queueEncapOffload(w *offloadWorker, buf, f []byte, peerAddr netip
 func (n *Node) queueEncapSuper(w *offloadWorker, f []byte, h *netdev.VirtioHdr, peerAddr netip.Addr) {
 	for attempt := 0; ; attempt++ {
 		room := len(w.udpBufs) - w.udpN
-		cnt, err := packet.SegmentTCP(w.arena[w.arenaUsed:], overlay.HeaderLen, f, packet.EthHdrLen,
-			int(h.CsumStart), int(h.GSOSize), w.offs[:room], w.lens[:room])
+		cnt, err := segmentSuper(w.arena[w.arenaUsed:], overlay.HeaderLen, f, h, w.offs[:room], w.lens[:room])
 		if err == nil {
 			base := w.arenaUsed
 			bytes := 0
@@ -370,6 +382,14 @@ func (n *Node) queueEncapSuper(w *offloadWorker, f []byte, h *netdev.VirtioHdr, 
 		n.off.badGSO.Add(1)
 		return
 	}
+}
+
+// segmentSuper splits a TCP (TSO) or UDP (USO) super-frame.
+func segmentSuper(dst []byte, gap int, f []byte, h *netdev.VirtioHdr, offs, lens []int) (int, error) {
+	if h.GSO() == netdev.GSOUDPL4 {
+		return packet.SegmentUDP(dst, gap, f, packet.EthHdrLen, int(h.CsumStart), int(h.GSOSize), offs, lens)
+	}
+	return packet.SegmentTCP(dst, gap, f, packet.EthHdrLen, int(h.CsumStart), int(h.GSOSize), offs, lens)
 }
 
 func (n *Node) countPeerTx(peerAddr netip.Addr, frames, bytes int) {

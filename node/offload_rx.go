@@ -126,7 +126,9 @@ type rxOffloadWorker struct {
 	one      [1][]byte
 	oneHdr   [1]netdev.VirtioHdr
 
+	// One run is open at a time, TCP or UDP, for one port.
 	run     packet.TCPRun
+	udpRun  packet.UDPRun
 	runPort vswitch.PortID
 	runBuf  []byte
 
@@ -183,25 +185,54 @@ func (n *Node) processRx(w *rxOffloadWorker) {
 // deliverRx adds f to the open run if it continues it, else writes the run
 // out and starts a new one with f (or writes f as it is).
 func (n *Node) deliverRx(w *rxOffloadWorker, id vswitch.PortID, f []byte) {
-	if w.run.Segments() > 0 && w.runPort == id && w.run.Add(f) {
+	if w.runPort == id && (w.run.Segments() > 0 && w.run.Add(f) || w.udpRun.Segments() > 0 && w.udpRun.Add(f)) {
 		return
 	}
 	n.flushRun(w)
-	if p := n.ports[id].Load(); p != nil && vnetTap(p) != nil && w.run.Start(w.runBuf, f) {
-		w.runPort = id
-		return
+	if p := n.ports[id].Load(); p != nil {
+		if t := vnetTap(p); t != nil {
+			if w.run.Start(w.runBuf, f) || tapUSO(t) && w.udpRun.Start(w.runBuf, f) {
+				w.runPort = id
+				return
+			}
+		}
 	}
 	n.writePlain(w, id, f)
 }
 
 // flushRun writes the open run, if any: one segment as a plain frame,
-// several as a TCP super-frame with its virtio header.
+// several as a TCP or UDP super-frame with its virtio header.
 func (n *Node) flushRun(w *rxOffloadWorker) {
-	segs := w.run.Segments()
-	if segs == 0 {
+	var frame []byte
+	var hdr netdev.VirtioHdr
+	switch segs := max(w.run.Segments(), w.udpRun.Segments()); {
+	case segs == 0:
 		return
+	case w.run.Segments() > 0:
+		f, mss, hdrLen := w.run.Finish()
+		frame = f
+		if segs > 1 {
+			hdr = netdev.VirtioHdr{
+				Flags: netdev.VirtioFlagNeedsCsum, GSOType: netdev.GSOTCPv4,
+				HdrLen: uint16(hdrLen), GSOSize: uint16(mss),
+				CsumStart: packet.TCPRunL4Off, CsumOffset: packet.TCPOffChecksum,
+			}
+			n.off.coalesced.Add(uint64(segs))
+			n.off.runs.Add(1)
+		}
+	default:
+		f, mss := w.udpRun.Finish()
+		frame = f
+		if segs > 1 {
+			hdr = netdev.VirtioHdr{
+				Flags: netdev.VirtioFlagNeedsCsum, GSOType: netdev.GSOUDPL4,
+				HdrLen: packet.UDPRunHdrLen, GSOSize: uint16(mss),
+				CsumStart: packet.UDPRunHdrLen - packet.UDPHdrLen, CsumOffset: packet.UDPOffChecksum,
+			}
+			n.off.coalesced.Add(uint64(segs))
+			n.off.runs.Add(1)
+		}
 	}
-	frame, mss, hdrLen := w.run.Finish()
 	p := n.ports[w.runPort].Load()
 	if p == nil {
 		n.outDrops.portGone.Add(1)
@@ -212,18 +243,7 @@ func (n *Node) flushRun(w *rxOffloadWorker) {
 		n.outDrops.portGone.Add(1)
 		return
 	}
-	w.one[0] = frame
-	if segs == 1 {
-		w.oneHdr[0] = netdev.VirtioHdr{}
-	} else {
-		w.oneHdr[0] = netdev.VirtioHdr{
-			Flags: netdev.VirtioFlagNeedsCsum, GSOType: netdev.GSOTCPv4,
-			HdrLen: uint16(hdrLen), GSOSize: uint16(mss),
-			CsumStart: packet.TCPRunL4Off, CsumOffset: packet.TCPOffChecksum,
-		}
-		n.off.coalesced.Add(uint64(segs))
-		n.off.runs.Add(1)
-	}
+	w.one[0], w.oneHdr[0] = frame, hdr
 	_, err := t.WriteVnet(w.one[:], w.oneHdr[:], 0)
 	n.countPortWrite(p, len(frame), err)
 }
