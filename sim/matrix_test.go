@@ -40,16 +40,22 @@ func TestMatrix(t *testing.T) {
 		name        string
 		registry    string
 		nodes, pods int
+		offload     bool // weftd's --offload (TAP TSO/USO, UDP GSO/GRO); the matrix must pass both ways
 	}{
-		{"file 3x2", "file", 3, 2},
-		{"etcd 2x2", "etcd", 2, 2},
+		{"file 3x2", "file", 3, 2, true},
+		{"etcd 2x2", "etcd", 2, 2, true},
+		{"file 2x2 offload off", "file", 2, 2, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.registry == "etcd" {
 				etcdtest.Require(t)
 			}
-			c := newTestCluster(t, Options{Registry: tc.registry})
+			opts := Options{Registry: tc.registry}
+			if !tc.offload {
+				opts.ExtraArgs = []string{"--offload=false"}
+			}
+			c := newTestCluster(t, opts)
 			start := time.Now()
 			if err := c.Up(context.Background(), tc.nodes, tc.pods); err != nil {
 				t.Fatal(err)
@@ -59,6 +65,9 @@ func TestMatrix(t *testing.T) {
 				st := nodeStatus(t, n)
 				if st.Registry.Backend != tc.registry || st.Registry.State != api.RegistryOK {
 					t.Errorf("node %s registry %+v, want %s and ok", n.Name, st.Registry, tc.registry)
+				}
+				if (st.Offload != "off") != tc.offload {
+					t.Errorf("node %s offload %q, want offload %v", n.Name, st.Offload, tc.offload)
 				}
 			}
 			r := runMatrix(t, c)

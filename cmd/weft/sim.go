@@ -228,6 +228,7 @@ func simUp(fs *flag.FlagSet, f *simFlags) func(context.Context, *cli, []string) 
 	weftd := fs.String("weftd", "", "`PATH` the weftd binary (default: the weftd next to this weft, else on PATH)")
 	etcd := fs.String("etcd", "", "`PATH` the etcd binary for --registry etcd (default: on PATH)")
 	ttl := fs.Duration("lease-ttl", 6*time.Second, "`DURATION` the nodes' registry lease TTL")
+	weftdArgs := fs.String("weftd-args", "", "`FLAGS` extra flags for every node's weftd, space separated, e.g. \"--offload=false\"")
 	keep := fs.Bool("keep-on-failure", false, "leave a sim that failed to come up in place (for its logs) instead of taking it down")
 	return func(ctx context.Context, c *cli, _ []string) error {
 		if *nodes < 1 || *pods < 0 {
@@ -243,7 +244,7 @@ func simUp(fs *flag.FlagSet, f *simFlags) func(context.Context, *cli, []string) 
 		}
 		cl, err := sim.New(sim.Options{
 			Name: f.name, Dir: dir, Weftd: bin, Registry: *registry, Etcd: *etcd,
-			LeaseTTL: *ttl, Progress: c.progress,
+			LeaseTTL: *ttl, ExtraArgs: strings.Fields(*weftdArgs), Progress: c.progress,
 		})
 		if err != nil {
 			return err
