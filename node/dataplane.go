@@ -99,12 +99,7 @@ func (n *Node) runPort(p *port) {
 	for {
 		cnt, err := p.dev.Read(w.bufs, w.sizes, headroom)
 		if err != nil {
-			if p.closing.Load() || n.ctx.Err() != nil || errors.Is(err, os.ErrClosed) {
-				return
-			}
-			// The device went away under us (its namespace was deleted):
-			// nothing will ever be read again, so say it once and stop.
-			n.log.Warn("port read failed; port stops forwarding until detached", "port", p.name, "pod", p.rec.PodID, "err", err)
+			n.portReadFailed(p, err)
 			return
 		}
 		p.hist.Observe(cnt)
@@ -121,6 +116,29 @@ func (n *Node) runPort(p *port) {
 	}
 }
 
+// portReadFailed reports a TAP read error that ends a port worker: quietly
+// when the port was closed on purpose (detach, shutdown), once as a warning
+// when the device went away under us (its namespace was deleted) — nothing
+// will ever be read from it again.
+func (n *Node) portReadFailed(p *port, err error) {
+	if p.closing.Load() || n.ctx.Err() != nil || errors.Is(err, os.ErrClosed) {
+		return
+	}
+	n.log.Warn("port read failed; port stops forwarding until detached", "port", p.name, "pod", p.rec.PodID, "err", err)
+}
+
+// underlayReadFailed handles an underlay read error: true when the socket
+// was closed (shutdown) and the worker must stop; otherwise it logs, pauses
+// so that a persistent error cannot spin a core, and the worker goes on.
+func (n *Node) underlayReadFailed(err error) bool {
+	if n.ctx.Err() != nil || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
+		return true
+	}
+	n.log.Error("underlay read", "err", err)
+	time.Sleep(10 * time.Millisecond)
+	return false
+}
+
 // runUnderlay is the worker of the UDP socket: read datagrams, decap, decide,
 // write to the TAPs.
 func (n *Node) runUnderlay() {
@@ -130,11 +148,9 @@ func (n *Node) runUnderlay() {
 	for {
 		cnt, err := n.conn.ReadBatch(w.bufs, w.sizes, headroom, from)
 		if err != nil {
-			if n.ctx.Err() != nil || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
+			if n.underlayReadFailed(err) {
 				return
 			}
-			n.log.Error("underlay read", "err", err)
-			time.Sleep(10 * time.Millisecond) // a persistent error must not spin a core
 			continue
 		}
 		n.udpHist.Observe(cnt)

@@ -3,7 +3,6 @@ package node
 import (
 	"errors"
 	"net/netip"
-	"os"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -169,10 +168,7 @@ func (n *Node) runPortOffload(p *port, tap *netdev.Tap) {
 	for {
 		cnt, err := tap.ReadVnet(w.bufs, w.sizes, w.hdrs, headroom)
 		if err != nil {
-			if p.closing.Load() || n.ctx.Err() != nil || errors.Is(err, os.ErrClosed) {
-				return
-			}
-			n.log.Warn("port read failed; port stops forwarding until detached", "port", p.name, "pod", p.rec.PodID, "err", err)
+			n.portReadFailed(p, err)
 			return
 		}
 		p.hist.Observe(cnt)

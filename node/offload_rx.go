@@ -1,11 +1,7 @@
 package node
 
 import (
-	"errors"
-	"net"
 	"net/netip"
-	"os"
-	"time"
 
 	"github.com/weftnet/weft/netdev"
 	"github.com/weftnet/weft/overlay"
@@ -69,11 +65,9 @@ func (n *Node) runUnderlayOffload() {
 	for {
 		cnt, err := r.ReadBatch(bufs, sizes, segs, headroom, from)
 		if err != nil {
-			if n.ctx.Err() != nil || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
+			if n.underlayReadFailed(err) {
 				return
 			}
-			n.log.Error("underlay read", "err", err)
-			time.Sleep(10 * time.Millisecond) // a persistent error must not spin a core
 			continue
 		}
 		n.udpHist.Observe(cnt)
