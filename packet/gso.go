@@ -51,29 +51,12 @@ func SegmentTCP(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, 
 	if mss <= 0 {
 		return 0, ErrGSOMSS
 	}
-	if l3Off < 0 || gap < 0 || l4Off < l3Off || l4Off+TCPMinHdrLen > len(frame) {
+	if gap < 0 {
 		return 0, ErrGSOHeaders
 	}
-	ip := frame[l3Off:l4Off]
-	v6 := false
-	switch {
-	case len(ip) >= IPv4MinHdrLen && ip[0]>>4 == 4:
-		if IPv4(ip).HeaderLen() != len(ip) || ip[IPv4OffProto] != IPProtoTCP || IPv4(ip).IsFragment() {
-			return 0, ErrGSOHeaders
-		}
-		if int(IPv4(ip).TotalLen()) != len(frame)-l3Off {
-			return 0, ErrGSOLength
-		}
-	case len(ip) == IPv6HdrLen && ip[0]>>4 == 6:
-		if ip[IPv6OffNextHeader] != IPProtoTCP {
-			return 0, ErrGSOHeaders
-		}
-		if int(binary.BigEndian.Uint16(ip[IPv6OffPayloadLen:])) != len(frame)-l4Off {
-			return 0, ErrGSOLength
-		}
-		v6 = true
-	default:
-		return 0, ErrGSOHeaders
+	ip, v6, err := superFrameL3(frame, l3Off, l4Off, IPProtoTCP, TCPMinHdrLen)
+	if err != nil {
+		return 0, err
 	}
 	tcpLen := int(frame[l4Off+12]>>4) * 4
 	if tcpLen < TCPMinHdrLen || l4Off+tcpLen > len(frame) {
@@ -140,4 +123,35 @@ func SegmentTCP(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, 
 		binary.BigEndian.PutUint16(tcp[TCPOffChecksum:], ^Fold(sum))
 	}
 	return n, nil
+}
+
+// superFrameL3 checks the IP header of a super-frame about to be split:
+// IPv4 whose header ends at l4Off and that is not a fragment, or a bare IPv6 header,
+// carrying proto, with lengths that cover exactly the frame, and room for
+// an l4Min-byte transport header at l4Off. It returns the IP header and
+// whether it is IPv6.
+func superFrameL3(frame []byte, l3Off, l4Off int, proto uint8, l4Min int) (ip []byte, v6 bool, err error) {
+	if l3Off < 0 || l4Off < l3Off || l4Off+l4Min > len(frame) {
+		return nil, false, ErrGSOHeaders
+	}
+	ip = frame[l3Off:l4Off]
+	switch {
+	case len(ip) >= IPv4MinHdrLen && ip[0]>>4 == 4:
+		if IPv4(ip).HeaderLen() != len(ip) || ip[IPv4OffProto] != proto || IPv4(ip).IsFragment() {
+			return nil, false, ErrGSOHeaders
+		}
+		if int(IPv4(ip).TotalLen()) != len(frame)-l3Off {
+			return nil, false, ErrGSOLength
+		}
+		return ip, false, nil
+	case len(ip) == IPv6HdrLen && ip[0]>>4 == 6:
+		if ip[IPv6OffNextHeader] != proto {
+			return nil, false, ErrGSOHeaders
+		}
+		if int(binary.BigEndian.Uint16(ip[IPv6OffPayloadLen:])) != len(frame)-l4Off {
+			return nil, false, ErrGSOLength
+		}
+		return ip, true, nil
+	}
+	return nil, false, ErrGSOHeaders
 }

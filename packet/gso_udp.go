@@ -17,29 +17,12 @@ func SegmentUDP(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, 
 	if mss <= 0 {
 		return 0, ErrGSOMSS
 	}
-	if l3Off < 0 || gap < 0 || l4Off < l3Off || l4Off+UDPHdrLen > len(frame) {
+	if gap < 0 {
 		return 0, ErrGSOHeaders
 	}
-	ip := frame[l3Off:l4Off]
-	v6 := false
-	switch {
-	case len(ip) >= IPv4MinHdrLen && ip[0]>>4 == 4:
-		if IPv4(ip).HeaderLen() != len(ip) || ip[IPv4OffProto] != IPProtoUDP || IPv4(ip).IsFragment() {
-			return 0, ErrGSOHeaders
-		}
-		if int(IPv4(ip).TotalLen()) != len(frame)-l3Off {
-			return 0, ErrGSOLength
-		}
-	case len(ip) == IPv6HdrLen && ip[0]>>4 == 6:
-		if ip[IPv6OffNextHeader] != IPProtoUDP {
-			return 0, ErrGSOHeaders
-		}
-		if int(binary.BigEndian.Uint16(ip[IPv6OffPayloadLen:])) != len(frame)-l4Off {
-			return 0, ErrGSOLength
-		}
-		v6 = true
-	default:
-		return 0, ErrGSOHeaders
+	ip, v6, err := superFrameL3(frame, l3Off, l4Off, IPProtoUDP, UDPHdrLen)
+	if err != nil {
+		return 0, err
 	}
 	hdrLen := l4Off + UDPHdrLen
 	payload := frame[hdrLen:]
