@@ -334,37 +334,31 @@ func (c *Conn) WriteBatch(bufs [][]byte, offset int, to []netip.AddrPort) (n int
 // recvmmsg is the RawConn.Read callback: false asks the netpoller to wait
 // for readability and call again.
 func (c *Conn) recvmmsg(fd uintptr) bool {
-	s := &c.rx
-	for {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&s.msgs[0])), uintptr(s.n), 0, 0, 0)
-		switch e {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		}
-		s.got, s.errno = int(r), e
-		if e != 0 {
-			s.got = 0
-		}
-		return true
-	}
+	return mmsg(unix.SYS_RECVMMSG, fd, &c.rx.msgs[0], c.rx.n, &c.rx.got, &c.rx.errno)
 }
 
 // sendmmsg is the RawConn.Write callback.
 func (c *Conn) sendmmsg(fd uintptr) bool {
-	s := &c.tx
+	return mmsg(unix.SYS_SENDMMSG, fd, &c.tx.msgs[0], c.tx.n, &c.tx.got, &c.tx.errno)
+}
+
+// mmsg makes one recvmmsg or sendmmsg (trap) over the n messages at msgs,
+// retrying on EINTR, and stores how many went through and the error. It
+// returns false on EAGAIN, leaving got and errno alone: a RawConn callback
+// then tells the netpoller to wait and call again. Every callback of this
+// package (Conn, GSOWriter, GROReader) goes through here.
+func mmsg(trap, fd uintptr, msgs *unix.Mmsghdr, n int, got *int, errno *syscall.Errno) bool {
 	for {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.msgs[0])), uintptr(s.n), 0, 0, 0)
+		r, _, e := unix.Syscall6(trap, fd, uintptr(unsafe.Pointer(msgs)), uintptr(n), 0, 0, 0)
 		switch e {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
 			return false
-		}
-		s.got, s.errno = int(r), e
-		if e != 0 {
-			s.got = 0
+		case 0:
+			*got, *errno = int(r), 0
+		default:
+			*got, *errno = 0, e
 		}
 		return true
 	}

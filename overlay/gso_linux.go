@@ -315,20 +315,7 @@ func (g *GSOWriter) send(k int) (int, error) {
 }
 
 func (g *GSOWriter) sendmmsg(fd uintptr) bool {
-	for {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&g.msgs[g.first])), uintptr(g.n), 0, 0, 0)
-		switch e {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		}
-		g.got, g.errno = int(r), e
-		if e != 0 {
-			g.got = 0
-		}
-		return true
-	}
+	return mmsg(unix.SYS_SENDMMSG, fd, &g.msgs[g.first], g.n, &g.got, &g.errno)
 }
 
 // release drops the iovecs' pointers into the caller's buffers.
@@ -474,18 +461,5 @@ func groSegSize(oob []byte, n int) int {
 }
 
 func (r *GROReader) recvmmsg(fd uintptr) bool {
-	for {
-		got, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(r.n), 0, 0, 0)
-		switch e {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		}
-		r.got, r.errno = int(got), e
-		if e != 0 {
-			r.got = 0
-		}
-		return true
-	}
+	return mmsg(unix.SYS_RECVMMSG, fd, &r.msgs[0], r.n, &r.got, &r.errno)
 }
