@@ -62,49 +62,15 @@ func SegmentTCP(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, 
 	if tcpLen < TCPMinHdrLen || l4Off+tcpLen > len(frame) {
 		return 0, ErrGSOHeaders
 	}
-	hdrLen := l4Off + tcpLen
-	payload := frame[hdrLen:]
-	n := TCPSegments(len(payload), mss)
-	if n > len(offs) || n > len(lens) {
-		return 0, ErrGSOSegments
-	}
-	if n*(gap+hdrLen)+len(payload) > len(dst) {
-		return 0, ErrGSOShortDst
-	}
-
-	// The pseudo-header sum without the length, which varies per segment.
-	var pseudo uint32
-	if v6 {
-		pseudo = PseudoHeaderSum6([16]byte(ip[IPv6OffSrc:IPv6OffSrc+16]), [16]byte(ip[IPv6OffDst:IPv6OffDst+16]), IPProtoTCP, 0)
-	} else {
-		pseudo = PseudoHeaderSum4(IPv4(ip).Src4(), IPv4(ip).Dst4(), IPProtoTCP, 0)
+	p, err := planSegments(dst, gap, frame, ip, v6, l3Off, l4Off, l4Off+tcpLen, mss, IPProtoTCP, offs, lens)
+	if err != nil {
+		return 0, err
 	}
 	seq0 := binary.BigEndian.Uint32(frame[l4Off+4:])
 	flags0 := frame[l4Off+13]
-	var id0 uint16
-	if !v6 {
-		id0 = IPv4(ip).ID()
-	}
-
-	at := 0
+	n := p.n
 	for i := range n {
-		chunk := payload[min(i*mss, len(payload)):min((i+1)*mss, len(payload))]
-		at += gap
-		seg := dst[at : at+hdrLen+len(chunk)]
-		copy(seg, frame[:hdrLen])
-		copy(seg[hdrLen:], chunk)
-		offs[i], lens[i] = at, len(seg)
-		at += len(seg)
-
-		sip := seg[l3Off:l4Off]
-		if v6 {
-			binary.BigEndian.PutUint16(sip[IPv6OffPayloadLen:], uint16(tcpLen+len(chunk)))
-		} else {
-			v4 := IPv4(sip)
-			v4.SetTotalLen(uint16(len(seg) - l3Off))
-			binary.BigEndian.PutUint16(sip[IPv4OffID:], id0+uint16(i))
-			v4.ComputeChecksum()
-		}
+		seg, chunk := p.next(i)
 		tcp := seg[l4Off:]
 		binary.BigEndian.PutUint32(tcp[4:], seq0+uint32(i*mss))
 		f := flags0
@@ -117,12 +83,70 @@ func SegmentTCP(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, 
 		tcp[13] = f
 		tcp[TCPOffChecksum], tcp[TCPOffChecksum+1] = 0, 0
 		l4len := uint32(tcpLen + len(chunk))
-		sum := pseudo + l4len>>16 + l4len&0xffff
+		sum := p.pseudo + l4len>>16 + l4len&0xffff
 		sum = Checksum(tcp[:tcpLen], sum)
 		sum = Checksum(chunk, sum)
 		binary.BigEndian.PutUint16(tcp[TCPOffChecksum:], ^Fold(sum))
 	}
 	return n, nil
+}
+
+// segmentPlan is what SegmentTCP and SegmentUDP share: the layout of the
+// segments in dst and the per-segment copy and IP header fix-up. Only the
+// transport header differs between them.
+type segmentPlan struct {
+	dst, frame, payload []byte
+	gap, mss, n         int
+	l3Off, l4Off, hdr   int // hdr: headers copied into every segment (L2..L4)
+	v6                  bool
+	id0                 uint16 // IPv4 ID of the super-frame; segment i gets id0+i
+	pseudo              uint32 // pseudo-header sum without the length, which varies per segment
+	offs, lens          []int
+	at                  int
+}
+
+// planSegments checks that n = ceil(payload/mss) segments fit offs, lens
+// and dst, and prepares the constants every segment needs.
+func planSegments(dst []byte, gap int, frame, ip []byte, v6 bool, l3Off, l4Off, hdr, mss int, proto uint8, offs, lens []int) (segmentPlan, error) {
+	p := segmentPlan{dst: dst, frame: frame, payload: frame[hdr:], gap: gap, mss: mss,
+		l3Off: l3Off, l4Off: l4Off, hdr: hdr, v6: v6, offs: offs, lens: lens}
+	p.n = TCPSegments(len(p.payload), mss)
+	if p.n > len(offs) || p.n > len(lens) {
+		return p, ErrGSOSegments
+	}
+	if p.n*(gap+hdr)+len(p.payload) > len(dst) {
+		return p, ErrGSOShortDst
+	}
+	if v6 {
+		p.pseudo = PseudoHeaderSum6([16]byte(ip[IPv6OffSrc:IPv6OffSrc+16]), [16]byte(ip[IPv6OffDst:IPv6OffDst+16]), proto, 0)
+	} else {
+		p.pseudo = PseudoHeaderSum4(IPv4(ip).Src4(), IPv4(ip).Dst4(), proto, 0)
+		p.id0 = IPv4(ip).ID()
+	}
+	return p, nil
+}
+
+// next writes segment i (call in order 0..n-1) after a gap: the headers,
+// its chunk of the payload, and its IP length, ID and header checksum. It
+// returns the segment and its payload; the caller fixes the L4 header.
+func (p *segmentPlan) next(i int) (seg, chunk []byte) {
+	chunk = p.payload[min(i*p.mss, len(p.payload)):min((i+1)*p.mss, len(p.payload))]
+	p.at += p.gap
+	seg = p.dst[p.at : p.at+p.hdr+len(chunk)]
+	copy(seg, p.frame[:p.hdr])
+	copy(seg[p.hdr:], chunk)
+	p.offs[i], p.lens[i] = p.at, len(seg)
+	p.at += len(seg)
+	sip := seg[p.l3Off:p.l4Off]
+	if p.v6 {
+		binary.BigEndian.PutUint16(sip[IPv6OffPayloadLen:], uint16(len(seg)-p.l4Off))
+	} else {
+		v4 := IPv4(sip)
+		v4.SetTotalLen(uint16(len(seg) - p.l3Off))
+		binary.BigEndian.PutUint16(sip[IPv4OffID:], p.id0+uint16(i))
+		v4.ComputeChecksum()
+	}
+	return seg, chunk
 }
 
 // superFrameL3 checks the IP header of a super-frame about to be split:

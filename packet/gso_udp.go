@@ -24,48 +24,17 @@ func SegmentUDP(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, 
 	if err != nil {
 		return 0, err
 	}
-	hdrLen := l4Off + UDPHdrLen
-	payload := frame[hdrLen:]
-	n := TCPSegments(len(payload), mss)
-	if n > len(offs) || n > len(lens) {
-		return 0, ErrGSOSegments
+	p, err := planSegments(dst, gap, frame, ip, v6, l3Off, l4Off, l4Off+UDPHdrLen, mss, IPProtoUDP, offs, lens)
+	if err != nil {
+		return 0, err
 	}
-	if n*(gap+hdrLen)+len(payload) > len(dst) {
-		return 0, ErrGSOShortDst
-	}
-	var pseudo uint32
-	if v6 {
-		pseudo = PseudoHeaderSum6([16]byte(ip[IPv6OffSrc:IPv6OffSrc+16]), [16]byte(ip[IPv6OffDst:IPv6OffDst+16]), IPProtoUDP, 0)
-	} else {
-		pseudo = PseudoHeaderSum4(IPv4(ip).Src4(), IPv4(ip).Dst4(), IPProtoUDP, 0)
-	}
-	var id0 uint16
-	if !v6 {
-		id0 = IPv4(ip).ID()
-	}
-	at := 0
-	for i := range n {
-		chunk := payload[min(i*mss, len(payload)):min((i+1)*mss, len(payload))]
-		at += gap
-		seg := dst[at : at+hdrLen+len(chunk)]
-		copy(seg, frame[:hdrLen])
-		copy(seg[hdrLen:], chunk)
-		offs[i], lens[i] = at, len(seg)
-		at += len(seg)
+	for i := range p.n {
+		seg, chunk := p.next(i)
 		udpLen := UDPHdrLen + len(chunk)
-		sip := seg[l3Off:l4Off]
-		if v6 {
-			binary.BigEndian.PutUint16(sip[IPv6OffPayloadLen:], uint16(udpLen))
-		} else {
-			v4 := IPv4(sip)
-			v4.SetTotalLen(uint16(len(seg) - l3Off))
-			binary.BigEndian.PutUint16(sip[IPv4OffID:], id0+uint16(i))
-			v4.ComputeChecksum()
-		}
 		udp := seg[l4Off:]
 		binary.BigEndian.PutUint16(udp[UDPOffLen:], uint16(udpLen))
 		udp[UDPOffChecksum], udp[UDPOffChecksum+1] = 0, 0
-		sum := pseudo + uint32(udpLen)
+		sum := p.pseudo + uint32(udpLen)
 		sum = Checksum(udp[:UDPHdrLen], sum)
 		sum = Checksum(chunk, sum)
 		c := ^Fold(sum)
@@ -74,7 +43,7 @@ func SegmentUDP(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, 
 		}
 		binary.BigEndian.PutUint16(udp[UDPOffChecksum:], c)
 	}
-	return n, nil
+	return p.n, nil
 }
 
 // UDPRun coalesces consecutive UDP/IPv4 datagrams of one flow into one USO
