@@ -91,21 +91,17 @@ func NewGSOWriter(c *Conn, batch int) (*GSOWriter, error) {
 	if perr != nil {
 		return nil, fmt.Errorf("%w: getsockopt UDP_SEGMENT: %v", ErrGSOUnsupported, perr)
 	}
+	ms := newMmsgState(batch)
 	g := &GSOWriter{
 		c:      c,
-		msgs:   make([]unix.Mmsghdr, batch),
-		iovs:   make([]unix.Iovec, batch),
-		names:  make([]unix.RawSockaddrInet4, batch),
+		msgs:   ms.msgs,
+		iovs:   ms.iovs,
+		names:  ms.names,
 		oob:    make([]byte, batch*cmsgSegSpace),
 		owner:  make([]int32, batch),
 		gather: make([]unix.Iovec, batch*MaxGSOSegments),
 	}
 	for i := range g.msgs {
-		h := &g.msgs[i].Hdr
-		h.Name = (*byte)(unsafe.Pointer(&g.names[i]))
-		h.Namelen = unix.SizeofSockaddrInet4
-		h.Iov = &g.iovs[i]
-		h.SetIovlen(1)
 		cm := (*unix.Cmsghdr)(unsafe.Pointer(&g.oob[i*cmsgSegSpace]))
 		cm.Level = unix.SOL_UDP
 		cm.Type = unix.UDP_SEGMENT
@@ -360,19 +356,13 @@ func NewGROReader(c *Conn, batch int) (*GROReader, error) {
 	if serr != nil {
 		return nil, fmt.Errorf("%w: setsockopt UDP_GRO: %v", ErrGSOUnsupported, serr)
 	}
+	ms := newMmsgState(batch)
 	r := &GROReader{
 		c:     c,
-		msgs:  make([]unix.Mmsghdr, batch),
-		iovs:  make([]unix.Iovec, batch),
-		names: make([]unix.RawSockaddrInet4, batch),
+		msgs:  ms.msgs,
+		iovs:  ms.iovs,
+		names: ms.names,
 		oob:   make([]byte, batch*cmsgGROSpace),
-	}
-	for i := range r.msgs {
-		h := &r.msgs[i].Hdr
-		h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
-		h.Namelen = unix.SizeofSockaddrInet4
-		h.Iov = &r.iovs[i]
-		h.SetIovlen(1)
 	}
 	r.recvFn = r.recvmmsg
 	return r, nil
