@@ -38,6 +38,12 @@ type Tap struct {
 	rd tapReader
 	wr tapWriter
 
+	// turn is the read turn of ReadVnetTurn and TryReadVnetTurn; try is
+	// the reader state of the latter, which runs beside a blocked rd.
+	turn   sync.Mutex
+	try    tapReader
+	tryCtl func(fd uintptr) // bound once, as rd.fn
+
 	drops [NumDropReasons]atomic.Uint64
 }
 
@@ -59,6 +65,10 @@ type tapReader struct {
 	hdr    [VirtioHdrLen]byte
 	spare  [1]byte
 	iov    [3]unix.Iovec // [virtio hdr] [frame] [spare]
+
+	// takeTurn: take Tap.turn before the first read (ReadVnetTurn);
+	// holding: it is taken.
+	takeTurn, holding bool
 }
 
 // tapWriter is tapReader's counterpart for Write; same reasons.
@@ -86,7 +96,8 @@ func newTap(f *os.File, name, nsPath string, vnet bool, offloads, batch int) (*T
 		batch = DefaultBatchSize
 	}
 	t := &Tap{name: name, nsPath: nsPath, vnet: vnet, offloads: offloads, batch: batch, file: f, rc: rc}
-	t.rd.fn = t.readFrames
+	t.rd.fn = func(fd uintptr) bool { return t.readFrames(&t.rd, fd) }
+	t.tryCtl = func(fd uintptr) { t.readFrames(&t.try, fd) }
 	t.wr.fn = t.writeFrames
 	return t, nil
 }
@@ -164,6 +175,56 @@ func (t *Tap) ReadVnet(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int)
 }
 
 func (t *Tap) read(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int) (int, error) {
+	return t.readTurn(bufs, sizes, hdrs, offset, false)
+}
+
+// ReadVnetTurn is ReadVnet for a TAP that two goroutines drain: the one
+// that owns it blocks here, another calls TryReadVnetTurn when it has
+// reason to think frames wait (it just wrote to the TAP, and the pod's
+// stack answers in the same system call: an ACK, an echo reply, the next
+// TCP burst an ACK released). Both read in turns: when ReadVnetTurn returns
+// frames (n > 0, err nil) the caller holds the TAP's read turn until it
+// calls EndTurn, and neither reader reads meanwhile. Holding the turn from
+// read until the frames are sent on keeps the TAP's frames in order however
+// the two readers interleave. With an error the turn is not held.
+func (t *Tap) ReadVnetTurn(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int) (int, error) {
+	if hdrs == nil {
+		hdrs = []VirtioHdr{}
+	}
+	return t.readTurn(bufs[:min(len(bufs), len(hdrs))], sizes, hdrs, offset, true)
+}
+
+// TryReadVnetTurn takes the read turn if it is free and reads what the TAP
+// holds now, without waiting. It returns 0 without the turn when the turn
+// was taken, nothing was queued, or the read failed (the owner's
+// ReadVnetTurn reports failures); with n > 0 the caller holds the turn
+// until EndTurn. The buffers are the owner's: only the holder of the turn
+// uses them.
+func (t *Tap) TryReadVnetTurn(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int) int {
+	if t.closed.Load() || offset < 0 || !t.turn.TryLock() {
+		return 0
+	}
+	r := &t.try
+	r.max = min(len(bufs), len(sizes), len(hdrs), t.batch)
+	r.bufs, r.sizes, r.hdrs, r.offset = bufs, sizes, hdrs, offset
+	r.n, r.errno, r.short = 0, 0, false
+	// Control, not Read: it only holds a reference on the fd, so it runs
+	// while the owner is parked in Read; the fd is non-blocking.
+	err := t.rc.Control(t.tryCtl)
+	n := r.n
+	r.bufs, r.sizes, r.hdrs = nil, nil, nil
+	if err != nil || n == 0 {
+		t.turn.Unlock()
+		return 0
+	}
+	return n
+}
+
+// EndTurn gives back the read turn taken by ReadVnetTurn or
+// TryReadVnetTurn.
+func (t *Tap) EndTurn() { t.turn.Unlock() }
+
+func (t *Tap) readTurn(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int, turn bool) (int, error) {
 	if t.closed.Load() {
 		return 0, fmt.Errorf("read tap %s: %w", t.name, os.ErrClosed)
 	}
@@ -179,9 +240,17 @@ func (t *Tap) read(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int) (in
 	}
 	r.bufs, r.sizes, r.hdrs, r.offset = bufs, sizes, hdrs, offset
 	r.n, r.errno, r.short = 0, 0, false
+	r.takeTurn = turn
 	err := t.rc.Read(r.fn)
 	n := r.n
 	r.bufs, r.sizes, r.hdrs = nil, nil, nil
+	if r.holding {
+		// The turn passes to the caller with the frames, or back.
+		r.holding = false
+		if err != nil || r.short || r.errno != 0 || n == 0 {
+			t.turn.Unlock()
+		}
+	}
 	if err != nil {
 		return n, t.ioError("read", err)
 	}
@@ -194,12 +263,18 @@ func (t *Tap) read(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int) (in
 	return n, nil
 }
 
-// readFrames runs inside RawConn.Read. It returns false only when nothing
-// was delivered and the fd would block, which makes the runtime park on the
-// netpoller and call it again; otherwise it drains non-blocking reads until
-// EAGAIN or a full batch, amortizing one wakeup over a burst.
-func (t *Tap) readFrames(fd uintptr) bool {
-	r := &t.rd
+// readFrames runs inside RawConn.Read (and, for TryReadVnetTurn, inside
+// RawConn.Control, whose result it ignores). It returns false only when
+// nothing was delivered and the fd would block, which makes the runtime
+// park on the netpoller and call it again; otherwise it drains non-blocking
+// reads until EAGAIN or a full batch, amortizing one wakeup over a burst.
+// A turn-taking read takes the turn before its first read (waiting for a
+// TryReadVnetTurn in progress) and gives it back before it parks.
+func (t *Tap) readFrames(r *tapReader, fd uintptr) bool {
+	if r.takeTurn && !r.holding {
+		t.turn.Lock()
+		r.holding = true
+	}
 	for r.n < r.max {
 		buf := r.bufs[r.n]
 		if len(buf) <= r.offset {
@@ -226,6 +301,10 @@ func (t *Tap) readFrames(fd uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			if r.n == 0 && r.holding {
+				r.holding = false
+				t.turn.Unlock()
+			}
 			return r.n > 0
 		default:
 			r.errno = errno
@@ -239,7 +318,7 @@ func (t *Tap) readFrames(fd uintptr) bool {
 			t.drops[DropTruncated].Add(1)
 			continue
 		}
-		if t.vnet && !t.acceptVnet(buf[:frameLen]) {
+		if t.vnet && !t.acceptVnet(r, buf[:frameLen]) {
 			continue
 		}
 		r.sizes[r.n] = frameLen
@@ -250,8 +329,7 @@ func (t *Tap) readFrames(fd uintptr) bool {
 
 // acceptVnet handles the header of a frame read in VnetHdr mode: stores it
 // for ReadVnet, or for Read completes the checksum and refuses GSO frames.
-func (t *Tap) acceptVnet(frame []byte) bool {
-	r := &t.rd
+func (t *Tap) acceptVnet(r *tapReader, frame []byte) bool {
 	var h VirtioHdr
 	_ = h.Decode(r.hdr[:]) // r.hdr is VirtioHdrLen long
 	if h.Check(len(frame)) != nil {

@@ -49,6 +49,9 @@ type TapConfig struct {
 	EnableIPv6 bool
 	// BatchSize is the most frames one Read returns; 0 means DefaultBatchSize.
 	BatchSize int
+	// GSOMaxSegs caps how many segments the kernel puts in one TSO/USO
+	// super-frame on this link (gso_max_segs); 0 keeps the kernel's default.
+	GSOMaxSegs int
 	// Logger receives the offload negotiation result; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -90,6 +93,9 @@ func (c *TapConfig) normalize() error {
 	}
 	if c.MaxOffload > OffloadNone {
 		return fmt.Errorf("tap %s: unknown offload level %d", c.Name, c.MaxOffload)
+	}
+	if c.GSOMaxSegs < 0 || c.GSOMaxSegs > 65535 {
+		return fmt.Errorf("tap %s: gso_max_segs %d out of range", c.Name, c.GSOMaxSegs)
 	}
 	if c.Gateway.IsValid() && !c.Addr.IsValid() {
 		return fmt.Errorf("tap %s: gateway %s without an address", c.Name, c.Gateway)
@@ -419,6 +425,11 @@ func configureLink(h *netlink.Handle, t *Tap, cfg *TapConfig) error {
 	if cfg.MTU != 0 && a.MTU != cfg.MTU {
 		if err := h.LinkSetMTU(l, cfg.MTU); err != nil {
 			return fmt.Errorf("set mtu %d: %w", cfg.MTU, err)
+		}
+	}
+	if cfg.GSOMaxSegs != 0 && a.GSOMaxSegs != uint32(cfg.GSOMaxSegs) {
+		if err := h.LinkSetGSOMaxSegs(l, cfg.GSOMaxSegs); err != nil {
+			return fmt.Errorf("set gso_max_segs %d: %w", cfg.GSOMaxSegs, err)
 		}
 	}
 	if cfg.Addr.IsValid() {

@@ -31,6 +31,10 @@ type port struct {
 	txErrors          atomic.Uint64
 	hist              api.BatchHistogram
 	closing           atomic.Bool
+
+	// ow is the offload worker's batch (offload mode, virtio-header TAP):
+	// the port worker and drainPort share it, in the TAP's read turns.
+	ow *offloadWorker
 }
 
 // batchHist is the underlay's read-batch histogram.
@@ -86,6 +90,7 @@ func (n *Node) startPort(p *port) {
 	n.ports[p.id].Store(p)
 	n.wg.Add(1)
 	if t := vnetTap(p); t != nil && n.cfg.Offload {
+		p.ow = newOffloadWorker(t.BatchSize())
 		go n.runPortOffload(p, t) // offload.go
 		return
 	}

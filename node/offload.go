@@ -62,6 +62,7 @@ type offloadState struct {
 	segments    atomic.Uint64 // segments they were split into for peers
 	runs        atomic.Uint64 // super-frames coalesced for TAPs
 	coalesced   atomic.Uint64 // segments those runs merged
+	drained     atomic.Uint64 // frames the underlay worker read from a TAP it had written to (drainPort)
 }
 
 // offloadTapConfig asks for a virtio-header TAP with checksum offload,
@@ -74,6 +75,20 @@ func (n *Node) offloadTapConfig(cfg *netdev.TapConfig) {
 	cfg.VnetHdr = true
 	cfg.MaxOffload = netdev.OffloadAll
 	cfg.BatchSize = offloadReadBatch
+	cfg.GSOMaxSegs = gsoMaxSegs(cfg.MTU)
+}
+
+// gsoMaxSegs is how many segments a pod's TSO super-frame may hold so that
+// they leave as one UDP GSO message: each becomes a datagram of MTU + 22
+// bytes (VXLAN and inner Ethernet headers), and one message carries at most
+// MaxGSOBytes in at most MaxGSOSegments datagrams. The kernel's default (a
+// 64 KiB super-frame, 46 segments at MTU 1450) needs two messages, and the
+// peer then gets two GRO reads and writes two runs to the pod.
+func gsoMaxSegs(mtu int) int {
+	if mtu <= 0 {
+		mtu = 1500
+	}
+	return max(1, min(overlay.MaxGSOSegments, overlay.MaxGSOBytes/(mtu+overlay.HeaderLen+packet.EthHdrLen)))
 }
 
 // tapUSO reports whether t took USO: the kernel then also accepts the
@@ -161,56 +176,87 @@ func newOffloadWorker(batch int) *offloadWorker {
 	return w
 }
 
-// runPortOffload is runPort for a virtio-header TAP.
+// runPortOffload is runPort for a virtio-header TAP. It reads in turns
+// with the underlay worker (drainPort), and both forward what they read
+// with the port's one offloadWorker, which the read turn guards.
 func (n *Node) runPortOffload(p *port, tap *netdev.Tap) {
 	defer n.wg.Done()
-	w := newOffloadWorker(tap.BatchSize())
+	w := p.ow
 	for {
-		cnt, err := tap.ReadVnet(w.bufs, w.sizes, w.hdrs, headroom)
+		cnt, err := tap.ReadVnetTurn(w.bufs, w.sizes, w.hdrs, headroom)
 		if err != nil {
 			n.portReadFailed(p, err)
 			return
 		}
-		p.hist.Observe(cnt)
-		var bytes uint64
-		k := 0
-		for i := range cnt {
-			f := w.bufs[i][headroom : headroom+w.sizes[i]]
-			bytes += uint64(len(f))
-			h := &w.hdrs[i]
-			w.ipLens[k] = 0
-			switch h.GSO() {
-			case netdev.GSONone:
-				if netdev.FinishChecksum(f, h) != nil {
-					n.off.badCsum.Add(1)
-					continue
-				}
-				*h = netdev.VirtioHdr{} // a plain, whole frame from here on
-			case netdev.GSOTCPv4, netdev.GSOTCPv6, netdev.GSOUDPL4:
-				l, ok := gsoSegmentIPLen(f, h)
-				if !ok {
-					n.off.badGSO.Add(1)
-					continue
-				}
-				w.ipLens[k] = l
-				n.off.superFrames.Add(1)
-			default:
-				n.off.gsoType.Add(1)
+		n.forwardPortBatch(p, w, cnt)
+		tap.EndTurn()
+	}
+}
+
+// drainPort forwards what p's TAP holds right after the underlay worker
+// wrote to it, in the port worker's stead: the pod's stack handles a frame
+// inside the write, so its answer (an ACK, an echo reply, the TCP burst an
+// ACK let go) is often queued already. Taking it here saves waking the port
+// worker for it, one context switch per frame round trip. It does nothing
+// when the port worker holds the read turn (it is busy and will see it).
+func (n *Node) drainPort(id vswitch.PortID) {
+	p := n.ports[id].Load()
+	if p == nil || p.ow == nil {
+		return
+	}
+	t := vnetTap(p)
+	w := p.ow
+	cnt := t.TryReadVnetTurn(w.bufs, w.sizes, w.hdrs, headroom)
+	if cnt == 0 {
+		return
+	}
+	n.off.drained.Add(uint64(cnt))
+	n.forwardPortBatch(p, w, cnt)
+	t.EndTurn()
+}
+
+// forwardPortBatch switches and sends on the cnt frames just read from p's
+// TAP into w. The caller holds the TAP's read turn.
+func (n *Node) forwardPortBatch(p *port, w *offloadWorker, cnt int) {
+	p.hist.Observe(cnt)
+	var bytes uint64
+	k := 0
+	for i := range cnt {
+		f := w.bufs[i][headroom : headroom+w.sizes[i]]
+		bytes += uint64(len(f))
+		h := &w.hdrs[i]
+		w.ipLens[k] = 0
+		switch h.GSO() {
+		case netdev.GSONone:
+			if netdev.FinishChecksum(f, h) != nil {
+				n.off.badCsum.Add(1)
 				continue
 			}
-			w.frames[k] = f
-			w.bufIdx[k] = i
-			w.hdrs[k] = *h
-			k++
-		}
-		p.rxFrames.Add(uint64(cnt))
-		p.rxBytes.Add(bytes)
-		if k == 0 {
+			*h = netdev.VirtioHdr{} // a plain, whole frame from here on
+		case netdev.GSOTCPv4, netdev.GSOTCPv6, netdev.GSOUDPL4:
+			l, ok := gsoSegmentIPLen(f, h)
+			if !ok {
+				n.off.badGSO.Add(1)
+				continue
+			}
+			w.ipLens[k] = l
+			n.off.superFrames.Add(1)
+		default:
+			n.off.gsoType.Add(1)
 			continue
 		}
-		n.sw.ProcessGSO(w.frames[:k], w.ipLens[:k], p.id, w.verdicts, n.now())
-		n.outputOffload(w, k, p.id)
+		w.frames[k] = f
+		w.bufIdx[k] = i
+		w.hdrs[k] = *h
+		k++
 	}
+	p.rxFrames.Add(uint64(cnt))
+	p.rxBytes.Add(bytes)
+	if k == 0 {
+		return
+	}
+	n.sw.ProcessGSO(w.frames[:k], w.ipLens[:k], p.id, w.verdicts, n.now())
+	n.outputOffload(w, k, p.id)
 }
 
 // gsoSegmentIPLen checks a TCP or UDP super-frame's header just enough to

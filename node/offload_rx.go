@@ -106,6 +106,10 @@ func (n *Node) runUnderlayOffload() {
 			n.processRx(w)
 		}
 		n.flushRun(w) // a run never waits for the next read
+		for _, id := range w.written[:w.nWritten] {
+			n.drainPort(id)
+		}
+		w.nWritten = 0
 	}
 }
 
@@ -125,6 +129,11 @@ type rxOffloadWorker struct {
 	udpRun  packet.UDPRun
 	runPort vswitch.PortID
 	runBuf  []byte
+
+	// the ports written to since the last read, for drainPort (a few:
+	// past that, their own workers read them)
+	written  [4]vswitch.PortID
+	nWritten int
 
 	// frames the switch sends on to a peer (rare: transit through this
 	// node), each re-encapsulated in place.
@@ -240,6 +249,20 @@ func (n *Node) flushRun(w *rxOffloadWorker) {
 	w.one[0], w.oneHdr[0] = frame, hdr
 	_, err := t.WriteVnet(w.one[:], w.oneHdr[:], 0)
 	n.countPortWrite(p, len(frame), err)
+	w.wrote(w.runPort)
+}
+
+// wrote notes that a frame went to port id.
+func (w *rxOffloadWorker) wrote(id vswitch.PortID) {
+	for _, seen := range w.written[:w.nWritten] {
+		if seen == id {
+			return
+		}
+	}
+	if w.nWritten < len(w.written) {
+		w.written[w.nWritten] = id
+		w.nWritten++
+	}
 }
 
 // writePlain writes one frame to a port as it is.
@@ -252,6 +275,7 @@ func (n *Node) writePlain(w *rxOffloadWorker, id vswitch.PortID, f []byte) {
 	w.one[0] = f
 	_, err := p.dev.Write(w.one[:], 0)
 	n.countPortWrite(p, len(f), err)
+	w.wrote(id)
 }
 
 // requeueEncap sends a received frame on to another peer: a VXLAN header

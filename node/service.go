@@ -186,6 +186,13 @@ func (n *Node) Counters(ctx context.Context) (api.Counters, error) {
 		c["vxlan.rx_bytes"] += st.RxBytes.Load()
 	}
 	c["vxlan.truncated"] = n.conn.Truncated()
+	if n.cfg.Offload {
+		c["offload.tso_frames"] = n.off.superFrames.Load()
+		c["offload.segments"] = n.off.segments.Load()
+		c["offload.coalesced_runs"] = n.off.runs.Load()
+		c["offload.coalesced_segments"] = n.off.coalesced.Load()
+		c["offload.drained_frames"] = n.off.drained.Load()
+	}
 	return c, nil
 }
 

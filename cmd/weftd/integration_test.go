@@ -129,8 +129,16 @@ func testTrace(t *testing.T, c *sim.Cluster, cl1, cl2 *api.Client, st1, st2 api.
 		verdict: []string{"encap", st2.Node},
 		real: func(t *testing.T) {
 			tx0, rx0 := peerTx(), portTx(cl2, p21.ID)
+			drained0 := counters(t, cl2)["offload.drained_frames"]
 			if got, out := ping(t, p11.Netns, p21.IP(), count); got != count {
 				t.Errorf("ping: %d of %d answered:\n%s", got, count, out)
+			}
+			// The pod answers inside the TAP write that brings the request,
+			// so n2's underlay worker forwards the reply itself (drainPort).
+			if st2.Offload != "off" {
+				if d := counters(t, cl2)["offload.drained_frames"] - drained0; d < 1 {
+					t.Errorf("n2's offload.drained_frames grew by %d; want the echo replies taken right after the requests were written", d)
+				}
 			}
 			if d := peerTx() - tx0; d < count {
 				t.Errorf("n1's VXLAN frames to %s grew by %d, want >= %d", st2.Node, d, count)
