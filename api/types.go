@@ -31,6 +31,8 @@ type Status struct {
 	// Offload names the kernel offloads in use after probing, e.g.
 	// "tap-tso,udp-gso,udp-gro", or "off".
 	Offload string `json:"offload"`
+	// RxWorkers is how many sockets (and workers) receive VXLAN.
+	RxWorkers int `json:"rx_workers,omitempty"`
 }
 
 // Registry states.

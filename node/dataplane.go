@@ -144,14 +144,14 @@ func (n *Node) underlayReadFailed(err error) bool {
 	return false
 }
 
-// runUnderlay is the worker of the UDP socket: read datagrams, decap, decide,
-// write to the TAPs.
-func (n *Node) runUnderlay() {
+// runUnderlay is the worker of a receiving UDP socket: read datagrams,
+// decap, decide, write to the TAPs.
+func (n *Node) runUnderlay(c *overlay.Conn) {
 	defer n.wg.Done()
-	w := newWorker(n.conn.BatchSize(), &n.outDrops)
+	w := newWorker(c.BatchSize(), &n.outDrops)
 	from := make([]netip.AddrPort, len(w.bufs))
 	for {
-		cnt, err := n.conn.ReadBatch(w.bufs, w.sizes, headroom, from)
+		cnt, err := c.ReadBatch(w.bufs, w.sizes, headroom, from)
 		if err != nil {
 			if n.underlayReadFailed(err) {
 				return

@@ -52,6 +52,10 @@ type Config struct {
 	// Offload opens the TAPs with virtio headers and TSO/checksum offload
 	// and runs the offload data path (offload.go). Off keeps plain TAPs.
 	Offload bool
+
+	// RxWorkers is how many sockets receive VXLAN, each with its own
+	// worker (underlay.go); 0 or 1: one.
+	RxWorkers int
 }
 
 // Switch port numbers. The overlay and the host port are fixed so that
@@ -88,7 +92,8 @@ type Node struct {
 	peers    *overlay.PeerTable
 	decap    *overlay.Decapper
 	conn     *overlay.Conn
-	connMu   sync.Mutex // serialises WriteBatch: Conn is one worker's, TAP workers share it
+	rx       []underlayRx // the receiving sockets: rx[0] is conn
+	connMu   sync.Mutex   // serialises WriteBatch: Conn is one worker's, TAP workers share it
 	leases   atomic.Pointer[map[string]registry.Lease]
 	udpHist  batchHist
 	outDrops outputDrops
@@ -194,10 +199,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 
 	n.peers = &overlay.PeerTable{}
 	n.decap = overlay.NewDecapper(n.cfg.VNI, n.cfg.Port, n.peers)
-	if n.conn, err = overlay.ListenConn(ctx, overlay.ConnConfig{Addr: netip.AddrPortFrom(n.underlay.Addr, n.cfg.Port)}); err != nil {
-		return fmt.Errorf("underlay socket %s:%d: %w", n.underlay.Addr, n.cfg.Port, err)
+	if err := n.openUnderlay(ctx); err != nil {
+		return err
 	}
-	n.startOffloadSocket() // offload_rx.go: UDP GSO/GRO when Offload
 	if err := n.sw.AddPort(vswitch.PortConfig{ID: overlayPortID, Kind: vswitch.PortOverlay}); err != nil {
 		return fmt.Errorf("overlay port: %w", err)
 	}
@@ -211,12 +215,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.restorePorts()
 	n.applyPendingReleases()
 
-	n.wg.Add(3)
-	if n.off.gro != nil {
-		go n.runUnderlayOffload() // offload_rx.go
-	} else {
-		go n.runUnderlay()
-	}
+	n.startUnderlayWorkers()
+	n.wg.Add(2)
 	go n.watchRegistry()
 	go n.housekeeping()
 	n.log.Info("node up", "node", n.cfg.NodeName, "subnet", subnet, "gateway", ipam.Gateway(subnet),
@@ -420,9 +420,7 @@ func (n *Node) Stop() {
 		return
 	}
 	n.cancel()
-	if n.conn != nil {
-		n.conn.Close()
-	}
+	n.closeUnderlay()
 	for i := range n.ports {
 		if p := n.ports[i].Load(); p != nil {
 			p.dev.Close()

@@ -42,18 +42,27 @@ func (n *Node) startOffloadSocket() {
 	} else {
 		n.off.gso = g
 	}
-	if r, err := overlay.NewGROReader(n.conn, groReadBatch); err != nil {
-		n.log.Warn("UDP GRO unavailable; receiving one datagram per read slot", "err", err)
-	} else {
-		n.off.gro = r
-	}
+	n.off.gro = n.groReader(n.conn)
 	n.log.Info("underlay offloads", "udp_gso", n.off.gso != nil, "udp_gro", n.off.gro != nil)
 }
 
+// groReader turns on UDP GRO for a receiving socket when the node runs
+// with Offload; nil when off or refused (that socket is read plainly).
+func (n *Node) groReader(c *overlay.Conn) *overlay.GROReader {
+	if !n.cfg.Offload {
+		return nil
+	}
+	r, err := overlay.NewGROReader(c, groReadBatch)
+	if err != nil {
+		n.log.Warn("UDP GRO unavailable; receiving one datagram per read slot", "err", err)
+		return nil
+	}
+	return r
+}
+
 // runUnderlayOffload is runUnderlay for a GRO socket.
-func (n *Node) runUnderlayOffload() {
+func (n *Node) runUnderlayOffload(r *overlay.GROReader) {
 	defer n.wg.Done()
-	r := n.off.gro
 	bufs := make([][]byte, groReadBatch)
 	for i := range bufs {
 		bufs[i] = make([]byte, groBufSize)

@@ -1,12 +1,15 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/weftnet/weft/overlay"
 )
 
 // Underlay is the interface and address VXLAN leaves and arrives on.
@@ -89,4 +92,64 @@ func defaultRouteUnderlay() (Underlay, error) {
 func isDefault(n *net.IPNet) bool {
 	ones, _ := n.Mask.Size()
 	return ones == 0
+}
+
+// underlayRx is one socket that receives VXLAN, with GRO when offloaded.
+type underlayRx struct {
+	conn *overlay.Conn
+	gro  *overlay.GROReader // nil: read plainly
+}
+
+// openUnderlay opens the VXLAN socket, and with RxWorkers > 1 as many
+// receiving sockets in one SO_REUSEPORT group, spread by inner flow
+// (overlay.SpreadByInnerFlow: the outer 4-tuple is the same for all of a
+// peer's traffic, so the kernel's own hash would pick one socket). The
+// first socket also sends for every worker. On error, Stop closes what was
+// opened.
+func (n *Node) openUnderlay(ctx context.Context) error {
+	workers := max(1, n.cfg.RxWorkers)
+	addr := netip.AddrPortFrom(n.underlay.Addr, n.cfg.Port)
+	cfg := overlay.ConnConfig{Addr: addr, ReusePort: workers > 1}
+	var err error
+	if n.conn, err = overlay.ListenConn(ctx, cfg); err != nil {
+		return fmt.Errorf("underlay socket %s: %w", addr, err)
+	}
+	n.startOffloadSocket() // offload_rx.go: UDP GSO/GRO when Offload
+	n.rx = []underlayRx{{conn: n.conn, gro: n.off.gro}}
+	for len(n.rx) < workers {
+		c, err := overlay.ListenConn(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("underlay socket %s (receive worker %d): %w", addr, len(n.rx)+1, err)
+		}
+		n.rx = append(n.rx, underlayRx{conn: c, gro: n.groReader(c)})
+	}
+	if workers > 1 {
+		if err := overlay.SpreadByInnerFlow(n.conn, workers); err != nil {
+			return fmt.Errorf("underlay socket %s: %w", addr, err)
+		}
+		n.log.Info("underlay receive workers", "sockets", workers, "spread", "inner flow hash (SO_REUSEPORT, BPF)")
+	}
+	return nil
+}
+
+// closeUnderlay closes every underlay socket.
+func (n *Node) closeUnderlay() {
+	for _, rx := range n.rx {
+		rx.conn.Close()
+	}
+	if len(n.rx) == 0 && n.conn != nil {
+		n.conn.Close()
+	}
+}
+
+// startUnderlayWorkers starts one worker per receiving socket.
+func (n *Node) startUnderlayWorkers() {
+	for _, rx := range n.rx {
+		n.wg.Add(1)
+		if rx.gro != nil {
+			go n.runUnderlayOffload(rx.gro) // offload_rx.go
+		} else {
+			go n.runUnderlay(rx.conn) // dataplane.go
+		}
+	}
 }

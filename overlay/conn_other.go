@@ -46,3 +46,7 @@ func (*Conn) ReadBatch([][]byte, []int, int, []netip.AddrPort) (int, error) {
 	return 0, errNoConn
 }
 func (*Conn) WriteBatch([][]byte, int, []netip.AddrPort) (int, error) { return 0, errNoConn }
+
+const MaxSpread = 256
+
+func SpreadByInnerFlow(*Conn, int) error { return errNoConn }

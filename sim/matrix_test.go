@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -41,10 +42,11 @@ func TestMatrix(t *testing.T) {
 		registry    string
 		nodes, pods int
 		offload     bool // weftd's --offload (TAP TSO/USO, UDP GSO/GRO); the matrix must pass both ways
+		workers     int  // weftd's --workers (receiving sockets); 0 leaves the default (1)
 	}{
-		{"file 3x2", "file", 3, 2, true},
-		{"etcd 2x2", "etcd", 2, 2, true},
-		{"file 2x2 offload off", "file", 2, 2, false},
+		{"file 3x2", "file", 3, 2, true, 0},
+		{"etcd 2x2 workers 2", "etcd", 2, 2, true, 2},
+		{"file 2x2 offload off workers 2", "file", 2, 2, false, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -53,7 +55,10 @@ func TestMatrix(t *testing.T) {
 			}
 			opts := Options{Registry: tc.registry}
 			if !tc.offload {
-				opts.ExtraArgs = []string{"--offload=false"}
+				opts.ExtraArgs = append(opts.ExtraArgs, "--offload=false")
+			}
+			if tc.workers > 0 {
+				opts.ExtraArgs = append(opts.ExtraArgs, fmt.Sprintf("--workers=%d", tc.workers))
 			}
 			c := newTestCluster(t, opts)
 			start := time.Now()
@@ -68,6 +73,9 @@ func TestMatrix(t *testing.T) {
 				}
 				if (st.Offload != "off") != tc.offload {
 					t.Errorf("node %s offload %q, want offload %v", n.Name, st.Offload, tc.offload)
+				}
+				if want := max(1, tc.workers); st.RxWorkers != want {
+					t.Errorf("node %s has %d receive workers, want %d", n.Name, st.RxWorkers, want)
 				}
 			}
 			r := runMatrix(t, c)

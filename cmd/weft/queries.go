@@ -8,6 +8,7 @@ import (
 	"maps"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,6 +59,9 @@ Examples:
 				t.kv("ports", fmt.Sprint(s.Ports))
 				t.kv("peers", fmt.Sprint(s.Peers))
 				t.kv("offload", orDash(s.Offload))
+				if s.RxWorkers > 1 {
+					t.kv("rx workers", strconv.Itoa(s.RxWorkers))
+				}
 			})
 		}
 	},

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -53,7 +54,9 @@ type Config struct {
 	// Offload allows the kernel offloads (TAP TSO/checksum, UDP GSO/GRO);
 	// each is still probed and stepped down if refused.
 	Offload bool `yaml:"offload"`
-	// Workers is the number of forwarding workers; 0 picks one per CPU.
+	// Workers is the number of underlay receive workers: UDP sockets on
+	// the VXLAN port in one SO_REUSEPORT group, spread by inner flow, one
+	// reader each; 0 picks one per CPU.
 	Workers int `yaml:"workers"`
 
 	// File is the --config file that was read, "" if none.
@@ -130,6 +133,7 @@ func DefaultConfig() Config {
 		LogLevel:    "info",
 		LogFormat:   "text",
 		Offload:     true,
+		Workers:     1,
 	}
 }
 
@@ -477,6 +481,14 @@ func (c Config) ClusterPrefix() netip.Prefix {
 	return p
 }
 
+// RxWorkers is Workers with 0 resolved to the number of CPUs.
+func (c Config) RxWorkers() int {
+	if c.Workers == 0 {
+		return min(runtime.NumCPU(), maxWorkers)
+	}
+	return c.Workers
+}
+
 // UnderlayAddr returns Underlay as an address when it is one (as opposed
 // to an interface name or "").
 func (c Config) UnderlayAddr() (netip.Addr, bool) {
@@ -560,7 +572,7 @@ var flagSpecs = []flagSpec{
 		func(c *Config, _ *string) flag.Value { return (*stringValue)(&c.LogFormat) }},
 	{"offload", "", "offload", "", "use kernel offloads (TAP TSO/checksum, UDP GSO/GRO) where the kernel has them; --offload=false turns them all off",
 		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.Offload) }},
-	{"workers", "N", "workers", "0 = one per CPU", fmt.Sprintf("forwarding workers, 0..%d (accepted but not used yet: weftd runs one worker per port plus one for the underlay)", maxWorkers),
+	{"workers", "N", "workers", "", fmt.Sprintf("underlay receive workers, 0..%d (0 = one per CPU): N sockets on the VXLAN port (SO_REUSEPORT) with a BPF program spreading datagrams by inner flow, one reader each; pod TAPs keep one worker each. On 2 CPUs 2 workers measured no faster than 1 (docs/BENCHMARKS.md)", maxWorkers),
 		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.Workers) }},
 	{"version", "", "", "", "print the version and exit",
 		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.ShowVersion) }},

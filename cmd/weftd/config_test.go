@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -46,6 +47,7 @@ func TestDefaults(t *testing.T) {
 		LogLevel:    "info",
 		LogFormat:   "text",
 		Offload:     true,
+		Workers:     1,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", cfg, want)
@@ -413,4 +415,13 @@ func FuzzConfigFile(f *testing.F) {
 			t.Fatalf("LoadConfig returned a Config that does not validate: %v", err)
 		}
 	})
+}
+
+// TestRxWorkers: --workers 0 means one receive worker per CPU.
+func TestRxWorkers(t *testing.T) {
+	for _, tc := range []struct{ workers, want int }{{1, 1}, {3, 3}, {0, min(runtime.NumCPU(), maxWorkers)}} {
+		if got := (Config{Workers: tc.workers}).RxWorkers(); got != tc.want {
+			t.Errorf("Workers %d: RxWorkers() = %d, want %d", tc.workers, got, tc.want)
+		}
+	}
 }
