@@ -68,7 +68,8 @@ type Port struct {
 	TxFrames     uint64       `json:"tx_frames"` // sent to the pod
 	RxBytes      uint64       `json:"rx_bytes"`
 	TxBytes      uint64       `json:"tx_bytes"`
-	Since        time.Time    `json:"since"` // attach time
+	Since        time.Time    `json:"since"`            // attach time
+	Queues       int          `json:"queues,omitempty"` // the TAP's queues, each with a worker (offload mode; 0 for a plain TAP)
 }
 
 // DefaultIfName is the pod interface name when a request gives none.

@@ -45,6 +45,10 @@ type Tap struct {
 	tryCtl func(fd uintptr) // bound once, as rd.fn
 
 	drops [NumDropReasons]atomic.Uint64
+
+	// queues are the other queues of a multi-queue TAP, opened with this
+	// one (TapConfig.Queues) and closed with it.
+	queues []*Tap
 }
 
 // tapReader is the state of one Read call. The callback handed to RawConn.Read
@@ -136,18 +140,31 @@ func (t *Tap) Drops(r DropReason) uint64 {
 // os.ErrDeadlineExceeded after tm; the zero time clears it.
 func (t *Tap) SetReadDeadline(tm time.Time) error { return t.file.SetReadDeadline(tm) }
 
-// Close closes this queue's file descriptor and unblocks a blocked Read,
-// which then returns an error wrapping os.ErrClosed. A persistent TAP stays
-// in its namespace (OpenTap re-attaches; DeleteTap removes it). Closing twice
-// returns an error wrapping os.ErrClosed.
+// Queues lists the TAP's queues: t itself, then the others of a
+// multi-queue TAP (TapConfig.Queues). Each reads and writes on its own.
+func (t *Tap) Queues() []*Tap {
+	return append([]*Tap{t}, t.queues...)
+}
+
+// Close closes this queue's file descriptor, and those of the other queues
+// it was opened with, and unblocks blocked Reads, which then return an
+// error wrapping os.ErrClosed. A persistent TAP stays in its namespace
+// (OpenTap re-attaches; DeleteTap removes it). Closing twice returns an
+// error wrapping os.ErrClosed.
 func (t *Tap) Close() error {
 	if !t.closed.CompareAndSwap(false, true) {
 		return fmt.Errorf("close tap %s: %w", t.name, os.ErrClosed)
 	}
-	if err := t.file.Close(); err != nil {
-		return fmt.Errorf("close tap %s: %w", t.name, err)
+	var errs []error
+	for _, q := range t.queues {
+		if err := q.Close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	return nil
+	if err := t.file.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close tap %s: %w", t.name, err))
+	}
+	return errors.Join(errs...)
 }
 
 // Read implements Device. In VnetHdr mode it strips the virtio header,

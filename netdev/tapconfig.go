@@ -52,6 +52,13 @@ type TapConfig struct {
 	// GSOMaxSegs caps how many segments the kernel puts in one TSO/USO
 	// super-frame on this link (gso_max_segs); 0 keeps the kernel's default.
 	GSOMaxSegs int
+	// Queues > 1 makes a multi-queue TAP (IFF_MULTI_QUEUE) with that many
+	// queues, each a Tap of its own (Tap.Queues): the pod's stack spreads
+	// its flows over them, so as many workers can read them. VnetHdr only;
+	// 0 or 1 is one queue. A persistent TAP keeps the queue mode it was
+	// created with: re-attaching in the other mode takes the device's mode
+	// (a single-queue TAP then gets one queue), and logs it.
+	Queues int
 	// Logger receives the offload negotiation result; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -93,6 +100,12 @@ func (c *TapConfig) normalize() error {
 	}
 	if c.MaxOffload > OffloadNone {
 		return fmt.Errorf("tap %s: unknown offload level %d", c.Name, c.MaxOffload)
+	}
+	if c.Queues < 0 || c.Queues > MaxQueues {
+		return fmt.Errorf("tap %s: %d queues out of range 0..%d", c.Name, c.Queues, MaxQueues)
+	}
+	if c.Queues > 1 && !c.VnetHdr {
+		return fmt.Errorf("tap %s: %d queues need VnetHdr", c.Name, c.Queues)
 	}
 	if c.GSOMaxSegs < 0 || c.GSOMaxSegs > 65535 {
 		return fmt.Errorf("tap %s: gso_max_segs %d out of range", c.Name, c.GSOMaxSegs)
@@ -320,13 +333,60 @@ func openWaterTap(cfg TapConfig) (*Tap, error) {
 // record and later ones Debug: "logged once" without hiding it from tests.
 var offloadLogged atomic.Bool
 
-// openVnetTap opens the TAP itself with golang.org/x/sys/unix because water
-// has no IFF_VNET_HDR, TUNSETOFFLOAD or IFF_TUN_EXCL.
-func openVnetTap(cfg TapConfig, create bool) (*Tap, error) {
+// MaxQueues bounds TapConfig.Queues.
+const MaxQueues = 16
+
+// tunAttach opens /dev/net/tun and attaches it to (or creates) the TAP
+// name with flags, as one queue.
+func tunAttach(name string, flags uint16) (int, error) {
 	// O_NONBLOCK before os.NewFile, so the runtime hands the fd to the netpoller.
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
+		return -1, fmt.Errorf("open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	ifr.SetUint16(flags)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("TUNSETIFF: %w", err)
+	}
+	return fd, nil
+}
+
+// openVnetTap opens the TAP itself with golang.org/x/sys/unix because water
+// has no IFF_VNET_HDR, TUNSETOFFLOAD, IFF_TUN_EXCL or IFF_MULTI_QUEUE.
+func openVnetTap(cfg TapConfig, create bool) (*Tap, error) {
+	queues := max(1, cfg.Queues)
+	flags := uint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if queues > 1 {
+		flags |= unix.IFF_MULTI_QUEUE
+	}
+	excl := uint16(0)
+	if create {
+		excl = unix.IFF_TUN_EXCL // fail instead of attaching to a device created meanwhile
+	}
+	fd, err := tunAttach(cfg.Name, flags|excl)
+	if err != nil && !create && errors.Is(err, unix.EINVAL) {
+		// The persistent device was made in the other queue mode, which
+		// it keeps: attach in its mode.
+		flags ^= unix.IFF_MULTI_QUEUE
+		if fd, err = tunAttach(cfg.Name, flags); err == nil {
+			if flags&unix.IFF_MULTI_QUEUE == 0 {
+				queues = 1
+			}
+			cfg.Logger.Warn("tap keeps the queue mode it was created with; re-create it to change", "tap", cfg.Name,
+				"multi_queue", flags&unix.IFF_MULTI_QUEUE != 0, "queues", queues, "asked", cfg.Queues)
+		}
+	}
+	if err != nil {
+		if errors.Is(err, unix.EBUSY) && create {
+			err = fmt.Errorf("%w: %w", err, os.ErrExist)
+		}
+		return nil, err
 	}
 	ok := false
 	defer func() {
@@ -334,21 +394,6 @@ func openVnetTap(cfg TapConfig, create bool) (*Tap, error) {
 			unix.Close(fd)
 		}
 	}()
-	ifr, err := unix.NewIfreq(cfg.Name)
-	if err != nil {
-		return nil, err
-	}
-	flags := uint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
-	if create {
-		flags |= unix.IFF_TUN_EXCL // fail instead of attaching to a device created meanwhile
-	}
-	ifr.SetUint16(flags)
-	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-		if errors.Is(err, unix.EBUSY) && create {
-			err = fmt.Errorf("%w: %w", err, os.ErrExist)
-		}
-		return nil, fmt.Errorf("TUNSETIFF: %w", err)
-	}
 	persist := 0
 	if cfg.Persist {
 		persist = 1
@@ -377,6 +422,21 @@ func openVnetTap(cfg TapConfig, create bool) (*Tap, error) {
 		return nil, err
 	}
 	ok = true
+	for len(t.queues)+1 < queues {
+		// Offloads and persistence are the device's; the queues share them.
+		qfd, err := tunAttach(cfg.Name, flags)
+		if err != nil {
+			t.Close()
+			return nil, fmt.Errorf("queue %d: %w", len(t.queues)+1, err)
+		}
+		q, err := newTap(os.NewFile(uintptr(qfd), "/dev/net/tun"), cfg.Name, cfg.NetnsPath, true, offloads, cfg.BatchSize)
+		if err != nil {
+			unix.Close(qfd)
+			t.Close()
+			return nil, fmt.Errorf("queue %d: %w", len(t.queues)+1, err)
+		}
+		t.queues = append(t.queues, q)
+	}
 	return t, nil
 }
 
@@ -458,6 +518,9 @@ func configureLink(h *netlink.Handle, t *Tap, cfg *TapConfig) error {
 		t.mac = packet.MAC(l.Attrs().HardwareAddr)
 	}
 	t.mtu = l.Attrs().MTU
+	for _, q := range t.queues {
+		q.mac, q.mtu = t.mac, t.mtu
+	}
 	return nil
 }
 

@@ -32,9 +32,15 @@ type port struct {
 	hist              api.BatchHistogram
 	closing           atomic.Bool
 
-	// ow is the offload worker's batch (offload mode, virtio-header TAP):
-	// the port worker and drainPort share it, in the TAP's read turns.
-	ow *offloadWorker
+	// queues are the TAP's queues in offload mode, each with the batch its
+	// port worker and drainPort share in the queue's read turns.
+	queues []portQueue
+}
+
+// portQueue is one queue of a port's TAP and its worker's batch.
+type portQueue struct {
+	tap *netdev.Tap
+	ow  *offloadWorker
 }
 
 // batchHist is the underlay's read-batch histogram.
@@ -87,13 +93,23 @@ func newWorker(batch int, drops *outputDrops) *worker {
 }
 
 func (n *Node) startPort(p *port) {
+	t := vnetTap(p)
+	if t != nil && n.cfg.Offload {
+		// One worker per queue of a multi-queue TAP (Config.TapQueues);
+		// the list is complete before the port is published.
+		for _, q := range t.Queues() {
+			p.queues = append(p.queues, portQueue{tap: q, ow: newOffloadWorker(q.BatchSize())})
+		}
+	}
 	n.ports[p.id].Store(p)
-	n.wg.Add(1)
-	if t := vnetTap(p); t != nil && n.cfg.Offload {
-		p.ow = newOffloadWorker(t.BatchSize())
-		go n.runPortOffload(p, t) // offload.go
+	if p.queues != nil {
+		for _, q := range p.queues {
+			n.wg.Add(1)
+			go n.runPortOffload(p, q) // offload.go
+		}
 		return
 	}
+	n.wg.Add(1)
 	go n.runPort(p)
 }
 

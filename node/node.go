@@ -56,6 +56,9 @@ type Config struct {
 	// RxWorkers is how many sockets receive VXLAN, each with its own
 	// worker (underlay.go); 0 or 1: one.
 	RxWorkers int
+	// TapQueues > 1 gives each TAP that many queues (IFF_MULTI_QUEUE),
+	// each with its own worker; offload mode only. 0 or 1: one.
+	TapQueues int
 }
 
 // Switch port numbers. The overlay and the host port are fixed so that

@@ -76,6 +76,7 @@ func (n *Node) offloadTapConfig(cfg *netdev.TapConfig) {
 	cfg.MaxOffload = netdev.OffloadAll
 	cfg.BatchSize = offloadReadBatch
 	cfg.GSOMaxSegs = gsoMaxSegs(cfg.MTU)
+	cfg.Queues = n.cfg.TapQueues
 }
 
 // gsoMaxSegs is how many segments a pod's TSO super-frame may hold so that
@@ -176,12 +177,12 @@ func newOffloadWorker(batch int) *offloadWorker {
 	return w
 }
 
-// runPortOffload is runPort for a virtio-header TAP. It reads in turns
-// with the underlay worker (drainPort), and both forward what they read
-// with the port's one offloadWorker, which the read turn guards.
-func (n *Node) runPortOffload(p *port, tap *netdev.Tap) {
+// runPortOffload is runPort for one queue of a virtio-header TAP. It reads
+// in turns with the underlay workers (drainPort), and both forward what
+// they read with the queue's offloadWorker, which the read turn guards.
+func (n *Node) runPortOffload(p *port, q portQueue) {
 	defer n.wg.Done()
-	w := p.ow
+	tap, w := q.tap, q.ow
 	for {
 		cnt, err := tap.ReadVnetTurn(w.bufs, w.sizes, w.hdrs, headroom)
 		if err != nil {
@@ -201,18 +202,19 @@ func (n *Node) runPortOffload(p *port, tap *netdev.Tap) {
 // when the port worker holds the read turn (it is busy and will see it).
 func (n *Node) drainPort(id vswitch.PortID) {
 	p := n.ports[id].Load()
-	if p == nil || p.ow == nil {
+	if p == nil {
 		return
 	}
-	t := vnetTap(p)
-	w := p.ow
-	cnt := t.TryReadVnetTurn(w.bufs, w.sizes, w.hdrs, headroom)
-	if cnt == 0 {
-		return
+	for _, q := range p.queues {
+		w := q.ow
+		cnt := q.tap.TryReadVnetTurn(w.bufs, w.sizes, w.hdrs, headroom)
+		if cnt == 0 {
+			continue
+		}
+		n.off.drained.Add(uint64(cnt))
+		n.forwardPortBatch(p, w, cnt)
+		q.tap.EndTurn()
 	}
-	n.off.drained.Add(uint64(cnt))
-	n.forwardPortBatch(p, w, cnt)
-	t.EndTurn()
 }
 
 // forwardPortBatch switches and sends on the cnt frames just read from p's

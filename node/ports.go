@@ -143,6 +143,7 @@ func (n *Node) apiPort(p *port) api.Port {
 		MTU: p.rec.MTU, PortID: int(p.id),
 		RxFrames: p.rxFrames.Load(), TxFrames: p.txFrames.Load(),
 		RxBytes: p.rxBytes.Load(), TxBytes: p.txBytes.Load(), Since: p.since,
+		Queues: len(p.queues),
 	}
 }
 

@@ -43,10 +43,11 @@ func TestMatrix(t *testing.T) {
 		nodes, pods int
 		offload     bool // weftd's --offload (TAP TSO/USO, UDP GSO/GRO); the matrix must pass both ways
 		workers     int  // weftd's --workers (receiving sockets); 0 leaves the default (1)
+		queues      int  // weftd's --tap-queues; 0 leaves the default (1)
 	}{
-		{"file 3x2", "file", 3, 2, true, 0},
-		{"etcd 2x2 workers 2", "etcd", 2, 2, true, 2},
-		{"file 2x2 offload off workers 2", "file", 2, 2, false, 2},
+		{"file 3x2", "file", 3, 2, true, 0, 0},
+		{"etcd 2x2 workers 2 tap-queues 2", "etcd", 2, 2, true, 2, 2},
+		{"file 2x2 offload off workers 2", "file", 2, 2, false, 2, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -59,6 +60,9 @@ func TestMatrix(t *testing.T) {
 			}
 			if tc.workers > 0 {
 				opts.ExtraArgs = append(opts.ExtraArgs, fmt.Sprintf("--workers=%d", tc.workers))
+			}
+			if tc.queues > 0 {
+				opts.ExtraArgs = append(opts.ExtraArgs, fmt.Sprintf("--tap-queues=%d", tc.queues))
 			}
 			c := newTestCluster(t, opts)
 			start := time.Now()
@@ -77,6 +81,13 @@ func TestMatrix(t *testing.T) {
 				if want := max(1, tc.workers); st.RxWorkers != want {
 					t.Errorf("node %s has %d receive workers, want %d", n.Name, st.RxWorkers, want)
 				}
+				if tc.offload {
+					for _, p := range nodePorts(t, n) {
+						if want := max(1, tc.queues); p.Queues != want {
+							t.Errorf("node %s port %s has %d TAP queues, want %d", n.Name, p.TapName, p.Queues, want)
+						}
+					}
+				}
 			}
 			r := runMatrix(t, c)
 			endpoints := tc.nodes * (1 + tc.pods)
@@ -88,6 +99,19 @@ func TestMatrix(t *testing.T) {
 			}
 		})
 	}
+}
+
+func nodePorts(t *testing.T, n *Node) []api.Port {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cl := api.NewClient(n.Socket)
+	defer cl.Close()
+	ps, err := cl.Ports(ctx)
+	if err != nil {
+		t.Fatalf("node %s ports: %v", n.Name, err)
+	}
+	return ps
 }
 
 func nodeStatus(t *testing.T, n *Node) api.Status {

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/weftnet/weft/netdev"
 )
 
 // Config is weftd's configuration: defaults, then the YAML file given by
@@ -58,6 +60,9 @@ type Config struct {
 	// the VXLAN port in one SO_REUSEPORT group, spread by inner flow, one
 	// reader each; 0 picks one per CPU.
 	Workers int `yaml:"workers"`
+	// TapQueues is how many queues each pod TAP gets (IFF_MULTI_QUEUE),
+	// each with its own worker; needs Offload.
+	TapQueues int `yaml:"tap_queues"`
 
 	// File is the --config file that was read, "" if none.
 	File string `yaml:"-"`
@@ -134,6 +139,7 @@ func DefaultConfig() Config {
 		LogFormat:   "text",
 		Offload:     true,
 		Workers:     1,
+		TapQueues:   1,
 	}
 }
 
@@ -339,6 +345,12 @@ func (c Config) Validate() error {
 	}
 	if c.Workers < 0 || c.Workers > maxWorkers {
 		return bad("workers", "%d is out of range 0..%d (0 = one per CPU)", c.Workers, maxWorkers)
+	}
+	if c.TapQueues < 1 || c.TapQueues > netdev.MaxQueues {
+		return bad("tap-queues", "%d is out of range 1..%d", c.TapQueues, netdev.MaxQueues)
+	}
+	if c.TapQueues > 1 && !c.Offload {
+		return bad("tap-queues", "%d queues need --offload (multi-queue TAPs carry virtio headers)", c.TapQueues)
 	}
 	return nil
 }
@@ -574,6 +586,8 @@ var flagSpecs = []flagSpec{
 		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.Offload) }},
 	{"workers", "N", "workers", "", fmt.Sprintf("underlay receive workers, 0..%d (0 = one per CPU): N sockets on the VXLAN port (SO_REUSEPORT) with a BPF program spreading datagrams by inner flow, one reader each; pod TAPs keep one worker each. On 2 CPUs 2 workers measured no faster than 1 (docs/BENCHMARKS.md)", maxWorkers),
 		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.Workers) }},
+	{"tap-queues", "N", "tap_queues", "", fmt.Sprintf("queues per pod TAP, 1..%d (IFF_MULTI_QUEUE; needs --offload): the pod's stack spreads its flows over them and each queue gets its own worker. A TAP keeps the queue mode it was created with across restarts. On 2 CPUs 2 queues measured no faster than 1 (docs/BENCHMARKS.md)", netdev.MaxQueues),
+		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.TapQueues) }},
 	{"version", "", "", "", "print the version and exit",
 		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.ShowVersion) }},
 }

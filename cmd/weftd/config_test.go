@@ -48,6 +48,7 @@ func TestDefaults(t *testing.T) {
 		LogFormat:   "text",
 		Offload:     true,
 		Workers:     1,
+		TapQueues:   1,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", cfg, want)
@@ -81,6 +82,7 @@ func TestFullFile(t *testing.T) {
 		LogFormat:   "json",
 		Offload:     false,
 		Workers:     4,
+		TapQueues:   1, // the default: full.yaml sets no tap_queues
 		File:        "testdata/full.yaml",
 	}
 	if !reflect.DeepEqual(cfg, want) {
@@ -245,6 +247,8 @@ func TestErrors(t *testing.T) {
 		{"log level", []string{"--log-level", "trace"}, `config: log-level: "trace" is not debug, info, warn or error`},
 		{"log format", []string{"--log-format", "xml"}, `config: log-format: "xml" is not text or json`},
 		{"workers", []string{"--workers", "-1"}, "config: workers: -1 is out of range 0..256 (0 = one per CPU)"},
+		{"tap queues", []string{"--tap-queues", "0"}, "config: tap-queues: 0 is out of range 1..16"},
+		{"tap queues plain", []string{"--tap-queues", "2", "--offload=false"}, "config: tap-queues: 2 queues need --offload (multi-queue TAPs carry virtio headers)"},
 
 		// The file.
 		{"missing file", []string{"--config", "testdata/nope.yaml"}, "config: --config: open testdata/nope.yaml: no such file or directory"},

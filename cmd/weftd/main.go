@@ -61,7 +61,7 @@ func run(args []string) int {
 		VNI: vni, Port: port, MTU: cfg.MTU, StateDir: cfg.StateDir,
 		Registry: reg, RegistryBackend: cfg.Registry.Backend,
 		LeaseTTL: cfg.Registry.TTL, ReleaseOnShutdown: cfg.Registry.ReleaseOnShutdown,
-		Logger: log, Offload: cfg.Offload, RxWorkers: cfg.RxWorkers(),
+		Logger: log, Offload: cfg.Offload, RxWorkers: cfg.RxWorkers(), TapQueues: cfg.TapQueues,
 	})
 	if err != nil {
 		log.Error("node", "err", err)

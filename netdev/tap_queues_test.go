@@ -1,12 +1,14 @@
 package netdev
 
 import (
+	"encoding/binary"
 	"errors"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/weftnet/weft/internal/testenv"
+	"github.com/weftnet/weft/packet"
 )
 
 // TestTapReadTurns checks the read turns two readers of one TAP take: the
@@ -158,4 +160,153 @@ func TestTapGSOMaxSegs(t *testing.T) {
 	if _, err := CreateTap(bad); err == nil {
 		t.Error("CreateTap accepted gso_max_segs -1")
 	}
+}
+
+// queueFrame is a frame read from one queue of a multi-queue TAP.
+type queueFrame struct {
+	queue int
+	frame []byte
+}
+
+// readQueues reads every queue of qs in its own goroutine until they are
+// closed, sending what they read on the returned channel.
+func readQueues(t *testing.T, qs []*Tap) <-chan queueFrame {
+	t.Helper()
+	out := make(chan queueFrame, 256)
+	for i, q := range qs {
+		go func() {
+			bufs, sizes := newBatch(8, 2048)
+			for range 10000 {
+				n, err := q.Read(bufs, sizes, 0)
+				for k := range n {
+					out <- queueFrame{i, append([]byte(nil), bufs[k][:sizes[k]]...)}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	return out
+}
+
+// TestTapMultiQueue: a TAP with Queues: 2 has two queues; the pod's stack
+// spreads its flows over them (here 16 TCP resets from 16 connections), and
+// one flow keeps to one queue. Re-attaching in the other queue mode takes
+// the device's mode.
+func TestTapMultiQueue(t *testing.T) {
+	testenv.RequireRoot(t)
+	cfg := podTapConfig(newTestNetns(t))
+	cfg.VnetHdr = true
+	cfg.Queues = 2
+	tap := createTestTap(t, cfg)
+	qs := tap.Queues()
+	if len(qs) != 2 || qs[0] != tap || !qs[1].VnetHdr() || qs[1].Name() != tap.Name() || qs[1].MAC() != tap.MAC() {
+		t.Fatalf("Queues() = %d queues (%v), want tap and a second vnet queue of the same device", len(qs), qs)
+	}
+	frames := readQueues(t, qs)
+	wait := func(what string, match func(queueFrame) bool) {
+		t.Helper()
+		deadline := time.After(ioTimeout)
+		for {
+			select {
+			case f := <-frames:
+				if match(f) {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("no %s within %v", what, ioTimeout)
+			}
+		}
+	}
+	if _, err := qs[1].Write([][]byte{arpRequest(make([]byte, 64), gwMAC, gwIP, podIP)}, 0); err != nil {
+		t.Fatal(err)
+	}
+	wait("ARP reply", func(f queueFrame) bool { _, ok := arpReplyFor(f.frame, podIP); return ok })
+
+	const flows = 16
+	for i := range flows {
+		syn := putTCP(make([]byte, 128), tap.MAC(), uint16(41000+2*i), 9, 1, 0, packet.TCPFlagSYN, 0, nil)
+		if _, err := qs[i%2].Write([][]byte{syn}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	perQueue := [2]int{}
+	seen := map[uint16]int{}
+	for len(seen) < flows {
+		wait("TCP reset", func(f queueFrame) bool {
+			if len(f.frame) < 14+packet.IPv4MinHdrLen+packet.TCPMinHdrLen || packet.EthType(f.frame) != packet.EtherTypeIPv4 {
+				return false
+			}
+			ip := packet.IPv4(f.frame[14:])
+			if ip.Proto() != packet.IPProtoTCP {
+				return false
+			}
+			dport := binary.BigEndian.Uint16(ip.Payload()[2:])
+			if q, ok := seen[dport]; ok && q != f.queue {
+				t.Errorf("flow %d answered on queue %d and queue %d", dport, q, f.queue)
+			}
+			seen[dport] = f.queue
+			perQueue[f.queue]++
+			return true
+		})
+	}
+	if perQueue[0] == 0 || perQueue[1] == 0 {
+		t.Errorf("%d flows all answered on one queue: %v", flows, perQueue)
+	}
+	t.Logf("%d flows: %v per queue", flows, perQueue)
+	if err := tap.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := qs[1].Close(); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("second queue still open after Close: %v", err)
+	}
+
+	// The device stays multi-queue: one queue asked, one given, in its mode.
+	one := cfg
+	one.Queues = 1
+	re, err := OpenTap(one)
+	if err != nil {
+		t.Fatalf("OpenTap with 1 queue on a multi-queue TAP: %v", err)
+	}
+	if n := len(re.Queues()); n != 1 {
+		t.Errorf("re-attached with %d queues, want 1", n)
+	}
+	re.Close()
+	re, err = OpenTap(cfg)
+	if err != nil {
+		t.Fatalf("OpenTap with 2 queues: %v", err)
+	}
+	if n := len(re.Queues()); n != 2 {
+		t.Errorf("re-attached with %d queues, want 2", n)
+	}
+	re.Close()
+
+	bad := cfg
+	bad.VnetHdr = false
+	if _, err := OpenTap(bad); err == nil {
+		t.Error("OpenTap accepted 2 queues without VnetHdr")
+	}
+}
+
+// TestTapSingleQueueKeepsMode: asking a single-queue persistent TAP for two
+// queues re-attaches it with one.
+func TestTapSingleQueueKeepsMode(t *testing.T) {
+	testenv.RequireRoot(t)
+	cfg := podTapConfig(newTestNetns(t))
+	cfg.VnetHdr = true
+	tap := createTestTap(t, cfg)
+	tap.Close()
+	two := cfg
+	two.Queues = 2
+	re, err := OpenTap(two)
+	if err != nil {
+		t.Fatalf("OpenTap with 2 queues on a single-queue TAP: %v", err)
+	}
+	defer re.Close()
+	if n := len(re.Queues()); n != 1 {
+		t.Errorf("re-attached with %d queues, want 1 (the device is single-queue)", n)
+	}
+	bufs, sizes := newBatch(8, 2048)
+	checkARP(t, re, bufs, sizes, 0)
 }
