@@ -98,6 +98,7 @@ type Node struct {
 	rx       []underlayRx // the receiving sockets: rx[0] is conn
 	connMu   sync.Mutex   // serialises WriteBatch: Conn is one worker's, TAP workers share it
 	leases   atomic.Pointer[map[string]registry.Lease]
+	subnet   atomic.Pointer[netip.Prefix] // the lease's subnet the node took at start, for onAcquire
 	udpHist  batchHist
 	outDrops outputDrops
 	off      offloadState // offload data path (offload.go)
@@ -271,6 +272,8 @@ func (n *Node) acquireLease(ctx context.Context) error {
 	}
 	l, _ := k.Lease()
 	n.lease = l
+	subnet := l.Subnet
+	n.subnet.Store(&subnet)
 	n.log.Info("node lease acquired", "subnet", l.Subnet, "expires", l.Expiry.Format(time.RFC3339))
 	return nil
 }
@@ -278,10 +281,12 @@ func (n *Node) acquireLease(ctx context.Context) error {
 // onAcquire runs on every (re-)acquire. The subnet only changes if our
 // claim was lost to another node; the pods' addresses are then wrong and a
 // person must look, so say it loudly rather than renumber live pods.
+// It runs on the keeper's goroutine, so it reads the subnet the node took
+// from n.subnet, not from n.lease, which Start writes meanwhile.
 func (n *Node) onAcquire(l registry.Lease) {
-	if n.lease.Subnet.IsValid() && l.Subnet != n.lease.Subnet {
+	if old := n.subnet.Load(); old != nil && l.Subnet != *old {
 		n.log.Error("registry gave this node a different subnet; pods keep the old one until weftd restarts",
-			"old", n.lease.Subnet, "new", l.Subnet)
+			"old", *old, "new", l.Subnet)
 	}
 }
 
