@@ -429,9 +429,10 @@ func openVnetTap(cfg TapConfig, create bool) (*Tap, error) {
 			t.Close()
 			return nil, fmt.Errorf("queue %d: %w", len(t.queues)+1, err)
 		}
-		q, err := newTap(os.NewFile(uintptr(qfd), "/dev/net/tun"), cfg.Name, cfg.NetnsPath, true, offloads, cfg.BatchSize)
+		f := os.NewFile(uintptr(qfd), "/dev/net/tun")
+		q, err := newTap(f, cfg.Name, cfg.NetnsPath, true, offloads, cfg.BatchSize)
 		if err != nil {
-			unix.Close(qfd)
+			f.Close()
 			t.Close()
 			return nil, fmt.Errorf("queue %d: %w", len(t.queues)+1, err)
 		}
