@@ -11,15 +11,25 @@ import (
 	"github.com/weftnet/weft/packet"
 )
 
+// newVnetTestTap creates a pod-style virtio-header TAP in a new namespace,
+// edit (if not nil) changing its config first; both go when the test ends.
+func newVnetTestTap(t *testing.T, edit func(*TapConfig)) (*Tap, TapConfig) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	cfg := podTapConfig(newTestNetns(t))
+	cfg.VnetHdr = true
+	if edit != nil {
+		edit(&cfg)
+	}
+	return createTestTap(t, cfg), cfg
+}
+
 // TestTapReadTurns checks the read turns two readers of one TAP take: the
 // pod answers an echo request inside the write that delivers it, so
 // TryReadVnetTurn finds the reply at once; while one reader holds the turn
 // the other reads nothing, and the turn passes on at EndTurn.
 func TestTapReadTurns(t *testing.T) {
-	testenv.RequireRoot(t)
-	cfg := podTapConfig(newTestNetns(t))
-	cfg.VnetHdr = true
-	tap := createTestTap(t, cfg)
+	tap, _ := newVnetTestTap(t, nil)
 	bufs, sizes := newBatch(8, 2048)
 	checkARP(t, tap, bufs, sizes, 0) // the pod now knows the gateway: replies need no ARP
 	hdrs := make([]VirtioHdr, len(bufs))
@@ -138,11 +148,7 @@ func TestTapReadTurns(t *testing.T) {
 
 // TestTapGSOMaxSegs: the cap on super-frame segments reaches the link.
 func TestTapGSOMaxSegs(t *testing.T) {
-	testenv.RequireRoot(t)
-	cfg := podTapConfig(newTestNetns(t))
-	cfg.VnetHdr = true
-	cfg.GSOMaxSegs = 44
-	tap := createTestTap(t, cfg)
+	tap, cfg := newVnetTestTap(t, func(c *TapConfig) { c.GSOMaxSegs = 44 })
 	h, err := OpenHandle(cfg.NetnsPath)
 	if err != nil {
 		t.Fatal(err)
@@ -195,11 +201,7 @@ func readQueues(t *testing.T, qs []*Tap) <-chan queueFrame {
 // one flow keeps to one queue. Re-attaching in the other queue mode takes
 // the device's mode.
 func TestTapMultiQueue(t *testing.T) {
-	testenv.RequireRoot(t)
-	cfg := podTapConfig(newTestNetns(t))
-	cfg.VnetHdr = true
-	cfg.Queues = 2
-	tap := createTestTap(t, cfg)
+	tap, cfg := newVnetTestTap(t, func(c *TapConfig) { c.Queues = 2 })
 	qs := tap.Queues()
 	if len(qs) != 2 || qs[0] != tap || !qs[1].VnetHdr() || qs[1].Name() != tap.Name() || qs[1].MAC() != tap.MAC() {
 		t.Fatalf("Queues() = %d queues (%v), want tap and a second vnet queue of the same device", len(qs), qs)
@@ -292,10 +294,7 @@ func TestTapMultiQueue(t *testing.T) {
 // TestTapSingleQueueKeepsMode: asking a single-queue persistent TAP for two
 // queues re-attaches it with one.
 func TestTapSingleQueueKeepsMode(t *testing.T) {
-	testenv.RequireRoot(t)
-	cfg := podTapConfig(newTestNetns(t))
-	cfg.VnetHdr = true
-	tap := createTestTap(t, cfg)
+	tap, cfg := newVnetTestTap(t, nil)
 	tap.Close()
 	two := cfg
 	two.Queues = 2
