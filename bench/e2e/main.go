@@ -163,6 +163,12 @@ func run() error {
 			return fmt.Errorf("%s not on PATH: run make deps", tool)
 		}
 	}
+	if cfg.Kernel && cfg.KernelResult == "" {
+		// Before minutes of weft runs: without the anchor there are no ratios.
+		if _, err := os.Stat(cfg.KernelScript); err != nil {
+			return fmt.Errorf("kernel VXLAN anchor: %w; it lives in ../shared/anchors next to the repository: clone there, or set E2E_KERNEL_SCRIPT, E2E_KERNEL_RESULT, or E2E_KERNEL=0 for weft alone", err)
+		}
+	}
 	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
 		return err
 	}
@@ -232,6 +238,7 @@ func run() error {
 	}
 
 	// kernel VXLAN
+	var kernelErr error
 	switch {
 	case cfg.KernelResult != "":
 		kr, err := parseKernelResult(cfg.KernelResult)
@@ -245,6 +252,7 @@ func run() error {
 		if err != nil {
 			logf("kernel VXLAN run failed: %v", err)
 			sum.KernelNote = "run failed: " + err.Error()
+			kernelErr = err
 		} else {
 			sum.KernelRes = &kr
 		}
@@ -266,7 +274,10 @@ func run() error {
 	if b, err := json.MarshalIndent(sum, "", "  "); err == nil {
 		os.WriteFile(filepath.Join(cfg.OutDir, "e2e-"+stamp+".json"), b, 0o644)
 	}
-	if cfg.Docs {
+	switch {
+	case cfg.Docs && kernelErr != nil:
+		logf("docs left alone: the kernel VXLAN run failed, so there are no ratios to record")
+	case cfg.Docs:
 		md := filepath.Join(root, "docs", "BENCHMARKS.md")
 		if err := writeSection(md, sum.markdown()); err != nil {
 			logf("docs: %v", err)
@@ -281,6 +292,9 @@ func run() error {
 		}
 	}
 	fmt.Println(sum.ratioLine())
+	if kernelErr != nil {
+		return fmt.Errorf("kernel VXLAN run failed (weft's figures are above and in %s): %w", cfg.OutDir, kernelErr)
+	}
 	return nil
 }
 
