@@ -40,6 +40,10 @@ type Snapshot struct {
 	RegistryHealthy bool
 	// BatchSizes are the sizes of read batches by source ("tap", "udp").
 	BatchSizes map[string]HistogramSnapshot
+	// Offload counts the offload data path's work by kind (tso_frames,
+	// segments, coalesced_runs, coalesced_segments, drained_frames); empty
+	// with offloads off.
+	Offload map[string]uint64
 }
 
 // PortCounters are one port's traffic counters. Pod and Port together
@@ -130,7 +134,7 @@ type Collector struct {
 	portRxFrames, portTxFrames, portRxBytes, portTxBytes *prometheus.Desc
 	peerTxFrames, peerRxFrames, peerTxBytes, peerRxBytes *prometheus.Desc
 	drops, fdbEntries, peers, ipamUsed, ipamFree         *prometheus.Desc
-	batchSize, registryHealthy, buildInfo                *prometheus.Desc
+	batchSize, registryHealthy, buildInfo, offload       *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -158,6 +162,7 @@ func NewCollector(src MetricsSource) *Collector {
 		batchSize:       d("batch_size", "Frames per read batch, by source.", "source"),
 		registryHealthy: d("registry_healthy", "1 when the last registry operation succeeded, else 0."),
 		buildInfo:       d("build_info", "Always 1; the version label says which weft runs.", "version"),
+		offload:         d("offload_total", "Work of the offload data path, by kind: TSO super-frames read, segments sent, coalesced runs and the segments they merged, frames drained from a TAP right after a write.", "kind"),
 	}
 }
 
@@ -167,7 +172,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		c.portRxFrames, c.portTxFrames, c.portRxBytes, c.portTxBytes,
 		c.peerTxFrames, c.peerRxFrames, c.peerTxBytes, c.peerRxBytes,
 		c.drops, c.fdbEntries, c.peers, c.ipamUsed, c.ipamFree,
-		c.batchSize, c.registryHealthy, c.buildInfo,
+		c.batchSize, c.registryHealthy, c.buildInfo, c.offload,
 	} {
 		ch <- d
 	}
@@ -196,6 +201,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for reason, n := range s.Drops {
 		counter(c.drops, n, reason)
+	}
+	for kind, n := range s.Offload {
+		counter(c.offload, n, kind)
 	}
 	gauge(c.fdbEntries, float64(s.FDBEntries))
 	gauge(c.peers, float64(len(s.Peers)))

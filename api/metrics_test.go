@@ -35,6 +35,7 @@ func testSnapshot() Snapshot {
 		IPAMFree:        249,
 		RegistryHealthy: true,
 		BatchSizes:      map[string]HistogramSnapshot{"tap": tap.Snapshot(), "udp": udp.Snapshot()},
+		Offload:         map[string]uint64{"segments": 440, "drained_frames": 7},
 	}
 }
 
@@ -80,6 +81,10 @@ weft_ipam_free 249
 # HELP weft_ipam_used Pod addresses allocated in this node's subnet.
 # TYPE weft_ipam_used gauge
 weft_ipam_used 2
+# HELP weft_offload_total Work of the offload data path, by kind: TSO super-frames read, segments sent, coalesced runs and the segments they merged, frames drained from a TAP right after a write.
+# TYPE weft_offload_total counter
+weft_offload_total{kind="drained_frames"} 7
+weft_offload_total{kind="segments"} 440
 # HELP weft_peer_rx_bytes_total Bytes of inner frames received from a peer node.
 # TYPE weft_peer_rx_bytes_total counter
 weft_peer_rx_bytes_total{peer="node-b"} 600
@@ -112,7 +117,7 @@ weft_port_tx_frames_total{pod="default/web-0",port="wt3a2b1c"} 11
 weft_registry_healthy 1
 `
 	names := []string{
-		"weft_batch_size", "weft_drops_total", "weft_fdb_entries", "weft_ipam_free", "weft_ipam_used",
+		"weft_batch_size", "weft_drops_total", "weft_fdb_entries", "weft_ipam_free", "weft_ipam_used", "weft_offload_total",
 		"weft_peer_rx_bytes_total", "weft_peer_rx_frames_total", "weft_peer_tx_bytes_total", "weft_peer_tx_frames_total",
 		"weft_peers", "weft_port_rx_bytes_total", "weft_port_rx_frames_total", "weft_port_tx_bytes_total",
 		"weft_port_tx_frames_total", "weft_registry_healthy",

@@ -186,14 +186,24 @@ func (n *Node) Counters(ctx context.Context) (api.Counters, error) {
 		c["vxlan.rx_bytes"] += st.RxBytes.Load()
 	}
 	c["vxlan.truncated"] = n.conn.Truncated()
-	if n.cfg.Offload {
-		c["offload.tso_frames"] = n.off.superFrames.Load()
-		c["offload.segments"] = n.off.segments.Load()
-		c["offload.coalesced_runs"] = n.off.runs.Load()
-		c["offload.coalesced_segments"] = n.off.coalesced.Load()
-		c["offload.drained_frames"] = n.off.drained.Load()
+	for k, v := range n.offloadCounts() {
+		c["offload."+k] = v
 	}
 	return c, nil
+}
+
+// offloadCounts is the offload data path's work by kind; nil when off.
+func (n *Node) offloadCounts() map[string]uint64 {
+	if !n.cfg.Offload {
+		return nil
+	}
+	return map[string]uint64{
+		"tso_frames":         n.off.superFrames.Load(),
+		"segments":           n.off.segments.Load(),
+		"coalesced_runs":     n.off.runs.Load(),
+		"coalesced_segments": n.off.coalesced.Load(),
+		"drained_frames":     n.off.drained.Load(),
+	}
 }
 
 // dropCounts merges the drop counters of every stage under one name space:
@@ -252,6 +262,7 @@ func (n *Node) MetricsSnapshot() api.Snapshot {
 	s.FDBEntries = int(n.sw.Counters().FDBEntries)
 	s.IPAMUsed, s.IPAMFree = n.ipam.Stats()
 	s.RegistryHealthy = n.keeper.Health().State == registry.HealthOK
+	s.Offload = n.offloadCounts()
 	return s
 }
 
