@@ -1,0 +1,247 @@
+package sim
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/netdev"
+)
+
+// weftdArgs is the command line of node n's weftd.
+func (c *Cluster) weftdArgs(n *Node) []string {
+	args := []string{
+		"--node-name", c.Name + "-" + n.Name, "--underlay", "u0",
+		"--state-dir", n.StateDir, "--socket", n.Socket, "--metrics-addr", "off",
+		"--registry", c.Registry, "--registry-ttl", time.Duration(c.LeaseTTL).String(),
+	}
+	if c.Registry == "file" {
+		args = append(args, "--registry-dir", filepath.Join(c.Dir, "registry"))
+	} else {
+		args = append(args, "--etcd-endpoints", strings.Join(c.EtcdEndpoints, ","))
+	}
+	return append(args, c.ExtraArgs...)
+}
+
+// StartNode starts node n's weftd inside its namespace and waits until its
+// API answers with a lease.
+func (c *Cluster) StartNode(ctx context.Context, n *Node) error {
+	logf, err := os.OpenFile(n.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("node %s log: %w", n.Name, err)
+	}
+	defer logf.Close()
+	args := append([]string{"--net=" + netdev.NetnsPath(n.Netns), c.Weftd}, c.weftdArgs(n)...)
+	cmd := exec.Command("nsenter", args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group: a Ctrl-C on `weft sim up` must not kill the
+	// daemons the sim is meant to leave running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("node %s: start weftd: %w", n.Name, err)
+	}
+	n.PID = cmd.Process.Pid
+	// nsenter execs weftd in place, so the PID is weftd's. Reap it in the
+	// background so a killed weftd does not linger as a zombie.
+	go cmd.Wait()
+	if err := c.save(); err != nil {
+		return err
+	}
+	c.logf("node %s: weftd pid %d, log %s", n.Name, n.PID, n.Log)
+	if err := c.WaitReady(ctx, n, 20*time.Second); err != nil {
+		return err
+	}
+	c.logf("node %s: ready, subnet %s, host address %s", n.Name, n.Subnet, n.HostAddr)
+	return c.save()
+}
+
+// WaitReady polls node n's API until it reports a registry lease.
+func (c *Cluster) WaitReady(ctx context.Context, n *Node, timeout time.Duration) error {
+	cl := api.NewClient(n.Socket)
+	defer cl.Close()
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		if !pidAlive(n.PID) {
+			return fmt.Errorf("node %s: weftd (pid %d) exited; see %s:\n%s", n.Name, n.PID, n.Log, tail(n.Log, 10))
+		}
+		qctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := cl.Status(qctx)
+		cancel()
+		if err == nil && st.Subnet.IsValid() {
+			n.Subnet, n.HostAddr = st.Subnet, st.HostAddr
+			return nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("node %s: weftd not ready after %s: %v; see %s", n.Name, timeout, last, n.Log)
+}
+
+// Kill kills node n's weftd with SIGKILL, as a crash would.
+func (c *Cluster) Kill(n *Node) error {
+	if !pidAlive(n.PID) {
+		return fmt.Errorf("node %s: weftd (pid %d) is not running", n.Name, n.PID)
+	}
+	if err := syscall.Kill(n.PID, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("node %s: kill %d: %w", n.Name, n.PID, err)
+	}
+	waitExit(n.PID, 5*time.Second)
+	return nil
+}
+
+// Stop stops node n's weftd gracefully (SIGTERM).
+func (c *Cluster) Stop(n *Node) error {
+	if !pidAlive(n.PID) {
+		return nil
+	}
+	if err := syscall.Kill(n.PID, syscall.SIGTERM); err != nil {
+		return fmt.Errorf("node %s: SIGTERM %d: %w", n.Name, n.PID, err)
+	}
+	if !waitExit(n.PID, 10*time.Second) {
+		syscall.Kill(n.PID, syscall.SIGKILL)
+		waitExit(n.PID, 5*time.Second)
+		return fmt.Errorf("node %s: weftd did not stop within 10s of SIGTERM; killed", n.Name)
+	}
+	return nil
+}
+
+// Restart stops node n's weftd (gracefully) if it runs and starts it again.
+func (c *Cluster) Restart(ctx context.Context, n *Node) error {
+	if err := c.Stop(n); err != nil {
+		return err
+	}
+	return c.StartNode(ctx, n)
+}
+
+// Command returns a command that runs argv inside netns (a pod's or a
+// node's namespace name).
+func Command(ctx context.Context, netns string, argv ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + netdev.NetnsPath(netns), "--"}, argv...)...)
+}
+
+// runIn runs a short command in a namespace of the sim.
+func runIn(netns string, argv ...string) error {
+	out, err := Command(context.Background(), netns, argv...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s in %s: %w: %s", strings.Join(argv, " "), netns, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func pidAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	// A zombie still answers kill(0); look at its state too.
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return s[i+2] != 'Z'
+	}
+	return true
+}
+
+// procArgs returns the command line of pid, nil if it is gone.
+func procArgs(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil || len(b) == 0 {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+}
+
+// ownsProc checks that pid is a weftd or etcd of this sim before Down
+// signals it: a PID from an old record may since belong to another
+// process, even to another sim's weftd. Ours name a directory of the
+// sim's in their command line.
+func (c *Cluster) ownsProc(pid int) bool {
+	args := procArgs(pid)
+	if len(args) == 0 {
+		return false
+	}
+	bin := filepath.Base(args[0])
+	for i := 1; i+1 < len(args); i++ {
+		inDir := strings.HasPrefix(args[i+1], c.Dir+string(filepath.Separator))
+		switch {
+		case args[i] == "--state-dir" && inDir && strings.Contains(bin, "weftd"):
+			return true
+		case args[i] == "--data-dir" && inDir && strings.Contains(bin, "etcd"):
+			return true
+		}
+	}
+	return false
+}
+
+// unrecordedProcs lists the live processes this sim owns that its record
+// does not name.
+func (c *Cluster) unrecordedProcs() []int {
+	known := map[int]bool{}
+	for _, n := range c.Nodes {
+		known[n.PID] = true
+	}
+	if c.Etcd != nil {
+		known[c.Etcd.PID] = true
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || known[pid] || !pidAlive(pid) {
+			continue
+		}
+		if c.ownsProc(pid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// stopPID asks pid to stop (SIGTERM) and kills it after 5 s.
+func stopPID(pid int) {
+	syscall.Kill(pid, syscall.SIGTERM)
+	if !waitExit(pid, 5*time.Second) {
+		syscall.Kill(pid, syscall.SIGKILL)
+		waitExit(pid, 5*time.Second)
+	}
+}
+
+func waitExit(pid int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if !pidAlive(pid) {
+			return true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return !pidAlive(pid)
+}
+
+func tail(path string, lines int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	ls := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(ls) > lines {
+		ls = ls[len(ls)-lines:]
+	}
+	return strings.Join(ls, "\n")
+}
