@@ -38,6 +38,12 @@ const (
 	// checksum does not verify, or — with Decapper.VerifyUDPChecksum — a
 	// non-zero UDP checksum does not.
 	DropBadChecksum
+	// DropSpoofedInnerSrc: the inner frame is IPv4 from a source that is
+	// neither in the sending peer's pod subnet nor the peer's own underlay
+	// address (DESIGN.md, Trust). The outer source alone is no proof of
+	// origin: plain VXLAN is unauthenticated, so anyone on the underlay can
+	// forge it, but a forger can then speak only for that peer's addresses.
+	DropSpoofedInnerSrc
 
 	// NumDropReasons is the number of DropReason values, DropNone included.
 	NumDropReasons int = iota
@@ -53,6 +59,8 @@ var dropReasonNames = [NumDropReasons]string{
 	DropNotVXLAN:     "not_vxlan",
 	DropBadOuter:     "bad_outer",
 	DropBadChecksum:  "bad_checksum",
+
+	DropSpoofedInnerSrc: "spoofed_inner_src",
 }
 
 // String returns the reason's snake_case name, fit for a metric label.
@@ -128,7 +136,8 @@ func NewDecapper(vni uint32, port uint16, peers *PeerTable) *Decapper {
 // inner frame) sent from from. It returns the inner frame as a sub-slice of
 // payload (no copy) and the sending peer, or a drop reason, already counted
 // in d.Drops. Checks run cheapest first: length, flags, reserved bits, VNI,
-// then the peer lookup; the first failure is the reason.
+// then the peer lookup, then the inner source (innerSourceOK); the first
+// failure is the reason.
 func (d *Decapper) Decap(payload []byte, from netip.AddrPort) (inner []byte, peer *Peer, reason DropReason) {
 	vni, reason := ParseHeader(payload)
 	if reason == DropNone && vni != d.VNI {
@@ -141,6 +150,8 @@ func (d *Decapper) Decap(payload []byte, from netip.AddrPort) (inner []byte, pee
 		}
 		if peer == nil {
 			reason = DropUnknownPeer
+		} else if !innerSourceOK(peer, payload[HeaderLen:]) {
+			reason = DropSpoofedInnerSrc
 		}
 	}
 	if reason != DropNone {
@@ -148,6 +159,18 @@ func (d *Decapper) Decap(payload []byte, from netip.AddrPort) (inner []byte, pee
 		return nil, nil, reason
 	}
 	return payload[HeaderLen:], peer, DropNone
+}
+
+// innerSourceOK reports whether an inner frame may have come from peer: an
+// IPv4 frame only from an address the peer owns (Peer.ownsSource). Other
+// frames pass here, as do IPv4 frames too short to hold a source address:
+// the switch's overlay port accepts nothing but well-formed IPv4 to the
+// router MAC, and drops (and counts) the rest under its own reasons.
+func innerSourceOK(peer *Peer, inner []byte) bool {
+	if len(inner) < packet.EthHdrLen+packet.IPv4OffSrc+4 || packet.EthType(inner) != packet.EtherTypeIPv4 {
+		return true
+	}
+	return peer.ownsSource(packet.IPv4(inner[packet.EthHdrLen:]).Src4())
 }
 
 // DecapFrame checks a full outer frame (Ethernet, IPv4, UDP, VXLAN), as read
@@ -168,6 +191,8 @@ func (d *Decapper) DecapFrame(frame []byte) (inner []byte, peer *Peer, reason Dr
 		default:
 			if peer, _ = d.Peers.Lookup(src); peer == nil {
 				reason = DropUnknownPeer
+			} else if !innerSourceOK(peer, payload[HeaderLen:]) {
+				reason = DropSpoofedInnerSrc
 			}
 		}
 	}

@@ -186,7 +186,7 @@ func TestDecapFramePort(t *testing.T) {
 	f := defaultFlow()
 	inner := f.serialize(t)
 	buf, off := withHeadroom(inner, OuterIPv4Len)
-	start, err := EncapIPv4(buf, off, len(inner), &OuterIPv4{Src: underB, Dst: underA, DstPort: 8472, VNI: 1})
+	start, err := EncapIPv4(buf, off, len(inner), &OuterIPv4{Src: underA, Dst: underB, DstPort: 8472, VNI: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,5 +252,67 @@ func TestCountersSnapshot(t *testing.T) {
 	}
 	if DropReason(NumDropReasons).String() != "unknown" {
 		t.Error("out-of-range reason not named unknown")
+	}
+}
+
+// TestDecapInnerSourceMustBePeers is issue 12 item 7: with a spoofed outer
+// source, a datagram from a known peer's underlay address carried inner
+// sources of 8.8.8.8 and of the receiving node's own pods, and they were
+// delivered. An inner IPv4 source must be in the sending peer's pod subnet
+// or be the peer's own (underlay) host address.
+func TestDecapInnerSourceMustBePeers(t *testing.T) {
+	const spoofed = "spoofed_inner_src"
+	tests := []struct {
+		name   string
+		src    [4]byte
+		accept bool
+	}{
+		{"a pod of the sending peer", [4]byte{10, 244, 1, 3}, true},
+		{"the sending peer's gateway", [4]byte{10, 244, 1, 1}, true},
+		{"the sending peer's host port", [4]byte{10, 244, 1, 2}, true},
+		{"the sending peer's underlay address", underA, true},
+		{"a public address", [4]byte{8, 8, 8, 8}, false},
+		{"a pod of the other peer", [4]byte{10, 244, 2, 3}, false},
+		{"a pod of the receiving node", [4]byte{10, 244, 7, 3}, false},
+		{"the other peer's underlay address", underB, false},
+		{"zero", [4]byte{}, false},
+		{"broadcast", [4]byte{255, 255, 255, 255}, false},
+	}
+	d := NewDecapper(testVNI, 0, testPeers(t, testVNI))
+	from := netip.AddrPortFrom(netip.AddrFrom4(underA), 40000)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := defaultFlow()
+			f.src = tc.src
+			inner := f.serialize(t)
+			payload := make([]byte, HeaderLen+len(inner))
+			PutHeader(payload, testVNI)
+			copy(payload[HeaderLen:], inner)
+			before := d.Drops.Snapshot()[spoofed]
+			_, peer, r := d.Decap(payload, from)
+			if tc.accept != (r == 0) {
+				t.Fatalf("Decap from %v, inner source %v: reason %v, accepted %v, want accepted %v", from, netip.AddrFrom4(tc.src), r, r == 0, tc.accept)
+			}
+			wantCount := before
+			if !tc.accept {
+				wantCount++
+				if r.String() != spoofed || peer != nil {
+					t.Errorf("Decap reason %q peer %v, want %q and no peer", r, peer, spoofed)
+				}
+			}
+			if got := d.Drops.Snapshot()[spoofed]; got != wantCount {
+				t.Errorf("counter %s = %d, want %d", spoofed, got, wantCount)
+			}
+
+			// The full-frame path (pcap replay) applies the same rule.
+			buf, off := withHeadroom(inner, OuterIPv4Len)
+			start, err := EncapIPv4(buf, off, len(inner), &OuterIPv4{SrcMAC: macU, DstMAC: macV, Src: underA, Dst: underB, VNI: testVNI})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, r := d.DecapFrame(buf[start:]); tc.accept != (r == 0) {
+				t.Errorf("DecapFrame: reason %v, want accepted %v", r, tc.accept)
+			}
+		})
 	}
 }

@@ -122,11 +122,11 @@ func TestEncapRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, peer, r := d.Decap(buf[start:], netip.AddrPortFrom(netip.AddrFrom4(underB), 33333))
+			got, peer, r := d.Decap(buf[start:], netip.AddrPortFrom(netip.AddrFrom4(underA), 33333))
 			if r != DropNone {
 				t.Fatalf("size %d: Decap dropped: %v", size, r)
 			}
-			if !bytes.Equal(got, inner) || peer.Name != "node-b" {
+			if !bytes.Equal(got, inner) || peer.Name != "node-a" {
 				t.Fatalf("size %d: round trip gave peer %q and %d bytes", size, peer.Name, len(got))
 			}
 			if &got[0] != &buf[off] {

@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -21,6 +22,21 @@ type Peer struct {
 	VNI       uint32       // the VNI we put on frames to this peer
 
 	stats *PeerStats
+	// The inner IPv4 sources the peer may send from (ownsSource), set by
+	// PeerTable.Set: its pod subnet as network and mask, and its host
+	// (underlay) address.
+	net4, mask4 uint32
+	host4       [4]byte
+}
+
+// ownsSource reports whether src may be the inner IPv4 source of a frame
+// this peer sent: an address of its pod subnet (its pods, its gateway, its
+// host port) or its own underlay address (a kernel VXLAN node's host, or a
+// host-network process bound to it). Anything else is a forgery that only
+// the outer source vouches for, and plain VXLAN does not authenticate that.
+func (p *Peer) ownsSource(src [4]byte) bool {
+	k := binary.BigEndian.Uint32(src[:])
+	return (k&p.mask4 == p.net4 && p.mask4 != 0) || src == p.host4
 }
 
 // Stats returns the peer's traffic counters. For a Peer obtained from a
@@ -81,6 +97,10 @@ func (t *PeerTable) Set(peers []Peer) error {
 			return fmt.Errorf("set peers: peers %q and %q share underlay address %v", q.Name, p.Name, p.Underlay)
 		}
 		p.stats = nil
+		net4 := p.Subnet.Addr().As4()
+		p.net4 = binary.BigEndian.Uint32(net4[:])
+		p.mask4 = ^uint32(0) << (32 - p.Subnet.Bits()) // 0 for a /0, which ownsSource refuses
+		p.host4 = key
 		s.peers[i] = p
 		s.byAddr[key] = &s.peers[i]
 	}
