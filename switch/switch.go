@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/packet"
+	"github.com/weftnet/weft/switch/maglev"
 )
 
 // Defaults for zero Config fields.
@@ -22,6 +23,7 @@ const (
 	DefaultNeighMaxAge = 300 * time.Second
 	DefaultICMPRate    = 100 // per second
 	DefaultICMPBurst   = 50
+	DefaultMaglevSize  = maglev.DefaultSize // 16381, as Cilium
 
 	minMTU = 576 // every IPv4 host must take 576-byte datagrams (RFC 791)
 	maxMTU = 65535
@@ -51,6 +53,16 @@ type Config struct {
 	// sent on neighbour misses.
 	ICMPRate  int
 	ICMPBurst int
+
+	// ServiceCIDR, when set, is where every service cluster IP must lie
+	// (SetServices refuses others). Unset: any unicast IPv4 outside the
+	// node subnet.
+	ServiceCIDR netip.Prefix
+	// MaglevSize is the Maglev lookup table size per service frontend: a
+	// prime, maglev.MinSize..maglev.MaxSize. More slots spread more evenly
+	// and move fewer flows when backends change (the paper wants
+	// M > 100 x backends); each slot costs 2 bytes per frontend.
+	MaglevSize int
 }
 
 func (c *Config) setDefaults() {
@@ -74,6 +86,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ICMPBurst == 0 {
 		c.ICMPBurst = DefaultICMPBurst
+	}
+	if c.MaglevSize == 0 {
+		c.MaglevSize = DefaultMaglevSize
 	}
 	if !c.Gateway.IsValid() && c.Subnet.IsValid() && c.Subnet.Addr().Is4() {
 		c.Gateway = c.Subnet.Masked().Addr().Next()
@@ -120,6 +135,12 @@ func (c *Config) validate() error {
 	if c.ICMPBurst < 1 || c.ICMPBurst > 1e6 {
 		errs = append(errs, fmt.Errorf("icmp burst %d outside 1..1000000", c.ICMPBurst))
 	}
+	if err := maglev.CheckSize(c.MaglevSize); err != nil {
+		errs = append(errs, err)
+	}
+	if c.ServiceCIDR.IsValid() && (!c.ServiceCIDR.Addr().Is4() || c.ServiceCIDR.Overlaps(c.Subnet)) {
+		errs = append(errs, fmt.Errorf("service CIDR %s: not IPv4, or overlaps the node subnet", c.ServiceCIDR))
+	}
 	return errors.Join(errs...)
 }
 
@@ -137,11 +158,15 @@ type Switch struct {
 	bcast4    uint32 // subnet broadcast address
 	mtu       int
 
-	ports   atomic.Pointer[portTable]
-	routes  atomic.Pointer[routeTable]
-	static  atomic.Pointer[neighSnap]
-	fdb     *fdb
-	learned *learnedNeigh
+	ports  atomic.Pointer[portTable]
+	routes atomic.Pointer[routeTable]
+	static atomic.Pointer[neighSnap]
+	// services is the compiled service frontends; svcStats keeps each
+	// frontend's counters by name across SetServices (guarded by ctl).
+	services atomic.Pointer[svcTable]
+	svcStats map[string]*serviceStats
+	fdb      *fdb
+	learned  *learnedNeigh
 
 	icmpLimit *limiter
 	arpLimit  *limiter
@@ -168,7 +193,9 @@ func New(cfg Config) (*Switch, error) {
 		learned:   newLearnedNeigh(cfg.NeighSize, int64(cfg.NeighMaxAge), rand.Uint32()),
 		icmpLimit: newLimiter(cfg.ICMPRate, cfg.ICMPBurst),
 		arpLimit:  newLimiter(cfg.ICMPRate, cfg.ICMPBurst),
+		svcStats:  make(map[string]*serviceStats),
 	}
+	s.services.Store(&svcTable{})
 	s.net4 = ip4Key(cfg.Subnet.Addr().As4())
 	s.mask4 = ^uint32(0) << (32 - cfg.Subnet.Bits())
 	s.bcast4 = s.net4 | ^s.mask4
