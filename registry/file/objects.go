@@ -234,7 +234,7 @@ func (s *objectStore) readAll() (map[string]registry.EncodedObject, error) {
 			}
 		}
 		delete(s.cache, e.Name())
-		s.r.warnOnce(fmt.Errorf("object file %s: %w", e.Name(), err))
+		s.warnOnce(e.Name(), err)
 	}
 	for name := range s.cache {
 		if !seen[name] {
@@ -298,6 +298,18 @@ func (s *objectStore) watch(ctx context.Context, ch chan<- registry.ObjectEvent,
 			}
 		}
 		gen, prev = g, next
+	}
+}
+
+// warnOnce logs an unreadable object file once per distinct error.
+func (s *objectStore) warnOnce(name string, err error) {
+	msg := name + ": " + err.Error()
+	s.r.mu.Lock()
+	seen := s.r.warned[msg]
+	s.r.warned[msg] = true
+	s.r.mu.Unlock()
+	if !seen {
+		s.r.log.Warn("skipping unreadable object file", "file", name, "err", err)
 	}
 }
 

@@ -242,27 +242,26 @@ func testObjectsConverge(t *testing.T, newStore NewObjectStore) {
 		}()
 	}
 	wg.Wait()
-	want := listKeys(t, watcher)
+	// Converged when the view holds exactly what List holds, port for port.
+	state := func(objs []objects.Object) string {
+		var b strings.Builder
+		for _, o := range objs {
+			fmt.Fprintf(&b, "%s:%d ", o.Key(), o.Service.Spec.Ports[0].Port)
+		}
+		return b.String()
+	}
+	listed, err := watcher.List(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := state(listed)
 	deadline := soon()
-	for {
-		keys := make([]string, 0, len(view))
-		for _, o := range view.Sorted() {
-			keys = append(keys, o.Key())
-		}
-		if strings.Join(keys, " ") == want {
-			break
-		}
+	for state(view.Sorted()) != want {
 		select {
 		case ev := <-ch:
 			view.Apply(ev)
 		case <-time.After(time.Until(deadline)):
-			t.Fatalf("watcher's view %v never matched List %q", keys, want)
-		}
-	}
-	objs, _ := watcher.List(testCtx(t))
-	for _, o := range objs {
-		if got := view[o.Key()]; got.Service.Spec.Ports[0].Port != o.Service.Spec.Ports[0].Port {
-			t.Errorf("%s: watcher has port %d, List %d", o.Key(), got.Service.Spec.Ports[0].Port, o.Service.Spec.Ports[0].Port)
+			t.Fatalf("watcher's view %q never matched List %q", state(view.Sorted()), want)
 		}
 	}
 }
