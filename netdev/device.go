@@ -28,6 +28,29 @@ type Device interface {
 	BatchSize() int
 	// Close releases the device and unblocks a blocked Read or Write.
 	Close() error
+	// Drops is the number of frames the device discarded for reason r.
+	Drops(r DropReason) uint64
+
+	// VnetHdr reports whether frames carry a virtio_net_hdr (IFF_VNET_HDR).
+	VnetHdr() bool
+	// Offloads is the TUN_F_* mask the device accepted (0 without VnetHdr):
+	// with TUN_F_TSO4/6 or USO4/6 set, ReadVnet can return GSO super-frames
+	// and WriteVnet takes them.
+	Offloads() int
+	// ReadVnet is Read that also returns each frame's virtio header in
+	// hdrs[i] and leaves the frame as the kernel gave it (GSO super-frames
+	// whole, NEEDS_CSUM checksums not completed). Without VnetHdr every
+	// header is zero.
+	ReadVnet(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int) (n int, err error)
+	// WriteVnet is Write with a virtio header per frame; it needs VnetHdr.
+	WriteVnet(bufs [][]byte, hdrs []VirtioHdr, offset int) (n int, err error)
+	// ReadVnetTurn, TryReadVnetTurn and EndTurn let two goroutines drain
+	// one device in turns: the owner blocks in ReadVnetTurn, another calls
+	// TryReadVnetTurn; whoever gets frames holds the read turn (and the
+	// buffers the owner lent) until EndTurn (see Tap.ReadVnetTurn).
+	ReadVnetTurn(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int) (n int, err error)
+	TryReadVnetTurn(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int) int
+	EndTurn()
 }
 
 // DefaultBatchSize is the Read batch a Tap or Fake uses when none is given.

@@ -12,6 +12,13 @@ import (
 // into slot buffers allocated once (a slot grows only for a frame larger
 // than any before), so steady-state Read and Write do not allocate.
 //
+// SetVnet makes an end behave as a TAP opened with IFF_VNET_HDR and the
+// given offloads: a virtio header travels with every frame (WriteVnet on
+// one end, ReadVnet on the other), Read completes NEEDS_CSUM checksums and
+// drops GSO super-frames as a Tap does, and the read turns of ReadVnetTurn
+// and TryReadVnetTurn work as on a Tap. So code written against Device runs
+// unchanged over a Tap or a Fake.
+//
 // Write blocks while the peer's queue is full (backpressure, no loss).
 // Close on either end ends the pair: blocked calls on both ends return; the
 // closed end fails at once with an error wrapping os.ErrClosed, the peer
@@ -24,6 +31,10 @@ type Fake struct {
 	// closed: this end was closed; it fails at once, without draining.
 	closed atomic.Bool
 	drops  [NumDropReasons]atomic.Uint64
+
+	vnet     bool
+	offloads int
+	turn     sync.Mutex // the read turn (ReadVnetTurn, TryReadVnetTurn)
 }
 
 var _ Device = (*Fake)(nil)
@@ -36,13 +47,14 @@ type frameQueue struct {
 	notFull  sync.Cond
 	slots    [][]byte // slots[i][:lens[i]] is a queued frame
 	lens     []int
-	head     int // oldest queued frame
+	hdrs     []VirtioHdr // hdrs[i] travels with slots[i]
+	head     int         // oldest queued frame
 	count    int
 	closed   bool
 }
 
 func newFrameQueue(depth, frameSize int) *frameQueue {
-	q := &frameQueue{slots: make([][]byte, depth), lens: make([]int, depth)}
+	q := &frameQueue{slots: make([][]byte, depth), lens: make([]int, depth), hdrs: make([]VirtioHdr, depth)}
 	for i := range q.slots {
 		q.slots[i] = make([]byte, frameSize)
 	}
@@ -83,6 +95,16 @@ func (f *Fake) Name() string { return f.name }
 // BatchSize implements Device.
 func (f *Fake) BatchSize() int { return f.batch }
 
+// SetVnet gives this end a virtio header and the TUN_F_* offloads mask (as
+// a Tap opened with VnetHdr that negotiated them). Call it before use.
+func (f *Fake) SetVnet(offloads int) { f.vnet, f.offloads = true, offloads }
+
+// VnetHdr implements Device.
+func (f *Fake) VnetHdr() bool { return f.vnet }
+
+// Offloads implements Device.
+func (f *Fake) Offloads() int { return f.offloads }
+
 // Drops is the number of frames discarded for reason r (only DropTruncated
 // happens here: a frame larger than the reader's buffer).
 func (f *Fake) Drops(r DropReason) uint64 {
@@ -92,8 +114,76 @@ func (f *Fake) Drops(r DropReason) uint64 {
 	return f.drops[r].Load()
 }
 
-// Read implements Device.
+// Read implements Device. On a virtio-header end it completes NEEDS_CSUM
+// checksums and drops GSO super-frames (DropGSO), as Tap.Read does.
 func (f *Fake) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	return f.read(bufs, sizes, nil, offset, true)
+}
+
+// ReadVnet implements Device.
+func (f *Fake) ReadVnet(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int) (int, error) {
+	if hdrs == nil {
+		hdrs = []VirtioHdr{}
+	}
+	return f.read(bufs[:min(len(bufs), len(hdrs))], sizes, hdrs, offset, true)
+}
+
+// ReadVnetTurn implements Device: as Tap.ReadVnetTurn, frames come with
+// the read turn, held until EndTurn.
+func (f *Fake) ReadVnetTurn(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int) (int, error) {
+	if hdrs == nil {
+		hdrs = []VirtioHdr{}
+	}
+	bufs = bufs[:min(len(bufs), len(hdrs))]
+	for {
+		if err := f.waitReadable(); err != nil {
+			return 0, err
+		}
+		f.turn.Lock()
+		n, err := f.read(bufs, sizes, hdrs, offset, false)
+		if n > 0 && err == nil {
+			return n, nil
+		}
+		f.turn.Unlock()
+		if err != nil || len(bufs) == 0 {
+			return n, err
+		}
+	}
+}
+
+// TryReadVnetTurn implements Device.
+func (f *Fake) TryReadVnetTurn(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int) int {
+	if f.closed.Load() || !f.turn.TryLock() {
+		return 0
+	}
+	n, err := f.read(bufs[:min(len(bufs), len(hdrs))], sizes, hdrs, offset, false)
+	if n == 0 || err != nil {
+		f.turn.Unlock()
+		return 0
+	}
+	return n
+}
+
+// EndTurn implements Device.
+func (f *Fake) EndTurn() { f.turn.Unlock() }
+
+// waitReadable blocks until a frame is queued or the pair is closed.
+func (f *Fake) waitReadable() error {
+	q := f.rx
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for q.count == 0 && !q.closed {
+		q.notEmpty.Wait()
+	}
+	if f.closed.Load() || q.count == 0 {
+		return errFakeClosed
+	}
+	return nil
+}
+
+// read takes up to a batch of queued frames; wait blocks for the first.
+// hdrs nil: Read (headers stripped); else ReadVnet.
+func (f *Fake) read(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int, wait bool) (int, error) {
 	if f.closed.Load() {
 		return 0, errFakeClosed
 	}
@@ -104,7 +194,7 @@ func (f *Fake) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	q := f.rx
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for q.count == 0 && !q.closed {
+	for wait && q.count == 0 && !q.closed {
 		q.notEmpty.Wait()
 	}
 	if f.closed.Load() {
@@ -118,6 +208,7 @@ func (f *Fake) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			break
 		}
 		frame := q.slots[q.head][:q.lens[q.head]]
+		h := q.hdrs[q.head]
 		q.head = (q.head + 1) % len(q.slots)
 		q.count--
 		dst := bufs[n][offset:]
@@ -126,18 +217,69 @@ func (f *Fake) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			continue
 		}
 		sizes[n] = copy(dst, frame)
+		if !f.acceptHdr(dst[:sizes[n]], &h, hdrs == nil) {
+			continue
+		}
+		if hdrs != nil {
+			hdrs[n] = h
+		}
 		n++
 	}
 	q.notFull.Broadcast()
-	if n == 0 && err == nil && q.closed {
+	if n == 0 && err == nil && q.closed && wait {
 		return 0, errFakeClosed
 	}
 	return n, err
 }
 
+// acceptHdr applies a read frame's virtio header as Tap.acceptVnet does:
+// a header that fails Check is a DropBadVnetHdr; for Read (strip) a GSO
+// super-frame is a DropGSO and a NEEDS_CSUM checksum is completed.
+func (f *Fake) acceptHdr(frame []byte, h *VirtioHdr, strip bool) bool {
+	if !f.vnet {
+		*h = VirtioHdr{}
+		return true
+	}
+	if h.Check(len(frame)) != nil {
+		f.drops[DropBadVnetHdr].Add(1)
+		return false
+	}
+	if !strip {
+		return true
+	}
+	if h.GSO() != GSONone {
+		f.drops[DropGSO].Add(1)
+		return false
+	}
+	if FinishChecksum(frame, h) != nil {
+		f.drops[DropBadVnetHdr].Add(1)
+		return false
+	}
+	return true
+}
+
 // Write implements Device. Empty frames are dropped as DropWriteRejected,
-// as a TAP would refuse them.
+// as a TAP would refuse them; on a virtio-header end each frame goes with
+// a zero header.
 func (f *Fake) Write(bufs [][]byte, offset int) (int, error) {
+	return f.write(bufs, nil, offset)
+}
+
+// WriteVnet implements Device; it needs SetVnet, as Tap.WriteVnet needs
+// VnetHdr. A header that fails VirtioHdr.Check, or asks for a GSO type
+// the end did not take, is dropped as DropWriteRejected, as tun's write
+// refuses it with EINVAL.
+func (f *Fake) WriteVnet(bufs [][]byte, hdrs []VirtioHdr, offset int) (int, error) {
+	if !f.vnet {
+		return 0, fmt.Errorf("write fake %s: WriteVnet needs a virtio-header end", f.name)
+	}
+	if hdrs == nil {
+		hdrs = []VirtioHdr{}
+	}
+	return f.write(bufs[:min(len(bufs), len(hdrs))], hdrs, offset)
+}
+
+func (f *Fake) write(bufs [][]byte, hdrs []VirtioHdr, offset int) (int, error) {
 	if f.closed.Load() {
 		return 0, errFakeClosed
 	}
@@ -145,8 +287,12 @@ func (f *Fake) Write(bufs [][]byte, offset int) (int, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	n := 0
-	for _, b := range bufs {
-		if len(b) <= offset {
+	for k, b := range bufs {
+		var h VirtioHdr
+		if hdrs != nil {
+			h = hdrs[k]
+		}
+		if len(b) <= offset || !f.writable(&h, len(b)-offset) {
 			f.drops[DropWriteRejected].Add(1)
 			continue
 		}
@@ -160,11 +306,20 @@ func (f *Fake) Write(bufs [][]byte, offset int) (int, error) {
 		i := (q.head + q.count) % len(q.slots)
 		q.slots[i] = append(q.slots[i][:0], b[offset:]...)
 		q.lens[i] = len(b) - offset
+		q.hdrs[i] = h
 		q.count++
 		n++
 	}
 	q.notEmpty.Broadcast()
 	return n, nil
+}
+
+// writable says whether tun would take a frame of frameLen bytes with h.
+func (f *Fake) writable(h *VirtioHdr, frameLen int) bool {
+	if h.Check(frameLen) != nil {
+		return false
+	}
+	return TakesGSO(f.offloads, h.GSO())
 }
 
 // Close implements Device: it closes both directions of the pair. Closing

@@ -6,6 +6,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func frames(n, size int) [][]byte {
@@ -150,6 +152,61 @@ func BenchmarkFakePipe(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "frames/s")
+		})
+	}
+}
+
+// TestFakeVnet: on virtio-header ends a header travels with each frame;
+// Read hides it as Tap.Read does (GSO super-frames dropped), WriteVnet
+// refuses a GSO type the end did not take, and the read turn is held
+// between TryReadVnetTurn and EndTurn.
+func TestFakeVnet(t *testing.T) {
+	gso := VirtioHdr{Flags: VirtioFlagNeedsCsum, GSOType: GSOTCPv4, GSOSize: 100, HdrLen: 54, CsumStart: 34, CsumOffset: 16}
+	frame := make([]byte, 400)
+	tests := []struct {
+		name        string
+		offloads    int
+		read        string // "vnet" or "plain"
+		wantN       int
+		wantDrop    DropReason
+		wantDropped uint64
+	}{
+		{"super-frame whole", unix.TUN_F_CSUM | unix.TUN_F_TSO4, "vnet", 1, DropGSO, 0},
+		{"super-frame hidden from Read", unix.TUN_F_CSUM | unix.TUN_F_TSO4, "plain", 0, DropGSO, 1},
+		{"no TSO: write refused", unix.TUN_F_CSUM, "vnet", 0, DropWriteRejected, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := NewPipe()
+			defer a.Close()
+			a.SetVnet(tc.offloads)
+			b.SetVnet(tc.offloads)
+			if _, err := a.WriteVnet([][]byte{frame}, []VirtioHdr{gso}, 0); err != nil {
+				t.Fatal(err)
+			}
+			bufs, sizes := newBatch(4, 1000)
+			hdrs := make([]VirtioHdr, 4)
+			var n int
+			if tc.read == "vnet" {
+				if n = b.TryReadVnetTurn(bufs, sizes, hdrs, 0); n > 0 {
+					if b.TryReadVnetTurn(bufs, sizes, hdrs, 0) != 0 {
+						t.Error("a second reader got the turn while it was held")
+					}
+					b.EndTurn()
+				}
+			} else {
+				n, _ = b.Read(bufs, sizes, 0)
+			}
+			if n != tc.wantN {
+				t.Fatalf("read %d frames, want %d", n, tc.wantN)
+			}
+			if n == 1 && (hdrs[0] != gso || sizes[0] != len(frame)) {
+				t.Errorf("header %+v size %d", hdrs[0], sizes[0])
+			}
+			dropped := a.Drops(tc.wantDrop) + b.Drops(tc.wantDrop)
+			if dropped != tc.wantDropped {
+				t.Errorf("%s drops %d, want %d", tc.wantDrop, dropped, tc.wantDropped)
+			}
 		})
 	}
 }

@@ -338,6 +338,9 @@ func (t *Tap) readFrames(r *tapReader, fd uintptr) bool {
 		if t.vnet && !t.acceptVnet(r, buf[:frameLen]) {
 			continue
 		}
+		if !t.vnet && r.hdrs != nil {
+			r.hdrs[r.n] = VirtioHdr{} // ReadVnet on a plain TAP: zero headers
+		}
 		r.sizes[r.n] = frameLen
 		r.n++
 	}

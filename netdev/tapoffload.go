@@ -38,6 +38,23 @@ var offloadLadder = [...]int{
 // record and later ones Debug: "logged once" without hiding it from tests.
 var offloadLogged atomic.Bool
 
+// TakesGSO reports whether a device that accepted the TUN_F_* offloads
+// mask takes a frame of GSO type gso (GSONone, GSOTCPv4, ...) whole: plain
+// frames always, TCP super-frames with TSO, UDP ones with USO.
+func TakesGSO(offloads int, gso uint8) bool {
+	switch gso {
+	case GSONone:
+		return true
+	case GSOTCPv4:
+		return offloads&unix.TUN_F_TSO4 != 0
+	case GSOTCPv6:
+		return offloads&unix.TUN_F_TSO6 != 0
+	case GSOUDPL4:
+		return offloads&unix.TUN_F_USO4 != 0
+	}
+	return false
+}
+
 // OffloadString names the TUN_F_* bits in mask, e.g. "csum|tso4|tso6".
 func OffloadString(mask int) string {
 	if mask == 0 {

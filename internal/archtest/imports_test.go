@@ -10,30 +10,47 @@ import (
 
 const mod = "github.com/weftnet/weft/"
 
-// forbidden maps a package to the weft packages it must never import.
-// switch, overlay and netdev are siblings over packet; nothing below cmd/
-// imports cmd/; the data plane never imports the control plane.
-var forbidden = map[string][]string{
-	"packet":   {"switch", "overlay", "netdev", "node", "api", "sim", "bench", "ipam", "registry", "cmd"},
-	"switch":   {"overlay", "netdev", "node", "api", "sim", "bench", "ipam", "registry", "cmd"},
-	"overlay":  {"switch", "netdev", "node", "api", "sim", "bench", "ipam", "registry", "cmd"},
-	"netdev":   {"switch", "overlay", "node", "api", "sim", "bench", "ipam", "registry", "cmd"},
-	"ipam":     {"switch", "overlay", "netdev", "node", "api", "sim", "bench", "registry", "cmd"},
-	"registry": {"switch", "overlay", "netdev", "node", "api", "sim", "bench", "cmd"},
-	// node implements api.Service over api's wire types; api stays a leaf
-	// (types, server, client) that never reaches into a running node.
-	"node": {"sim", "bench", "cmd"},
-	"api":  {"node", "switch", "overlay", "netdev", "ipam", "registry", "sim", "bench", "cmd"},
-	"sim":  {"bench", "cmd"},
-	// objects is the schema (k8s.io/api types and their decoding): a leaf
-	// every consumer may import.
-	"objects": {"packet", "switch", "overlay", "netdev", "node", "api", "sim", "bench", "ipam", "registry", "cmd"},
-	"bench":   {"sim", "cmd"},
+// allowed maps each package (a top-level directory; cmd/* and internal/*
+// one by one) to the weft packages it may import: DESIGN.md's arrows,
+//
+//	cmd/*    -> node, api, sim, bench
+//	node     -> datapath, switch, overlay, netdev, ipam, registry
+//	datapath -> switch, overlay, netdev, packet
+//	switch, overlay, netdev -> packet (never each other)
+//
+// and what lies below them (imports go downward only). A package missing
+// here fails the test: a new package takes its place in the table.
+var allowed = map[string][]string{
+	"packet":  {},
+	"objects": {}, // the schema (k8s.io/api types and their decoding): a leaf
+	"switch":  {"packet"},
+	"overlay": {"packet"},
+	"netdev":  {"packet"},
+	"ipam":    {"packet"},
+	// registry holds leases (packet's MAC) and will hold objects' kinds.
+	"registry": {"packet", "ipam", "objects"},
+	// api is a leaf of wire types, server and client that never reaches
+	// into a running node.
+	"api":      {"packet", "objects"},
+	"datapath": {"switch", "overlay", "netdev", "packet"},
+	// node implements api.Service over api's wire types.
+	"node": {"datapath", "switch", "overlay", "netdev", "ipam", "registry", "api", "packet", "objects"},
+	// sim runs weftd as processes: it talks to them through api, never node.
+	"sim": {"api", "netdev", "registry", "ipam", "packet", "objects"},
+	// bench replays captures through datapath over fakes.
+	"bench":          {"datapath", "switch", "overlay", "netdev", "packet"},
+	"cmd/weftd":      {"node", "api", "registry", "ipam", "netdev", "overlay", "packet", "objects"},
+	"cmd/weft":       {"api", "sim", "packet", "objects"},
+	"cmd/weft-cni":   {"api", "netdev", "packet"},
+	"cmd/weft-bench": {"bench", "packet"},
 	// The switch's stage helpers are leaves under the switch: pure Go over
 	// byte slices and integers, importing no weft package but packet (and
-	// never the switch that uses them).
-	"switch/maglev":    {"switch", "overlay", "netdev", "node", "api", "sim", "bench", "ipam", "registry", "objects", "cmd"},
-	"switch/conntrack": {"switch", "overlay", "netdev", "node", "api", "sim", "bench", "ipam", "registry", "objects", "cmd"},
+	// never the switch that uses them). An entry for a package below a
+	// top-level one overrides the top-level entry.
+	"switch/maglev":     {"packet"},
+	"switch/conntrack":  {"packet"},
+	"internal/testenv":  {},
+	"internal/archtest": {},
 }
 
 func TestImportDirection(t *testing.T) {
@@ -41,44 +58,75 @@ func TestImportDirection(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}
-	checked := 0
+	checked := map[string]bool{}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Fields(line)
-		if len(f) == 0 {
+		if len(f) == 0 || !strings.HasPrefix(f[0], mod) {
 			continue
 		}
 		from := top(f[0])
-		bad, ok := forbidden[from]
-		if sub, isSub := forbidden[strings.TrimPrefix(f[0], mod)]; isSub {
-			from, bad, ok = strings.TrimPrefix(f[0], mod), sub, true
+		if _, sub := allowed[strings.TrimPrefix(f[0], mod)]; sub {
+			from = strings.TrimPrefix(f[0], mod)
 		}
-		if !ok {
+		ok, known := allowed[from]
+		if !known {
+			t.Errorf("package %s (%s) is not in archtest's table: add it with the imports DESIGN.md allows it", f[0], from)
 			continue
 		}
-		checked++
+		checked[from] = true
 		for _, imp := range f[1:] {
 			if !strings.HasPrefix(imp, mod) {
 				continue
 			}
 			to := top(imp)
-			for _, b := range bad {
-				if to == b || strings.TrimPrefix(imp, mod) == b {
-					t.Errorf("%s imports %s: DESIGN.md forbids %s -> %s", f[0], imp, from, to)
-				}
+			if _, sub := allowed[strings.TrimPrefix(imp, mod)]; sub && from != to {
+				to = strings.TrimPrefix(imp, mod) // a sub-package with its own entry
+			}
+			if to == from || strings.HasPrefix(to, from+"/") {
+				continue
+			}
+			if !contains(ok, to) {
+				t.Errorf("%s imports %s: DESIGN.md has no arrow %s -> %s", f[0], imp, from, to)
 			}
 		}
 	}
-	if checked == 0 {
-		t.Fatal("go list returned no weft packages to check")
+	for p := range allowed {
+		if !checked[p] && !strings.Contains(p, "/") || p == "cmd/weftd" && !checked[p] {
+			t.Errorf("archtest's table names %s, which go list does not know: remove it", p)
+		}
 	}
 }
 
-// top returns the first path element below the module ("switch" for
-// github.com/weftnet/weft/switch/fdb).
+// TestSiblingsApart: switch, overlay and netdev never import each other
+// (the table says so; this keeps it from being loosened by accident).
+func TestSiblingsApart(t *testing.T) {
+	sib := []string{"switch", "overlay", "netdev"}
+	for _, a := range sib {
+		for _, b := range sib {
+			if a != b && contains(allowed[a], b) {
+				t.Errorf("archtest allows %s -> %s", a, b)
+			}
+		}
+	}
+}
+
+func contains(s []string, x string) bool {
+	for _, v := range s {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// top returns the package's entry in the table: the first path element
+// below the module ("switch" for github.com/weftnet/weft/switch/fdb), two
+// for cmd/ and internal/ ("cmd/weftd").
 func top(p string) string {
 	p = strings.TrimPrefix(p, mod)
-	if i := strings.IndexByte(p, '/'); i >= 0 {
-		return p[:i]
+	parts := strings.SplitN(p, "/", 3)
+	if len(parts) > 1 && (parts[0] == "cmd" || parts[0] == "internal") {
+		return parts[0] + "/" + parts[1]
 	}
-	return p
+	return parts[0]
 }

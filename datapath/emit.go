@@ -1,0 +1,336 @@
+package datapath
+
+import (
+	"errors"
+	"net/netip"
+
+	"github.com/weftnet/weft/netdev"
+	"github.com/weftnet/weft/overlay"
+	"github.com/weftnet/weft/packet"
+	vswitch "github.com/weftnet/weft/switch"
+)
+
+// emitter carries out verdicts: the one dispatcher of transmitters and
+// receivers. It owns the scratch the output needs: the datagram queue and
+// the arena super-frames are segmented into, the open coalescing run, the
+// split buffer. A worker owns one; nothing in it is shared.
+type emitter struct {
+	dp  *Datapath
+	out Writer
+	// coalesce: deliveries to a virtio-header TAP are gathered into runs
+	// (receivers, with Config.Coalesce).
+	coalesce bool
+	// drains: remember the ports written to, for Receiver.drain.
+	drains bool
+
+	flood  []vswitch.PortID
+	one    [1][]byte
+	oneHdr [1]netdev.VirtioHdr
+
+	// The datagram queue: dgrams[:n] go to to[:n] at the next send. A
+	// plain frame's datagram is its VXLAN header and the frame in the
+	// frame's own buffer; a super-frame's are its segments in arena.
+	dgrams     [][]byte
+	to         []netip.AddrPort
+	n          int
+	arena      []byte // [VXLAN gap][segment][VXLAN gap][segment]... (on first need)
+	arenaUsed  int
+	offs, lens []int
+	split      []byte // a super-frame segmented for a port that cannot take it whole (on first need)
+
+	// One run is open at a time, TCP or UDP, for one port.
+	run     packet.TCPRun
+	udpRun  packet.UDPRun
+	runPort vswitch.PortID
+	runBuf  []byte
+
+	// the ports written to since the last drain (a few: past that, their
+	// own transmitters read them)
+	written  [4]vswitch.PortID
+	nWritten int
+}
+
+func newEmitter(dp *Datapath, out Writer, queue int) emitter {
+	return emitter{
+		dp:     dp,
+		out:    out,
+		flood:  make([]vswitch.PortID, 0, 64),
+		dgrams: make([][]byte, queue),
+		to:     make([]netip.AddrPort, queue),
+		offs:   make([]int, maxSegQueue),
+		lens:   make([]int, maxSegQueue),
+	}
+}
+
+// emit carries out the verdicts of frames[:len(verdicts)] that entered on
+// port in. hdrs[i] is frame i's virtio header (nil: all plain); owners[i]
+// is the buffer frame i lies in (its headroom takes the VXLAN header).
+// Datagrams stay queued until flush.
+func (e *emitter) emit(frames [][]byte, hdrs []netdev.VirtioHdr, owners [][]byte, verdicts []vswitch.Verdict, in vswitch.PortID) {
+	var plain netdev.VirtioHdr
+	for i, f := range frames {
+		v := &verdicts[i]
+		h := &plain
+		if hdrs != nil {
+			h = &hdrs[i]
+			if v.Reply {
+				// The switch answered in the frame's place (ARP, ICMP):
+				// a plain frame now, whatever the header said.
+				*h = netdev.VirtioHdr{}
+			}
+		}
+		switch v.Action {
+		case vswitch.ActionDeliver:
+			e.deliver(v.Port, f, h)
+		case vswitch.ActionFlood:
+			e.flushRun() // the run's frames go first
+			e.flood = e.dp.sw.FloodSet(in, e.flood[:0])
+			for _, id := range e.flood {
+				e.write(id, f, h)
+			}
+		case vswitch.ActionEncap:
+			if h.GSO() == netdev.GSONone {
+				e.encap(owners[i], f, v.Peer)
+			} else {
+				e.encapSuper(f, h, v.Peer)
+			}
+		}
+	}
+}
+
+// flush writes the open run and sends the queued datagrams: once per batch.
+func (e *emitter) flush() {
+	e.flushRun()
+	e.send()
+}
+
+// deliver writes f to port id: added to the open run if it continues it,
+// else as the start of a new run (coalescing emitters, virtio-header
+// ports), else as it is.
+func (e *emitter) deliver(id vswitch.PortID, f []byte, h *netdev.VirtioHdr) {
+	if e.coalesce && h.GSO() == netdev.GSONone {
+		if e.runPort == id && (e.run.Segments() > 0 && e.run.Add(f) || e.udpRun.Segments() > 0 && e.udpRun.Add(f)) {
+			return
+		}
+		e.flushRun()
+		if p := e.dp.port(id); p != nil && p.Dev.VnetHdr() {
+			if e.runBuf == nil {
+				e.runBuf = make([]byte, packet.EthHdrLen+0xffff) // once per worker
+			}
+			if e.run.Start(e.runBuf, f) || netdev.TakesGSO(p.Dev.Offloads(), netdev.GSOUDPL4) && e.udpRun.Start(e.runBuf, f) {
+				e.runPort = id
+				return
+			}
+		}
+	}
+	e.write(id, f, h)
+}
+
+// write writes one frame to port id: whole (with its virtio header when it
+// is a super-frame the device takes), or split into segments when the
+// device cannot take the super-frame.
+func (e *emitter) write(id vswitch.PortID, f []byte, h *netdev.VirtioHdr) {
+	p := e.dp.port(id)
+	if p == nil {
+		e.dp.drops.Add(DropPortGone, 1)
+		return
+	}
+	e.wrote(id)
+	switch {
+	case h.GSO() == netdev.GSONone:
+		e.one[0] = f
+		_, err := p.Dev.Write(e.one[:], 0)
+		e.countWrite(p, len(f), err)
+	case netdev.TakesGSO(p.Dev.Offloads(), h.GSO()):
+		e.one[0], e.oneHdr[0] = f, *h
+		_, err := p.Dev.WriteVnet(e.one[:], e.oneHdr[:], 0)
+		e.countWrite(p, len(f), err)
+	default:
+		e.writeSplit(p, f, h)
+	}
+}
+
+// writeSplit segments a super-frame for a port that cannot take it whole.
+func (e *emitter) writeSplit(p *Port, f []byte, h *netdev.VirtioHdr) {
+	if e.split == nil {
+		e.split = make([]byte, SuperBufSize+maxSegQueue/8*128) // once per worker, on first need
+	}
+	cnt, err := segment(e.split, 0, f, h, e.offs, e.lens)
+	if err != nil {
+		e.dp.drops.Add(DropBadGSO, 1)
+		return
+	}
+	for i := range cnt {
+		seg := e.split[e.offs[i] : e.offs[i]+e.lens[i]]
+		e.one[0] = seg
+		_, err := p.Dev.Write(e.one[:], 0)
+		e.countWrite(p, len(seg), err)
+	}
+}
+
+// countWrite does the bookkeeping of one frame of size bytes written to p.
+func (e *emitter) countWrite(p *Port, size int, err error) {
+	if err != nil {
+		p.TxErrors.Add(1)
+		e.dp.drops.Add(DropTapWrite, 1)
+		return
+	}
+	p.TxFrames.Add(1)
+	p.TxBytes.Add(uint64(size))
+}
+
+// wrote notes that a frame went to port id, for the drain.
+func (e *emitter) wrote(id vswitch.PortID) {
+	if !e.drains {
+		return
+	}
+	for _, seen := range e.written[:e.nWritten] {
+		if seen == id {
+			return
+		}
+	}
+	if e.nWritten < len(e.written) {
+		e.written[e.nWritten] = id
+		e.nWritten++
+	}
+}
+
+// flushRun writes the open run, if any: one segment as a plain frame,
+// several as a TCP or UDP super-frame with its virtio header.
+func (e *emitter) flushRun() {
+	var frame []byte
+	var hdr netdev.VirtioHdr
+	segs := max(e.run.Segments(), e.udpRun.Segments())
+	switch {
+	case segs == 0:
+		return
+	case e.run.Segments() > 0:
+		f, mss, hdrLen := e.run.Finish()
+		frame = f
+		if segs > 1 {
+			hdr = netdev.VirtioHdr{
+				Flags: netdev.VirtioFlagNeedsCsum, GSOType: netdev.GSOTCPv4,
+				HdrLen: uint16(hdrLen), GSOSize: uint16(mss),
+				CsumStart: packet.TCPRunL4Off, CsumOffset: packet.TCPOffChecksum,
+			}
+		}
+	default:
+		f, mss := e.udpRun.Finish()
+		frame = f
+		if segs > 1 {
+			hdr = netdev.VirtioHdr{
+				Flags: netdev.VirtioFlagNeedsCsum, GSOType: netdev.GSOUDPL4,
+				HdrLen: packet.UDPRunHdrLen, GSOSize: uint16(mss),
+				CsumStart: packet.UDPRunHdrLen - packet.UDPHdrLen, CsumOffset: packet.UDPOffChecksum,
+			}
+		}
+	}
+	if segs > 1 {
+		e.dp.work.Coalesced.Add(uint64(segs))
+		e.dp.work.Runs.Add(1)
+	}
+	p := e.dp.port(e.runPort)
+	if p == nil {
+		e.dp.drops.Add(DropPortGone, 1)
+		return
+	}
+	e.wrote(e.runPort)
+	e.one[0], e.oneHdr[0] = frame, hdr
+	_, err := p.Dev.WriteVnet(e.one[:], e.oneHdr[:], 0)
+	e.countWrite(p, len(frame), err)
+}
+
+// encap queues a plain frame for a peer: the VXLAN header goes into the
+// headroom in front of f in its buffer owner.
+func (e *emitter) encap(owner, f []byte, peer netip.Addr) {
+	if e.n == len(e.dgrams) {
+		e.send()
+	}
+	off := cap(owner) - cap(f) // f's offset in its buffer: they share the array
+	start, err := overlay.Encap(owner, off, len(f), e.dp.cfg.VNI)
+	if err != nil {
+		e.dp.drops.Add(DropNoHeadroom, 1)
+		return
+	}
+	e.countPeerTx(peer, 1, len(f))
+	e.dgrams[e.n] = owner[start : off+len(f)]
+	e.to[e.n] = netip.AddrPortFrom(peer, e.dp.cfg.Port)
+	e.n++
+}
+
+// encapSuper splits a super-frame into segments in the arena, each behind
+// its VXLAN header, and queues them for the peer.
+func (e *emitter) encapSuper(f []byte, h *netdev.VirtioHdr, peer netip.Addr) {
+	if e.arena == nil {
+		e.arena = make([]byte, encapArenaSize) // once per worker, on first need
+	}
+	for attempt := 0; ; attempt++ {
+		room := min(len(e.dgrams)-e.n, len(e.offs))
+		cnt, err := segment(e.arena[e.arenaUsed:], overlay.HeaderLen, f, h, e.offs[:room], e.lens[:room])
+		if err == nil {
+			base := e.arenaUsed
+			bytes := 0
+			to := netip.AddrPortFrom(peer, e.dp.cfg.Port)
+			for i := range cnt {
+				off := base + e.offs[i]
+				start, eerr := overlay.Encap(e.arena, off, e.lens[i], e.dp.cfg.VNI)
+				if eerr != nil { // cannot happen: segment left the gap
+					e.dp.drops.Add(DropNoHeadroom, 1)
+					continue
+				}
+				e.dgrams[e.n] = e.arena[start : off+e.lens[i]]
+				e.to[e.n] = to
+				e.n++
+				bytes += e.lens[i]
+			}
+			e.arenaUsed = base + e.offs[cnt-1] + e.lens[cnt-1]
+			e.dp.work.Segments.Add(uint64(cnt))
+			e.countPeerTx(peer, cnt, bytes)
+			return
+		}
+		if attempt == 0 && e.n > 0 && (errors.Is(err, packet.ErrGSOShortDst) || errors.Is(err, packet.ErrGSOSegments)) {
+			e.send() // make room and try once more
+			continue
+		}
+		e.dp.drops.Add(DropBadGSO, 1)
+		return
+	}
+}
+
+// segment splits a TCP (TSO) or UDP (USO) super-frame into dst, gap bytes
+// before each segment.
+func segment(dst []byte, gap int, f []byte, h *netdev.VirtioHdr, offs, lens []int) (int, error) {
+	if h.GSO() == netdev.GSOUDPL4 {
+		return packet.SegmentUDP(dst, gap, f, packet.EthHdrLen, int(h.CsumStart), int(h.GSOSize), offs, lens)
+	}
+	return packet.SegmentTCP(dst, gap, f, packet.EthHdrLen, int(h.CsumStart), int(h.GSOSize), offs, lens)
+}
+
+func (e *emitter) countPeerTx(peer netip.Addr, frames, bytes int) {
+	if p, ok := e.dp.peers.Lookup(peer.As4()); ok {
+		st := p.Stats()
+		st.TxFrames.Add(uint64(frames))
+		st.TxBytes.Add(uint64(bytes))
+	}
+}
+
+// send sends the queued datagrams on the worker's own socket and empties
+// the queue and the arena. A datagram the socket refuses (EMSGSIZE, an
+// unreachable peer) is counted and skipped; the rest still go.
+func (e *emitter) send() {
+	queued := e.n
+	dgrams, to := e.dgrams[:queued], e.to[:queued]
+	e.n, e.arenaUsed = 0, 0
+	for len(dgrams) > 0 {
+		sent, err := e.out.WriteGather(dgrams, to)
+		if err == nil {
+			break
+		}
+		e.dp.drops.Add(DropUDPSend, 1)
+		if sent >= len(dgrams) {
+			break
+		}
+		dgrams, to = dgrams[sent+1:], to[sent+1:]
+	}
+	clear(e.dgrams[:queued]) // no stale references into the buffers
+}

@@ -1,0 +1,163 @@
+package datapath
+
+import (
+	"net/netip"
+
+	"github.com/weftnet/weft/overlay"
+	vswitch "github.com/weftnet/weft/switch"
+)
+
+const (
+	// GROReadBatch is how many GRO buffers one read fills.
+	GROReadBatch = 8
+	// GROBufSize holds the largest coalesced read after the headroom.
+	GROBufSize = Headroom + overlay.MaxGROBytes
+	// rxFrameBatch is how many inner frames go through the switch at once.
+	rxFrameBatch = 256
+	// smallSlot is the room a short datagram of a coalesced read is copied
+	// into, so that the switch can build an ARP request or ICMP error in
+	// place (up to 110 bytes after the VXLAN header) without running into
+	// the next datagram of the read.
+	smallSlot  = 192
+	smallDgram = smallSlot - 64
+)
+
+// Receiver forwards what one underlay socket receives. It owns the read
+// buffers, the inner-frame batch and its dispatcher, which sends (transit
+// traffic, the router's answers to the overlay) on the same socket.
+type Receiver struct {
+	dp   *Datapath
+	in   Reader
+	hist interface{ Observe(n int) }
+
+	bufs  [][]byte
+	sizes []int
+	segs  []int
+	from  []netip.AddrPort
+
+	frames   [][]byte
+	dgrams   [][]byte // the datagram each frame came in: its headroom for re-encap
+	small    []byte   // rxFrameBatch slots of smallSlot bytes
+	k        int
+	verdicts []vswitch.Verdict
+	e        emitter
+}
+
+// NewReceiver makes a receiver reading in (batch buffers of bufSize bytes,
+// headroom included: GROReadBatch and GROBufSize for a GRO reader, the
+// socket's batch and FrameBufSize for a plain one) and sending on out.
+// hist, if not nil, observes the size of every read.
+func (dp *Datapath) NewReceiver(in Reader, out Writer, batch, bufSize int, hist interface{ Observe(n int) }) *Receiver {
+	r := &Receiver{
+		dp: dp, in: in, hist: hist,
+		bufs:     make([][]byte, batch),
+		sizes:    make([]int, batch),
+		segs:     make([]int, batch),
+		from:     make([]netip.AddrPort, batch),
+		frames:   make([][]byte, rxFrameBatch),
+		dgrams:   make([][]byte, rxFrameBatch),
+		small:    make([]byte, rxFrameBatch*smallSlot),
+		verdicts: make([]vswitch.Verdict, rxFrameBatch),
+		e:        newEmitter(dp, out, rxFrameBatch),
+	}
+	r.e.coalesce, r.e.drains = dp.cfg.Coalesce, true
+	for i := range r.bufs {
+		r.bufs[i] = make([]byte, bufSize)
+	}
+	return r
+}
+
+// Run receives batch after batch until a read fails, and returns that
+// error (the caller decides whether it is the end: a closed socket).
+func (r *Receiver) Run() error {
+	for {
+		if err := r.Receive(); err != nil {
+			return err
+		}
+	}
+}
+
+// Receive forwards one read of the underlay socket:
+//
+//  1. read: datagrams, runs of them from one peer coalesced by UDP GRO
+//     into one buffer; a plain read is a run of one;
+//  2. split each run into its datagrams (a short one not at the end is
+//     copied into a slot of its own, so the switch may build an answer in
+//     place), and decap each: known peer, our VNI, sane header;
+//  3. decide: Switch.Process over the inner frames, entering on the
+//     overlay port;
+//  4. emit: deliver (coalescing segments for virtio-header TAPs),
+//     flood, or re-encapsulate for another peer, and flush once;
+//  5. drain: run the transmitters of the TAPs written to in this read
+//     (Transmitter.Transmit without wait).
+func (r *Receiver) Receive() error {
+	trunc0 := r.in.Truncated()
+	cnt, err := r.in.ReadBatch(r.bufs, r.sizes, r.segs, Headroom, r.from)
+	if err != nil {
+		return err
+	}
+	if r.hist != nil {
+		r.hist.Observe(cnt)
+	}
+	empty := uint64(0)
+	for i := range cnt {
+		if r.sizes[i] == 0 || r.segs[i] <= 0 {
+			empty++ // truncated (counted by the reader) or a zero-length datagram
+			continue
+		}
+		data := r.bufs[i][Headroom : Headroom+r.sizes[i]]
+		for len(data) > 0 {
+			seg := min(r.segs[i], len(data))
+			// The 3-index slice keeps a frame's owner from growing it
+			// into the next datagram of the run.
+			dgram := data[:seg:seg]
+			data = data[seg:]
+			if seg < smallDgram && len(data) > 0 {
+				slot := r.small[r.k*smallSlot : (r.k+1)*smallSlot]
+				dgram = slot[:copy(slot, dgram)]
+			}
+			inner, peer, reason := r.dp.decap.Decap(dgram, r.from[i])
+			if reason != overlay.DropNone {
+				continue // counted by the Decapper
+			}
+			st := peer.Stats()
+			st.RxFrames.Add(1)
+			st.RxBytes.Add(uint64(len(inner)))
+			r.frames[r.k] = inner
+			r.dgrams[r.k] = dgram
+			r.k++
+			if r.k == len(r.frames) {
+				r.process()
+			}
+		}
+	}
+	if trunc := r.in.Truncated() - trunc0; trunc > 0 || empty > 0 {
+		r.dp.drops.Add(DropUnderlayTruncated, trunc)
+		r.dp.drops.Add(DropUnderlayEmpty, empty-min(empty, trunc))
+	}
+	if r.k > 0 {
+		r.process()
+	}
+	r.e.flush() // a run never waits for the next read
+	for _, id := range r.e.written[:r.e.nWritten] {
+		if p := r.dp.port(id); p != nil {
+			p.drain()
+		}
+	}
+	r.e.nWritten = 0
+	return nil
+}
+
+// process runs the switch over the frames gathered so far and carries out
+// the verdicts; datagrams for peers are sent before the frames' slots are
+// reused.
+func (r *Receiver) process() {
+	frames := r.frames[:r.k]
+	r.k = 0
+	in := r.dp.cfg.OverlayPort
+	r.dp.sw.Process(frames, in, r.verdicts, r.dp.Now())
+	r.e.emit(frames, nil, r.dgrams, r.verdicts[:len(frames)], in)
+	r.e.send()
+	clear(frames) // no references into the read buffers past this batch
+	clear(r.dgrams[:len(frames)])
+}
