@@ -33,8 +33,11 @@ var allowed = map[string][]string{
 	// into a running node.
 	"api":      {"packet", "objects"},
 	"datapath": {"switch", "overlay", "netdev", "packet"},
+	// service compiles objects into the switch's ServiceSpecs: pure, no
+	// devices, registry or node.
+	"service": {"switch", "packet", "objects"},
 	// node implements api.Service over api's wire types.
-	"node": {"datapath", "switch", "overlay", "netdev", "ipam", "registry", "api", "packet", "objects"},
+	"node": {"datapath", "switch", "overlay", "netdev", "ipam", "registry", "api", "packet", "objects", "service"},
 	// sim runs weftd as processes: it talks to them through api, never node.
 	"sim": {"api", "netdev", "registry", "ipam", "packet", "objects"},
 	// bench replays captures through datapath over fakes.
