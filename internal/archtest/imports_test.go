@@ -54,6 +54,10 @@ var allowed = map[string][]string{
 	"switch/conntrack":  {"packet"},
 	"internal/testenv":  {},
 	"internal/archtest": {},
+	// policy is the NetworkPolicy engine (and policy/policytest, its proof
+	// harness): pure Go over the objects/ schema, no syscalls; the data path
+	// and the control plane call into it, never the other way.
+	"policy": {"objects"},
 }
 
 func TestImportDirection(t *testing.T) {
