@@ -3,8 +3,11 @@ package api
 import (
 	"fmt"
 	"net/netip"
+	"path"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/weftnet/weft/packet"
 )
@@ -102,8 +105,8 @@ func (r *AttachRequest) Normalize() error {
 	if err := checkPodID(r.PodID); err != nil {
 		return err
 	}
-	if r.Netns == "" {
-		return BadRequest("netns", "required (the path of the pod's network namespace)")
+	if err := checkNetnsPath(r.Netns); err != nil {
+		return err
 	}
 	return checkIfName(r.IfName)
 }
@@ -147,6 +150,25 @@ func checkPodID(id string) error {
 	case strings.ContainsAny(id, "/\x00"):
 		// Pod IDs become parts of file names in weftd's state directory.
 		return BadRequest("pod_id", fmt.Sprintf("%q contains '/' or NUL", id))
+	case !utf8.ValidString(id):
+		// JSON would rewrite it, and the ID would stop matching itself.
+		return BadRequest("pod_id", fmt.Sprintf("%q is not valid UTF-8", id))
+	case strings.ContainsFunc(id, unicode.IsControl):
+		return BadRequest("pod_id", fmt.Sprintf("%q contains control characters", id))
+	}
+	return nil
+}
+
+// checkNetnsPath refuses what cannot name a namespace the same way for
+// every reader: a relative path depends on the server's working
+// directory, and ".." hides where it leads. Which directories are allowed
+// is the server's to say.
+func checkNetnsPath(p string) error {
+	switch {
+	case p == "":
+		return BadRequest("netns", "required (the path of the pod's network namespace)")
+	case !path.IsAbs(p) || path.Clean(p) != p:
+		return BadRequest("netns", fmt.Sprintf("%q is not a clean absolute path", p))
 	}
 	return nil
 }

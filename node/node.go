@@ -59,6 +59,11 @@ type Config struct {
 	// TapQueues > 1 gives each TAP that many queues (IFF_MULTI_QUEUE),
 	// each with its own worker; offload mode only. 0 or 1: one.
 	TapQueues int
+
+	// NetnsRoots are directories whose entries Attach accepts as pod
+	// namespace paths, besides /run/netns and /var/run/netns (DefaultNetnsRoots);
+	// /proc/PID/ns/net is always accepted.
+	NetnsRoots []string
 }
 
 // Switch port numbers. The overlay and the host port are fixed so that
@@ -109,6 +114,11 @@ type Node struct {
 	byKey  map[ipam.Key]*port
 	nextID vswitch.PortID
 
+	// dormant holds the records of ports restorePorts could not re-open
+	// while their TAP may still be configured: their addresses stay held
+	// until the pod is detached. Guarded by ctlMu.
+	dormant map[ipam.Key]PortRecord
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -154,6 +164,7 @@ func New(cfg Config) (*Node, error) {
 		log:       cfg.Logger,
 		routerMAC: RouterMAC(cfg.NodeName),
 		byKey:     make(map[ipam.Key]*port),
+		dormant:   make(map[ipam.Key]PortRecord),
 		nextID:    firstPodPort,
 	}, nil
 }
@@ -320,8 +331,12 @@ func (n *Node) openHostPort() error {
 }
 
 // restorePorts re-opens the persistent TAPs of the ports a previous weftd
-// attached, then frees the addresses no live port holds (leaked by a crash
-// between allocation and record).
+// attached, then frees the addresses no port holds (leaked by a crash
+// between allocation and record). An address is freed only when its TAP
+// is provably not configured any more (the TAP or its namespace is gone);
+// a port whose namespace cannot be reached keeps its record and address
+// (dormant) until the pod is detached. If any record is unreadable, GC is
+// skipped: the address that record holds is unknown.
 func (n *Node) restorePorts() {
 	recs, errs := n.records.list()
 	for _, err := range errs {
@@ -336,24 +351,17 @@ func (n *Node) restorePorts() {
 			n.records.remove(r.PodID, r.IfName)
 			continue
 		}
-		tap, err := netdev.OpenTap(n.tapConfig(r))
-		if err != nil {
-			// The pod (its namespace) is gone: nothing to forward to.
-			n.log.Warn("pod port gone; releasing it", "pod", r.PodID, "ifname", r.IfName, "netns", r.Netns, "err", err)
-			n.records.remove(r.PodID, r.IfName)
-			n.ipam.Release(key)
-			continue
-		}
-		if err := n.addPodPort(r, tap); err != nil {
-			n.log.Error("restoring port", "pod", r.PodID, "err", err)
-			tap.Close()
-			continue
-		}
-		n.log.Info("port restored", "pod", r.PodID, "ifname", r.IfName, "ip", r.Addr)
+		n.restorePort(key, r)
+	}
+	if len(errs) > 0 {
+		n.log.Warn("ipam gc skipped: some port records are unreadable, and the addresses they hold are unknown", "unreadable", len(errs))
+		return
 	}
 	freed, err := n.ipam.GC(func(podID, ifname string) bool {
-		_, ok := n.byKey[ipam.Key{PodID: podID, IfName: ifname}]
-		return ok
+		k := ipam.Key{PodID: podID, IfName: ifname}
+		_, live := n.byKey[k]
+		_, dormant := n.dormant[k]
+		return live || dormant
 	})
 	if err != nil {
 		n.log.Error("ipam gc", "err", err)
@@ -361,6 +369,48 @@ func (n *Node) restorePorts() {
 	for _, a := range freed {
 		n.log.Info("ipam gc freed an address no port holds", "addr", a.Addr, "pod", a.PodID)
 	}
+}
+
+// restorePort re-opens one recorded port, releases it if its TAP is
+// provably gone, or keeps it dormant. Caller holds ctlMu.
+func (n *Node) restorePort(key ipam.Key, r PortRecord) {
+	release := func(why string) {
+		n.log.Warn("pod port gone; releasing it", "pod", r.PodID, "ifname", r.IfName, "netns", r.Netns, "ip", r.Addr, "why", why)
+		n.records.remove(r.PodID, r.IfName)
+		n.ipam.Release(key)
+	}
+	dormant := func(why string) {
+		n.log.Warn("pod port unreachable; keeping its address until the pod is detached",
+			"pod", r.PodID, "ifname", r.IfName, "netns", r.Netns, "ip", r.Addr, "why", why)
+		n.dormant[key] = r
+	}
+	st, why := netnsState(r)
+	switch st {
+	case nsGone:
+		release(why)
+		return
+	case nsUnknown:
+		dormant(why)
+		return
+	}
+	tap, err := netdev.OpenTap(n.tapConfig(r))
+	switch {
+	case err == nil:
+	case errors.Is(err, os.ErrNotExist) && (r.NetnsIno != 0 || !isProcNetns(r.Netns)):
+		// The namespace is the pod's and holds no such TAP: deleted.
+		release(err.Error())
+		return
+	default:
+		dormant(err.Error())
+		return
+	}
+	if err := n.addPodPort(r, tap); err != nil {
+		n.log.Error("restoring port", "pod", r.PodID, "err", err)
+		tap.Close()
+		n.dormant[key] = r
+		return
+	}
+	n.log.Info("port restored", "pod", r.PodID, "ifname", r.IfName, "ip", r.Addr)
 }
 
 func (n *Node) tapConfig(r PortRecord) netdev.TapConfig {

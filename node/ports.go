@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/weftnet/weft/api"
@@ -32,7 +35,11 @@ func (n *Node) Attach(ctx context.Context, req api.AttachRequest) (api.AttachRes
 		}
 		return n.attachResponse(p.rec), nil
 	}
-	if err := checkNetns(req.Netns); err != nil {
+	if err := checkStorable(req.PodID, req.IfName); err != nil {
+		return api.AttachResponse{}, api.BadRequest("pod_id", err.Error())
+	}
+	nsIno, err := n.checkNetns(req.Netns)
+	if err != nil {
 		return api.AttachResponse{}, api.BadRequest("netns", err.Error())
 	}
 	alloc, err := n.ipam.Allocate(key, ipam.Meta{PodNamespace: req.PodNamespace, PodName: req.PodName})
@@ -46,6 +53,7 @@ func (n *Node) Attach(ctx context.Context, req api.AttachRequest) (api.AttachRes
 		PodID: req.PodID, IfName: req.IfName, Netns: req.Netns,
 		PodNamespace: req.PodNamespace, PodName: req.PodName, Owner: req.Owner,
 		Addr: alloc.Prefix, MAC: PodMAC(alloc.Addr), MTU: n.mtu, Since: time.Now().UTC(),
+		NetnsIno: nsIno,
 	}
 	undo := func(what string, err error) (api.AttachResponse, error) {
 		if rerr := n.ipam.Release(key); rerr != nil {
@@ -75,6 +83,7 @@ func (n *Node) Attach(ctx context.Context, req api.AttachRequest) (api.AttachRes
 		n.records.remove(rec.PodID, rec.IfName)
 		return undo("add switch port", err)
 	}
+	delete(n.dormant, key) // attached again: the new record replaced the old
 	n.log.Info("pod attached", "pod", req.PodID, "ifname", req.IfName, "netns", req.Netns, "ip", alloc.Prefix, "mac", rec.MAC)
 	return n.attachResponse(rec), nil
 }
@@ -97,6 +106,9 @@ func (n *Node) Detach(ctx context.Context, req api.DetachRequest) error {
 	defer n.ctlMu.Unlock()
 	p, ok := n.byKey[key]
 	if !ok {
+		if r, ok := n.dormant[key]; ok {
+			return n.detachDormant(key, r)
+		}
 		// No port, but maybe an address left by a crash mid-attach.
 		if _, held := n.ipam.Get(key); held {
 			return n.ipam.Release(key)
@@ -164,17 +176,135 @@ func (n *Node) portByName(name string) (*port, bool) {
 	return nil, false
 }
 
-// checkNetns tells a missing path, or a path that is not a network
-// namespace (a plain file, a directory), from a real one before anything is
-// allocated, so the caller gets a 400 naming the path rather than a setns
-// EINVAL deep inside TAP creation.
-func checkNetns(path string) error {
+// detachDormant ends a port that restorePorts could not re-open (its
+// namespace was unreachable): the TAP is deleted if its namespace is still
+// the one the pod had, then the record and the address go. Caller holds
+// ctlMu.
+func (n *Node) detachDormant(key ipam.Key, r PortRecord) error {
+	if st, _ := netnsState(r); st == nsPresent {
+		if err := netdev.DeleteTap(r.IfName, r.Netns); err != nil {
+			n.log.Warn("detach: delete tap", "pod", r.PodID, "err", err)
+		}
+	}
+	if err := n.records.remove(r.PodID, r.IfName); err != nil {
+		return err
+	}
+	delete(n.dormant, key)
+	if err := n.ipam.Release(key); err != nil {
+		return fmt.Errorf("release %s: %w", r.Addr.Addr(), err)
+	}
+	n.log.Info("pod detached (its port was not restored)", "pod", r.PodID, "ifname", r.IfName, "ip", r.Addr)
+	return nil
+}
+
+// DefaultNetnsRoots are the directories whose entries are pod namespace
+// paths everywhere: iproute2's (and so CNI runtimes') bind mounts.
+var DefaultNetnsRoots = []string{"/run/netns", "/var/run/netns"}
+
+// checkNetns accepts a pod namespace path only in the places namespaces
+// live: an entry of a netns root directory (a bind mount, whose lifetime
+// the runtime owns) or /proc/PID/ns/net. A relative or unclean path
+// (../../proc/PID/ns/net) depends on weftd's working directory and hides
+// what it names, so it is refused. It also tells a missing path, or one
+// that is not a network namespace (a plain file, a directory), from a real
+// one before anything is allocated, so the caller gets a 400 naming the
+// path rather than a setns EINVAL deep inside TAP creation. It returns the
+// namespace's inode, the identity restorePorts checks the path against.
+func (n *Node) checkNetns(path string) (uint64, error) {
+	if err := checkNetnsPath(path, n.cfg.NetnsRoots); err != nil {
+		return 0, err
+	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(path, &st); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return 0, fmt.Errorf("%s: %w", path, err)
 	}
 	if st.Type != unix.NSFS_MAGIC && st.Type != unix.PROC_SUPER_MAGIC {
-		return fmt.Errorf("%s is not a network namespace (bind mount under /var/run/netns or /proc/PID/ns/net)", path)
+		return 0, fmt.Errorf("%s is not a network namespace (bind mount under /var/run/netns or /proc/PID/ns/net)", path)
 	}
-	return nil
+	var fi unix.Stat_t
+	if err := unix.Stat(path, &fi); err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return fi.Ino, nil
+}
+
+// checkNetnsPath checks the shape of a namespace path: absolute, clean, and
+// either /proc/PID/ns/net or directly inside one of DefaultNetnsRoots or
+// extra.
+func checkNetnsPath(path string, extra []string) error {
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
+		return fmt.Errorf("%q is not a clean absolute path", path)
+	}
+	if isProcNetns(path) {
+		return nil
+	}
+	dir := filepath.Dir(path)
+	if slices.Contains(DefaultNetnsRoots, dir) || slices.Contains(extra, dir) {
+		return nil
+	}
+	return fmt.Errorf("%s is not under a namespace directory (%s, /proc/PID/ns/net%s)", path,
+		strings.Join(DefaultNetnsRoots, ", "), strings.Join(append([]string{""}, extra...), ", "))
+}
+
+// isProcNetns reports whether path is /proc/PID/ns/net.
+func isProcNetns(path string) bool {
+	rest, ok := strings.CutPrefix(path, "/proc/")
+	if !ok {
+		return false
+	}
+	pid, ok := strings.CutSuffix(rest, "/ns/net")
+	if !ok || pid == "" || len(pid) > 10 {
+		return false
+	}
+	for _, c := range []byte(pid) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// nsState is what restorePorts knows about a pod's namespace.
+type nsState uint8
+
+const (
+	// nsPresent: the path holds the namespace the pod was attached in.
+	nsPresent nsState = iota
+	// nsGone: the namespace was removed from its bind mount: the pod is
+	// gone, and its TAP with it.
+	nsGone
+	// nsUnknown: weftd cannot reach the namespace, and cannot prove it is
+	// gone (a /proc path whose process exited, a path that now holds
+	// another namespace, an error): its TAP may still be configured.
+	nsUnknown
+)
+
+// netnsState tells, for a port record, whether its namespace is still
+// there, provably gone, or unknown.
+func netnsState(r PortRecord) (nsState, string) {
+	proc := isProcNetns(r.Netns)
+	var fi unix.Stat_t
+	err := unix.Stat(r.Netns, &fi)
+	switch {
+	case errors.Is(err, unix.ENOENT) && proc:
+		return nsUnknown, "its process exited; the namespace may live on"
+	case errors.Is(err, unix.ENOENT):
+		return nsGone, "namespace path removed"
+	case err != nil:
+		return nsUnknown, err.Error()
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(r.Netns, &fs); err != nil {
+		return nsUnknown, err.Error()
+	}
+	if fs.Type != unix.NSFS_MAGIC && fs.Type != unix.PROC_SUPER_MAGIC {
+		if proc {
+			return nsUnknown, "not a namespace"
+		}
+		return nsGone, "namespace unmounted from its path"
+	}
+	if r.NetnsIno != 0 && fi.Ino != r.NetnsIno {
+		return nsUnknown, fmt.Sprintf("the path now holds another namespace (inode %d, the pod's was %d)", fi.Ino, r.NetnsIno)
+	}
+	return nsPresent, ""
 }

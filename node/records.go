@@ -18,9 +18,12 @@ import (
 // that a restarted daemon re-opens the persistent TAP and the pod keeps its
 // address and connections.
 type PortRecord struct {
-	PodID        string         `json:"pod_id"`
-	IfName       string         `json:"ifname"`
-	Netns        string         `json:"netns"`
+	PodID  string `json:"pod_id"`
+	IfName string `json:"ifname"`
+	Netns  string `json:"netns"`
+	// NetnsIno is the inode of the pod's namespace at attach time: a path
+	// that later names another namespace (a reused PID) is not the pod's.
+	NetnsIno     uint64         `json:"netns_ino,omitempty"`
 	PodNamespace string         `json:"pod_namespace,omitempty"`
 	PodName      string         `json:"pod_name,omitempty"`
 	Owner        string         `json:"owner,omitempty"`
@@ -43,14 +46,47 @@ func openRecordStore(dir string) (*recordStore, error) {
 	return &recordStore{dir: dir}, nil
 }
 
-// recordFile names a record by pod ID and interface; both are escaped so a
-// pod ID can never walk out of the directory.
-func (s *recordStore) recordFile(podID, ifname string) string {
-	esc := func(v string) string {
-		r := strings.NewReplacer("/", "%2F", "%", "%25", "\x00", "%00")
-		return r.Replace(v)
+// maxRecordName is the longest file name a record may have (NAME_MAX).
+const maxRecordName = 255
+
+// recordName is the file name of the record of (podID, ifname): each part
+// escaped so that it holds no '@' (and nothing but [A-Za-z0-9._-] and %XX
+// escapes), then the two joined by '@'. The name therefore splits back
+// into exactly one pair: pod "a@x" on eth0 ("a%40x@eth0.json") and pod "a"
+// on "x@eth0" ("a@x%40eth0.json") get two records. Names that would not
+// fit a file name are refused (checkStorable), never shortened.
+func recordName(podID, ifname string) string {
+	return escapeRecordPart(podID) + "@" + escapeRecordPart(ifname) + ".json"
+}
+
+func escapeRecordPart(v string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' ||
+			c == '.' && i > 0 { // a leading '.' would hide the record like a temporary file
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&0xf])
 	}
-	return filepath.Join(s.dir, esc(podID)+"@"+esc(ifname)+".json")
+	return b.String()
+}
+
+// checkStorable reports whether a record for (podID, ifname) can be
+// stored; Attach asks before it allocates anything.
+func checkStorable(podID, ifname string) error {
+	if n := len(recordName(podID, ifname)); n > maxRecordName {
+		return fmt.Errorf("pod ID %.40q... and interface %q make a %d-byte record name, more than %d", podID, ifname, n, maxRecordName)
+	}
+	return nil
+}
+
+func (s *recordStore) recordFile(podID, ifname string) string {
+	return filepath.Join(s.dir, recordName(podID, ifname))
 }
 
 func (s *recordStore) put(r PortRecord) error {
@@ -93,10 +129,30 @@ func (s *recordStore) list() ([]PortRecord, []error) {
 			errs = append(errs, fmt.Errorf("port record %s: unreadable (%v)", p, err))
 			continue
 		}
+		if want := recordName(r.PodID, r.IfName); e.Name() != want {
+			// Written under an older naming (or renamed by hand): move it to
+			// its own name, so Detach removes the record it reads.
+			if err := s.rename(e.Name(), want); err != nil {
+				errs = append(errs, fmt.Errorf("port record %s: %w", p, err))
+				continue
+			}
+		}
 		recs = append(recs, r)
 	}
 	sort.Slice(recs, func(i, j int) bool { return recs[i].Since.Before(recs[j].Since) })
 	return recs, errs
+}
+
+// rename moves a record file to name, refusing to replace another one.
+func (s *recordStore) rename(from, name string) error {
+	to := filepath.Join(s.dir, name)
+	if _, err := os.Lstat(to); err == nil {
+		return fmt.Errorf("both %s and %s hold this port's record; remove the stale one by hand", from, name)
+	}
+	if err := os.Rename(filepath.Join(s.dir, from), to); err != nil {
+		return fmt.Errorf("rename to %s: %w", name, err)
+	}
+	return syncDir(s.dir)
 }
 
 func writeFileAtomic(path string, b []byte) error {

@@ -65,8 +65,10 @@ func needContainerd(t *testing.T) {
 // everything it left removed at the end of the test.
 func startContainerd(t *testing.T, n *sim.Node, binDir string, conflist []byte) *containerd {
 	t.Helper()
-	root, err := os.MkdirTemp("", "wcn-ctd-")
-	if err != nil {
+	// A fixed root, so that its CRI's namespace directory is the one the
+	// sim's weftds accept (ctdNetnsDir).
+	root := ctdRoot
+	if err := os.Mkdir(root, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	c := &containerd{root: root, socket: filepath.Join(root, "containerd.sock")}

@@ -30,7 +30,15 @@ import (
 var (
 	weftdBin  string
 	pluginDir string // holds weft-cni: the CNI_PATH of the exec tests
+	// ctdRoot is the root of the containerd the CRI tests start (one at a
+	// time); its CRI mounts pod namespaces in ctdNetnsDir, which the sim's
+	// weftds are told to accept (--netns-roots).
+	ctdRoot string
 )
+
+func ctdNetnsDir() string {
+	return filepath.Join(ctdRoot, "state", "io.containerd.grpc.v1.cri", "netns")
+}
 
 // The one sim cluster the root tests share (two nodes, one sim pod each),
 // built on first use and torn down by TestMain.
@@ -46,6 +54,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	weftdBin = filepath.Join(dir, "weftd")
+	ctdRoot = filepath.Join(dir, "ctd")
 	pluginDir = filepath.Join(dir, "cni")
 	for _, b := range []struct{ out, pkg string }{
 		{weftdBin, "github.com/weftnet/weft/cmd/weftd"},
@@ -79,7 +88,8 @@ func simCluster(t *testing.T) *sim.Cluster {
 			clusterErr = err
 			return
 		}
-		c, err := sim.New(sim.Options{Name: testenv.UniqueName("wcn"), Dir: dir, Weftd: weftdBin})
+		c, err := sim.New(sim.Options{Name: testenv.UniqueName("wcn"), Dir: dir, Weftd: weftdBin,
+			ExtraArgs: []string{"--netns-roots=" + ctdNetnsDir()}})
 		if err != nil {
 			os.RemoveAll(dir)
 			clusterErr = err

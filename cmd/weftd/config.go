@@ -63,6 +63,10 @@ type Config struct {
 	// TapQueues is how many queues each pod TAP gets (IFF_MULTI_QUEUE),
 	// each with its own worker; needs Offload.
 	TapQueues int `yaml:"tap_queues"`
+	// NetnsRoots are directories whose entries weftd accepts as pod
+	// namespace paths besides /run/netns, /var/run/netns and
+	// /proc/PID/ns/net (e.g. containerd's netns_mounts_under_state_dir).
+	NetnsRoots []string `yaml:"netns_roots"`
 
 	// File is the --config file that was read, "" if none.
 	File string `yaml:"-"`
@@ -328,6 +332,11 @@ func (c Config) Validate() error {
 	case len(c.Socket) > maxSocketLen:
 		return bad("socket", "%q is longer than the %d bytes a unix socket path can have", c.Socket, maxSocketLen)
 	}
+	for _, d := range c.NetnsRoots {
+		if !filepath.IsAbs(d) || filepath.Clean(d) != d || d == "/" {
+			return bad("netns-roots", "%q is not a clean absolute directory other than /", d)
+		}
+	}
 	if c.MetricsAddr != "" && c.MetricsAddr != "off" {
 		if err := checkHostPort(c.MetricsAddr); err != nil {
 			return bad("metrics-addr", "%v (or \"off\")", err)
@@ -588,6 +597,8 @@ var flagSpecs = []flagSpec{
 		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.Workers) }},
 	{"tap-queues", "N", "tap_queues", "", fmt.Sprintf("queues per pod TAP, 1..%d (IFF_MULTI_QUEUE; needs --offload): the pod's stack spreads its flows over them and each queue gets its own worker. A TAP keeps the queue mode it was created with across restarts. On 2 CPUs 2 queues measured no faster than 1 (docs/BENCHMARKS.md)", netdev.MaxQueues),
 		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.TapQueues) }},
+	{"netns-roots", "DIR,...", "netns_roots", "none", "directories whose entries are accepted as pod namespace paths besides /run/netns, /var/run/netns and /proc/PID/ns/net",
+		func(c *Config, _ *string) flag.Value { return (*listValue)(&c.NetnsRoots) }},
 	{"version", "", "", "", "print the version and exit",
 		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.ShowVersion) }},
 }

@@ -69,13 +69,15 @@ func weftdBinary(t *testing.T) string {
 	return weftdPath
 }
 
-// upCluster builds a sim cluster named wit<hex> with nodes nodes of pods
+// upCluster builds a sim cluster named opts.Name (default wit<hex>) with nodes nodes of pods
 // pods each; Down runs when the test ends, pass or fail, after the nodes'
 // logs are attached to a failed test.
 func upCluster(t *testing.T, opts sim.Options, nodes, pods int) *sim.Cluster {
 	t.Helper()
 	testenv.RequireRoot(t)
-	opts.Name = testenv.UniqueName("wit")
+	if opts.Name == "" {
+		opts.Name = testenv.UniqueName("wit")
+	}
 	opts.Dir = filepath.Join(t.TempDir(), "sim")
 	opts.Weftd = weftdBinary(t)
 	if opts.Progress == nil {

@@ -62,6 +62,7 @@ func run(args []string) int {
 		Registry: reg, RegistryBackend: cfg.Registry.Backend,
 		LeaseTTL: cfg.Registry.TTL, ReleaseOnShutdown: cfg.Registry.ReleaseOnShutdown,
 		Logger: log, Offload: cfg.Offload, RxWorkers: cfg.RxWorkers(), TapQueues: cfg.TapQueues,
+		NetnsRoots: cfg.NetnsRoots,
 	})
 	if err != nil {
 		log.Error("node", "err", err)
