@@ -1,7 +1,8 @@
 # weft — build, test, benchmark, simulate.
 #
 #   make sim     a local multi-node cluster in network namespaces + connectivity report
-#   make test    every test (unit, fuzz seeds, namespace/TAP integration as root)
+#   make test    every test (unit, fuzz seeds, namespace/TAP integration as root),
+#                then each fuzz target for TEST_FUZZTIME (default 3s)
 #   make bench   packet-replay and table benchmarks
 #   make fuzz    each fuzz target for FUZZTIME (default 30s)
 #   make bench-e2e  weft vs kernel VXLAN end to end (iperf3, ping) in namespaces
@@ -13,6 +14,12 @@ SHELL     := /bin/bash
 GO        ?= go
 BIN       := bin
 FUZZTIME  ?= 30s
+# make test fuzzes each target this long after the tests (0: not at all).
+TEST_FUZZTIME ?= 3s
+# How long the fuzzer may spend minimising one new input. Go's default
+# (60s) let FuzzTCPRun and FuzzSegmentTCP spend a whole FUZZTIME
+# minimising (8 and 481 executions in 20 s).
+FUZZMINTIME ?= 1s
 BENCHTIME ?= 1s
 TESTFLAGS ?=
 # Debian packages the tests, the sim and the benchmarks run: command:package.
@@ -25,7 +32,7 @@ APT_NEEDS := ip:iproute2 ping:iputils-ping iperf3:iperf3 tcpdump:tcpdump etcd:et
 TOOLS     := $(abspath $(BIN)/tools)
 CNITOOL   := github.com/containernetworking/cni/cnitool@v1.3.1
 
-.PHONY: all build deps tools test bench bench-e2e fuzz sim vet clean check-go
+.PHONY: all build deps tools test bench bench-e2e fuzz sim vet clean check-go check-ci-root
 
 all: build
 
@@ -58,9 +65,24 @@ build: check-go
 vet: check-go
 	$(GO) vet ./...
 
-# Fuzz seed corpora (testdata/fuzz) run as ordinary tests here.
-test: check-go deps tools vet build
+# CI runs as root (.ci/run sets CI=true). Under CI a non-root run would skip
+# every namespace, TAP and sim test and still pass: refuse it up front.
+check-ci-root:
+	@if [ -n "$$CI" ] && [ "$$(id -u)" != 0 ]; then \
+	  echo "make test: FAIL: CI=$$CI is set but this runs as uid $$(id -u), not root: the namespace, TAP and sim tests need root (CAP_NET_ADMIN) and would all be skipped" >&2; \
+	  exit 1; \
+	fi
+
+# Fuzz seed corpora (testdata/fuzz) run as ordinary tests here; then each
+# fuzz target fuzzes for TEST_FUZZTIME. -short skips the data-race test
+# (sim TestDataPathRace): say so before and after, so that a short run is
+# never read as a full one.
+SHORT_NOTE := make test: TESTFLAGS has -short: sim TestDataPathRace (weftd built with -race under traffic) is SKIPPED; this run does not check for data races
+test: check-ci-root check-go deps tools vet build
+	@case " $(TESTFLAGS) " in *" -short "*|*" -short=true "*|*" -test.short "*) echo "$(SHORT_NOTE)" >&2;; esac
 	WEFT_CNITOOL=$(TOOLS)/cnitool $(GO) test -count=1 -timeout 20m $(TESTFLAGS) ./...
+	@case " $(TESTFLAGS) " in *" -short "*|*" -short=true "*|*" -test.short "*) echo "$(SHORT_NOTE)" >&2;; esac
+	@if [ "$(TEST_FUZZTIME)" != 0 ]; then $(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME); fi
 
 bench: check-go
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./packet/ ./switch/ ./overlay/ ./bench/ ./ipam/ ./registry/...
@@ -71,12 +93,17 @@ bench: check-go
 bench-e2e: check-go deps build
 	$(GO) run ./bench/e2e
 
+# The targets are listed by `go test -list` over every package at once; a
+# package that does not build fails the listing, and make fuzz with it.
 fuzz: check-go
-	@for pkg in $$($(GO) list ./...); do \
-	  for target in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
-	    echo "== $$pkg $$target ($(FUZZTIME))"; \
-	    $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
-	  done; \
+	@list=$$($(GO) test -list '^Fuzz' ./... 2>&1) || { \
+	  echo "$$list" >&2; echo "make fuzz: FAIL: listing the fuzz targets failed (a package above does not build)" >&2; exit 1; }; \
+	targets=$$(echo "$$list" | awk '/^Fuzz/ {t = t " " $$1; next} /^ok / {n = split(t, a, " "); for (i = 1; i <= n; i++) print $$2 ":" a[i]; t = ""}'); \
+	[ -n "$$targets" ] || { echo "make fuzz: FAIL: no fuzz targets found" >&2; exit 1; }; \
+	for pt in $$targets; do \
+	  pkg=$${pt%%:*}; target=$${pt#*:}; \
+	  echo "== $$pkg $$target ($(FUZZTIME), minimise <= $(FUZZMINTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME) $$pkg || exit 1; \
 	done
 
 # make sim owns the sim named $(SIM_NAME): it brings it up, tests it, and

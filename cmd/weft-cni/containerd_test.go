@@ -408,7 +408,7 @@ mkdir -p /etc/cni/net.d /opt/cni/bin
 cp %[2]s/10-weft.conflist /etc/cni/net.d/
 cp %[3]s/weft-cni %[3]s/loopback /opt/cni/bin/
 exec ctr -a %[4]s -n wcn run --rm --cni docker.io/wcn/busybox:latest %[5]s \
-  /bin/sh -c 'ip -4 addr show eth0; ip route; ping -c 2 -i 0.2 -W 3 %[6]s; ping -c 2 -i 0.2 -W 3 %[7]s'
+  /bin/sh -c 'ip -4 addr show eth0; ip route; for d in %[6]s %[7]s; do ping -c 2 -i 0.2 -W 3 $d; echo "ping $d exit $?"; done'
 `, ovl, filepath.Join(ctd.root, "cni-conf"), binDir, ctd.socket, name, dst1, dst2)
 	t.Cleanup(func() {
 		for _, args := range [][]string{{"tasks", "kill", "-s", "SIGKILL", name}, {"tasks", "delete", "-f", name}, {"containers", "delete", name}} {
@@ -424,9 +424,17 @@ exec ctr -a %[4]s -n wcn run --rm --cni docker.io/wcn/busybox:latest %[5]s \
 	if err != nil {
 		t.Fatalf("ctr run --cni: %v", err)
 	}
-	for _, want := range []string{"inet 10.244.", "default via 10.244.", "2 packets transmitted, 2 packets received"} {
+	for _, want := range []string{"inet 10.244.", "default via 10.244."} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("container output lacks %q", want)
+		}
+	}
+	// Each ping on its own: its exit status (0 only when an echo reply
+	// came back) and its own statistics, so that one destination failing
+	// cannot hide behind the other's success.
+	for _, dst := range []string{dst1, dst2} {
+		if err := pingResult(string(out), dst); err != nil {
+			t.Errorf("container ping %s: %v", dst, err)
 		}
 	}
 	ports, err := cl.Ports(context.Background())
@@ -436,6 +444,44 @@ exec ctr -a %[4]s -n wcn run --rm --cni docker.io/wcn/busybox:latest %[5]s \
 	for _, p := range ports {
 		if strings.Contains(p.PodID, name) {
 			t.Errorf("weftd still has %s after ctr's DEL", p.PodID)
+		}
+	}
+}
+
+// pingResult finds, in the output of the container's shell, the result of
+// `ping -c 2 DST` followed by `echo "ping DST exit $?"`: both echoes must
+// have been answered and ping must have exited 0.
+func pingResult(out, dst string) error {
+	stats := "--- " + dst + " ping statistics ---\n"
+	i := strings.Index(out, stats)
+	if i < 0 {
+		return fmt.Errorf("no ping statistics for %s", dst)
+	}
+	summary, _, _ := strings.Cut(out[i+len(stats):], "\n")
+	if !strings.HasPrefix(summary, "2 packets transmitted, 2 packets received") {
+		return fmt.Errorf("%q, want 2 of 2 received", summary)
+	}
+	if !strings.Contains(out, "ping "+dst+" exit 0\n") {
+		return fmt.Errorf("ping did not exit 0")
+	}
+	return nil
+}
+
+func TestPingResult(t *testing.T) {
+	const ok = "--- 10.244.1.3 ping statistics ---\n2 packets transmitted, 2 packets received, 0% packet loss\nround-trip min/avg/max = 0.1/0.2/0.3 ms\nping 10.244.1.3 exit 0\n"
+	tests := []struct {
+		name, out string
+		ok        bool
+	}{
+		{"answered", ok, true},
+		{"other destination only", strings.ReplaceAll(ok, "10.244.1.3", "10.244.2.3"), false},
+		{"one lost", strings.Replace(strings.Replace(ok, "2 packets received", "1 packets received", 1), "exit 0", "exit 1", 1), false},
+		{"exit status", strings.Replace(ok, "exit 0", "exit 1", 1), false},
+		{"no exit line", strings.Replace(ok, "ping 10.244.1.3 exit 0\n", "", 1), false},
+	}
+	for _, tc := range tests {
+		if err := pingResult(tc.out, "10.244.1.3"); (err == nil) != tc.ok {
+			t.Errorf("%s: pingResult = %v, want ok=%v", tc.name, err, tc.ok)
 		}
 	}
 }
