@@ -350,3 +350,50 @@ func ExampleSnapshot_Explain() {
 	// allowed: y/cli not isolated for egress; ingress allowed by x/web-from-y ingress[0]
 	// denied: ingress of x/web isolated by x/web-from-y, no rule allows it
 }
+
+func TestVerdictPacking(t *testing.T) {
+	e := NewEngine()
+	f := flow(cli, web, ProtoTCP, 80)
+	s1 := e.Update(smallInput())
+	var none Verdict
+	if none.Allowed() || s1.Current(none) {
+		t.Fatal("the zero verdict must be neither allowed nor current")
+	}
+	v := s1.Decide(f, CheckBoth).Verdict()
+	if !v.Allowed() || !s1.Current(v) || v == 0 {
+		t.Fatalf("verdict %#x: allowed %v current %v", v, v.Allowed(), s1.Current(v))
+	}
+	if nv, changed := s1.RecheckVerdict(f, CheckBoth, v); changed || nv != v {
+		t.Fatalf("same generation re-check: %#x changed=%v", nv, changed)
+	}
+	s2 := e.Update(smallInput(denyAllIngress("x")))
+	if s2.Current(v) {
+		t.Fatal("a verdict from generation 1 is current at generation 2")
+	}
+	nv, changed := s2.RecheckVerdict(f, CheckBoth, v)
+	if !changed || nv.Allowed() || !s2.Current(nv) {
+		t.Fatalf("after deny-all: %#x changed=%v, want cut and current", nv, changed)
+	}
+	// A denied verdict's reply direction is re-checked the same way and
+	// stays denied without a policy change.
+	if again, changed := s2.RecheckVerdict(f, CheckBoth, nv); changed || again.Allowed() {
+		t.Fatalf("re-check of a current denied verdict: %#x changed=%v", again, changed)
+	}
+	s := Compile(smallInput(), 1<<30+1) // generations wrap modulo 2^30
+	if d := s.Decide(f, CheckBoth); !s.Current(d.Verdict()) || d.Verdict()&verdictGenMask != 1 {
+		t.Fatalf("generation 2^30+1 packs to %#x", d.Verdict())
+	}
+}
+
+func TestCurrentAndRecheckVerdictNoAllocs(t *testing.T) {
+	s := Compile(smallInput(denyAllIngress("x")), 7)
+	f := flow(cli, web, ProtoTCP, 80)
+	v := Compile(smallInput(), 6).Decide(f, CheckBoth).Verdict()
+	if n := testing.AllocsPerRun(1000, func() {
+		if !s.Current(v) {
+			s.RecheckVerdict(f, CheckBoth, v)
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocs", n)
+	}
+}

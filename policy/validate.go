@@ -10,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/weftnet/weft/objects"
 )
 
 // Validate checks a NetworkPolicy the way the API server's validation
@@ -157,4 +159,19 @@ func parseIPBlock(b *networkingv1.IPBlock) (netip.Prefix, []netip.Prefix, error)
 		except = append(except, ep)
 	}
 	return cidr, except, nil
+}
+
+// ValidateObjects validates every NetworkPolicy among objs (what `weft
+// apply` is about to store) and returns one error naming each invalid
+// policy and field, or nil. Other kinds are not looked at.
+func ValidateObjects(objs []objects.Object) error {
+	var errs []error
+	for _, o := range objs {
+		if o.NetworkPolicy != nil {
+			if err := Validate(o.NetworkPolicy); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

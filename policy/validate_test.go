@@ -8,6 +8,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/weftnet/weft/objects"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -87,5 +89,36 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("Validate = %v, want it to contain %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+func TestValidateObjects(t *testing.T) {
+	objs, err := objects.Decode(strings.NewReader(`apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: good, namespace: shop}
+spec:
+  podSelector: {}
+  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8}}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: bad, namespace: shop}
+spec:
+  podSelector: {}
+  egress: [{ports: [{port: 0}]}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = ValidateObjects(objs)
+	if err == nil || !strings.Contains(err.Error(), "NetworkPolicy shop/bad: spec.egress[0].ports[0].port") || strings.Contains(err.Error(), "good") {
+		t.Fatalf("ValidateObjects = %v", err)
+	}
+	if err := ValidateObjects(objs[:2]); err != nil {
+		t.Fatalf("ValidateObjects(valid) = %v", err)
 	}
 }
