@@ -64,6 +64,10 @@ type Config struct {
 	// namespace paths, besides /run/netns and /var/run/netns (DefaultNetnsRoots);
 	// /proc/PID/ns/net is always accepted.
 	NetnsRoots []string
+
+	// FloodRate and FloodBurst: the switch's per-port flood budget
+	// (vswitch.Config); 0 = its defaults.
+	FloodRate, FloodBurst int
 }
 
 // Switch port numbers. The overlay and the host port are fixed so that
@@ -202,7 +206,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("registry gave subnet %s outside cluster CIDR %s", subnet, n.cfg.ClusterCIDR)
 	}
 
-	if n.sw, err = vswitch.New(vswitch.Config{RouterMAC: n.routerMAC, Subnet: subnet, Gateway: ipam.Gateway(subnet), MTU: n.mtu}); err != nil {
+	if n.sw, err = vswitch.New(vswitch.Config{RouterMAC: n.routerMAC, Subnet: subnet, Gateway: ipam.Gateway(subnet), MTU: n.mtu,
+		FloodRate: n.cfg.FloodRate, FloodBurst: n.cfg.FloodBurst}); err != nil {
 		return fmt.Errorf("switch: %w", err)
 	}
 	if n.ipam, err = ipam.Open(filepath.Join(n.cfg.StateDir, "ipam"), subnet); err != nil {

@@ -29,7 +29,8 @@ func TestZeroAllocs(t *testing.T) {
 		{"ICMP unreachable", udpFrame(routerMAC, podAMAC, podAIP, netip.MustParseAddr("8.8.8.8"), 64, 18), portA, ActionDeliver},
 		{"echo reply", ethFrame(routerMAC, podAMAC, packet.EtherTypeIPv4, ipv4Packet(podAIP, gwIP, packet.IPProtoICMP, 64, false, icmpEcho(packet.ICMPEchoRequest, 56))), portA, ActionDeliver},
 		{"drop", udpFrame(podBMAC, podBMAC, podBIP, podAIP, 64, 18), portA, ActionDrop},
-		{"IPv6 switched", ipv6Frame(podBMAC, podAMAC, 20), portA, ActionDeliver},
+		{"IPv6 switched", ipv6Frame(podBMAC, hostMAC, 20), portHost, ActionDeliver},
+		{"IPv6 from a pod", ipv6Frame(podBMAC, podAMAC, 20), portA, ActionDrop},
 	}
 	const batch = 32
 	for _, tc := range tests {

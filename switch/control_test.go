@@ -33,6 +33,8 @@ func TestNewValidates(t *testing.T) {
 		{"tiny age", func(c *Config) { c.FDBMaxAge = time.Millisecond }, "fdb max age"},
 		{"negative icmp rate", func(c *Config) { c.ICMPRate = -5 }, "icmp rate"},
 		{"two errors", func(c *Config) { c.MTU = 1; c.ICMPBurst = -1 }, "icmp burst"},
+		{"negative flood rate", func(c *Config) { c.FloodRate = -1 }, "flood rate"},
+		{"huge flood burst", func(c *Config) { c.FloodBurst = 1e8 }, "flood burst"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -44,7 +46,7 @@ func TestNewValidates(t *testing.T) {
 					t.Fatal(err)
 				}
 				got := s.Config()
-				if got.MTU != DefaultMTU || got.FDBSize != DefaultFDBSize || got.ICMPRate != DefaultICMPRate || !got.Gateway.IsValid() {
+				if got.MTU != DefaultMTU || got.FDBSize != DefaultFDBSize || got.ICMPRate != DefaultICMPRate || got.FloodRate != DefaultFloodRate || got.FloodBurst != DefaultFloodBurst || !got.Gateway.IsValid() {
 					t.Errorf("defaults not filled: %+v", got)
 				}
 				return

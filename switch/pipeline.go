@@ -176,6 +176,11 @@ func (c *frameCtx) ingress(f []byte, v *Verdict) bool {
 			if ip4Key(packet.IPv4(l3).Src4()) != p.ip4Key {
 				return c.drop(v, DropSpoofed, StageIngress)
 			}
+		case packet.EtherTypeIPv6:
+			// Until weft carries IPv6, a pod's IPv6 has nowhere to go
+			// but its neighbours, where a router advertisement or a
+			// neighbour advertisement (RFC 4861) redirects their IPv6.
+			return c.drop(v, DropPodIPv6, StageIngress)
 		case packet.EtherTypeARP:
 			// A sender address of 0.0.0.0 is an RFC 5227 probe.
 			spa := ip4Key(packet.ARP(l3).SenderIP4())
@@ -236,16 +241,18 @@ func (c *frameCtx) l2(f []byte, v *Verdict) bool {
 		return true
 	}
 	if dst&(1<<40) != 0 { // group bit: broadcast or multicast
-		c.flood(v, "broadcast/multicast")
-		return false
+		return c.flood(f, v, "broadcast/multicast")
 	}
 	port, ok := s.fdb.lookup(dst)
-	if !ok || c.ports.get(port) == nil {
-		c.flood(v, "unknown unicast")
-		return false
+	out := c.ports.get(port)
+	if !ok || out == nil {
+		return c.flood(f, v, "unknown unicast")
 	}
 	if port == p.id {
 		return c.drop(v, DropHairpin, StageL2)
+	}
+	if mtu := out.mtu; c.l2Len(f) > mtu {
+		return c.drop(v, DropL2TooBig, StageL2)
 	}
 	*v = Verdict{Action: ActionDeliver, Port: port}
 	if c.tr != nil {
@@ -254,11 +261,32 @@ func (c *frameCtx) l2(f []byte, v *Verdict) bool {
 	return false
 }
 
-func (c *frameCtx) flood(v *Verdict, why string) {
+// flood floods f unless it is larger than the smallest MTU among the ports
+// it would reach, or its ingress port has spent its flood budget. It
+// returns false (no L3), as the other L2 verdicts do.
+func (c *frameCtx) flood(f []byte, v *Verdict, why string) bool {
+	if mtu := c.ports.floodMTU(c.inID); mtu != 0 && c.l2Len(f) > mtu {
+		return c.drop(v, DropL2TooBig, StageL2)
+	}
+	if !c.in.flood.allow(c.now, c.tr != nil) {
+		return c.drop(v, DropFloodRateLimited, StageL2)
+	}
 	*v = Verdict{Action: ActionFlood, Port: c.inID}
 	if c.tr != nil {
 		c.tr.add(StageL2, "%s: flood", why)
 	}
+	return false
+}
+
+// l2Len is the length a switched frame has on the output device, as its
+// MTU counts it: the L3 length, or for a GSO super-frame the IP length of
+// its largest segment (the device segments it; the kernel bridge checks
+// the same way, skb_gso_validate_network_len).
+func (c *frameCtx) l2Len(f []byte) int {
+	if c.ipLen != 0 {
+		return c.ipLen
+	}
+	return len(f) - packet.EthHdrLen
 }
 
 // snoopARP learns sender IP -> (MAC, port) from ARP seen on a local port,

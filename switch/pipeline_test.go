@@ -39,9 +39,12 @@ func TestL2Switching(t *testing.T) {
 			Verdict{Action: ActionDrop, Reason: DropHairpin}},
 		{"ARP request for a pod floods", nil, in{arpFrame(bcast, packet.ARPOpRequest, podAMAC, podAIP, packet.MAC{}, podBIP), portA}, Verdict{Action: ActionFlood, Port: portA}},
 		{"ARP reply unicast to a learned pod", []in{{bToA, portB}}, in{arpFrame(podBMAC, packet.ARPOpReply, podAMAC, podAIP, podBMAC, podBIP), portA}, Verdict{Action: ActionDeliver, Port: portB}},
-		{"IPv6 unknown floods", nil, in{ipv6Frame(podBMAC, podAMAC, 8), portA}, Verdict{Action: ActionFlood, Port: portA}},
-		{"IPv6 learned delivers", []in{{ipv6Frame(packet.MAC{0x33, 0x33, 0, 0, 0, 1}, podBMAC, 8), portB}}, in{ipv6Frame(podBMAC, podAMAC, 8), portA}, Verdict{Action: ActionDeliver, Port: portB}},
-		{"IPv6 to the router MAC", nil, in{ipv6Frame(routerMAC, podAMAC, 8), portA}, Verdict{Action: ActionDrop, Reason: DropIPv6NotRouted}},
+		// IPv6 from pods is dropped at ingress (TestPodIPv6Dropped); the
+		// host port's is switched.
+		{"IPv6 unknown floods", nil, in{ipv6Frame(podBMAC, hostMAC, 8), portHost}, Verdict{Action: ActionFlood, Port: portHost}},
+		{"IPv6 learned delivers", []in{{bToA, portB}}, in{ipv6Frame(podBMAC, hostMAC, 8), portHost}, Verdict{Action: ActionDeliver, Port: portB}},
+		{"IPv6 to the router MAC", nil, in{ipv6Frame(routerMAC, hostMAC, 8), portHost}, Verdict{Action: ActionDrop, Reason: DropIPv6NotRouted}},
+		{"IPv6 from a pod", nil, in{ipv6Frame(podBMAC, podAMAC, 8), portA}, Verdict{Action: ActionDrop, Reason: DropPodIPv6}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -172,7 +175,7 @@ func TestAntiSpoofing(t *testing.T) {
 			return f
 		}(), portA, DropSpoofed},
 		{"ARP claiming the gateway", arpFrame(bcast, packet.ARPOpReply, podAMAC, gwIP, bcast, gwIP), portA, DropSpoofed},
-		{"IPv6 own MAC", ipv6Frame(podBMAC, podAMAC, 0), portA, DropNone},
+		{"IPv6 own MAC", ipv6Frame(podBMAC, podAMAC, 0), portA, DropPodIPv6},
 		{"IPv6 other MAC", ipv6Frame(podBMAC, otherMAC, 0), portA, DropSpoofed},
 		{"host port is trusted", udpFrame(podBMAC, otherMAC, netip.MustParseAddr("1.2.3.4"), podBIP, 64, 1), portHost, DropNone},
 	}

@@ -57,6 +57,7 @@ type portState struct {
 	ip4Key uint32 // ip4Key(ip4)
 	mtu    int
 	cfg    PortConfig
+	flood  *limiter // local ports: this port's flood budget (Config.FloodRate)
 }
 
 // portTable is an immutable port snapshot indexed by PortID.
@@ -64,6 +65,20 @@ type portTable struct {
 	byID  []*portState
 	local []PortID // pod and host ports, ascending: the flood set
 	list  []PortConfig
+	// The smallest MTU among the local ports, the port that has it, and
+	// the next smallest (0: none): the largest frame a flood from any
+	// port may carry (floodMTU).
+	minMTU, minMTU2 int
+	minPort         PortID
+}
+
+// floodMTU returns the smallest MTU of the ports a flood from in reaches
+// (0 when there are none).
+func (t *portTable) floodMTU(in PortID) int {
+	if in == t.minPort {
+		return t.minMTU2
+	}
+	return t.minMTU
 }
 
 func (t *portTable) get(id PortID) *portState {
@@ -101,6 +116,12 @@ func (t *portTable) index() {
 		t.list = append(t.list, p.cfg)
 		if p.kind != PortOverlay {
 			t.local = append(t.local, p.id)
+			switch {
+			case t.minMTU == 0 || p.mtu < t.minMTU:
+				t.minMTU2, t.minMTU, t.minPort = t.minMTU, p.mtu, p.id
+			case t.minMTU2 == 0 || p.mtu < t.minMTU2:
+				t.minMTU2 = p.mtu
+			}
 		}
 	}
 }
@@ -125,6 +146,9 @@ func (s *Switch) AddPort(pc PortConfig) error {
 		}
 	}
 	p := &portState{id: pc.ID, kind: pc.Kind, mac: pc.MAC, macKey: macKey(pc.MAC), mtu: pc.MTU, cfg: pc}
+	if pc.Kind != PortOverlay {
+		p.flood = newLimiter(s.cfg.FloodRate, s.cfg.FloodBurst)
+	}
 	if pc.IPv4.IsValid() {
 		p.ip4 = pc.IPv4.As4()
 		p.ip4Key = ip4Key(p.ip4)

@@ -24,6 +24,12 @@ const (
 	DefaultICMPRate    = 100 // per second
 	DefaultICMPBurst   = 50
 	DefaultMaglevSize  = maglev.DefaultSize // 16381, as Cilium
+	// A pod's legitimate floods are ARP requests, a few per neighbour per
+	// minute, and brief unknown-unicast bursts until the FDB learns a
+	// reply; a storm (484k frames in 10 s were seen from one pod) is cut
+	// to this, per ingress port.
+	DefaultFloodRate  = 1000 // per second
+	DefaultFloodBurst = 500
 
 	minMTU = 576 // every IPv4 host must take 576-byte datagrams (RFC 791)
 	maxMTU = 65535
@@ -63,6 +69,12 @@ type Config struct {
 	// and move fewer flows when backends change (the paper wants
 	// M > 100 x backends); each slot costs 2 bytes per frontend.
 	MaglevSize int
+	// FloodRate (per second) and FloodBurst bound the frames each local
+	// port may have flooded (broadcast, multicast, unknown unicast): one
+	// token bucket per ingress port, so a storm from one pod costs its
+	// neighbours at most this much and leaves other ports' floods alone.
+	FloodRate  int
+	FloodBurst int
 }
 
 func (c *Config) setDefaults() {
@@ -89,6 +101,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaglevSize == 0 {
 		c.MaglevSize = DefaultMaglevSize
+	}
+	if c.FloodRate == 0 {
+		c.FloodRate = DefaultFloodRate
+	}
+	if c.FloodBurst == 0 {
+		c.FloodBurst = DefaultFloodBurst
 	}
 	if !c.Gateway.IsValid() && c.Subnet.IsValid() && c.Subnet.Addr().Is4() {
 		c.Gateway = c.Subnet.Masked().Addr().Next()
@@ -140,6 +158,12 @@ func (c *Config) validate() error {
 	}
 	if c.ServiceCIDR.IsValid() && (!c.ServiceCIDR.Addr().Is4() || c.ServiceCIDR.Overlaps(c.Subnet)) {
 		errs = append(errs, fmt.Errorf("service CIDR %s: not IPv4, or overlaps the node subnet", c.ServiceCIDR))
+	}
+	if c.FloodRate < 1 || c.FloodRate > 1e7 {
+		errs = append(errs, fmt.Errorf("flood rate %d outside 1..10000000", c.FloodRate))
+	}
+	if c.FloodBurst < 1 || c.FloodBurst > 1e7 {
+		errs = append(errs, fmt.Errorf("flood burst %d outside 1..10000000", c.FloodBurst))
 	}
 	return errors.Join(errs...)
 }

@@ -88,6 +88,9 @@ const (
 	DropNeighMiss                          // Local route but no neighbour entry for the next hop
 	DropICMPRateLimited                    // needed an ICMP error, the rate limiter refused it
 	DropNoRoom                             // the buffer has no capacity left for the reply
+	DropPodIPv6                            // IPv6 from a pod port: weft carries no IPv6 yet (RA/ND would reach neighbours)
+	DropL2TooBig                           // switched frame (or GSO segment) larger than an output port's MTU
+	DropFloodRateLimited                   // flood (broadcast, multicast, unknown unicast) over its ingress port's rate
 	NumDropReasons                         // number of reasons; not a reason
 )
 
@@ -115,6 +118,9 @@ var dropNames = [NumDropReasons]string{
 	DropNeighMiss:        "neigh_miss",
 	DropICMPRateLimited:  "icmp_rate_limited",
 	DropNoRoom:           "no_room",
+	DropPodIPv6:          "pod_ipv6_unsupported",
+	DropL2TooBig:         "l2_too_big",
+	DropFloodRateLimited: "flood_rate_limited",
 }
 
 // String is the reason's metric label (snake case, stable).

@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/weftnet/weft/netdev"
+	vswitch "github.com/weftnet/weft/switch"
 )
 
 // Config is weftd's configuration: defaults, then the YAML file given by
@@ -67,6 +68,11 @@ type Config struct {
 	// namespace paths besides /run/netns, /var/run/netns and
 	// /proc/PID/ns/net (e.g. containerd's netns_mounts_under_state_dir).
 	NetnsRoots []string `yaml:"netns_roots"`
+	// FloodRate (frames per second) and FloodBurst bound the broadcast,
+	// multicast and unknown-unicast frames each pod (and the host port)
+	// may have flooded to the others: a token bucket per port.
+	FloodRate  int `yaml:"flood_rate"`
+	FloodBurst int `yaml:"flood_burst"`
 
 	// File is the --config file that was read, "" if none.
 	File string `yaml:"-"`
@@ -120,6 +126,7 @@ const (
 	maxTTL       = 24 * time.Hour
 	maxWorkers   = 256
 	maxSocketLen = 107 // sockaddr_un.sun_path less the NUL
+	maxFlood     = 10_000_000
 )
 
 // DefaultConfig returns the built-in defaults. NodeName and Registry.Dir
@@ -144,6 +151,8 @@ func DefaultConfig() Config {
 		Offload:     true,
 		Workers:     1,
 		TapQueues:   1,
+		FloodRate:   vswitch.DefaultFloodRate,
+		FloodBurst:  vswitch.DefaultFloodBurst,
 	}
 }
 
@@ -360,6 +369,12 @@ func (c Config) Validate() error {
 	}
 	if c.TapQueues > 1 && !c.Offload {
 		return bad("tap-queues", "%d queues need --offload (multi-queue TAPs carry virtio headers)", c.TapQueues)
+	}
+	if c.FloodRate < 1 || c.FloodRate > maxFlood {
+		return bad("flood-rate", "%d is out of range 1..%d", c.FloodRate, maxFlood)
+	}
+	if c.FloodBurst < 1 || c.FloodBurst > maxFlood {
+		return bad("flood-burst", "%d is out of range 1..%d", c.FloodBurst, maxFlood)
 	}
 	return nil
 }
@@ -599,6 +614,10 @@ var flagSpecs = []flagSpec{
 		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.TapQueues) }},
 	{"netns-roots", "DIR,...", "netns_roots", "none", "directories whose entries are accepted as pod namespace paths besides /run/netns, /var/run/netns and /proc/PID/ns/net",
 		func(c *Config, _ *string) flag.Value { return (*listValue)(&c.NetnsRoots) }},
+	{"flood-rate", "N", "flood_rate", "", "broadcast, multicast and unknown-unicast frames per second each pod (and the host port) may have flooded to the others; the excess is dropped as flood_rate_limited",
+		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.FloodRate) }},
+	{"flood-burst", "N", "flood_burst", "", "frames a port may flood back to back before --flood-rate applies",
+		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.FloodBurst) }},
 	{"version", "", "", "", "print the version and exit",
 		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.ShowVersion) }},
 }

@@ -49,6 +49,8 @@ func TestDefaults(t *testing.T) {
 		Offload:     true,
 		Workers:     1,
 		TapQueues:   1,
+		FloodRate:   1000,
+		FloodBurst:  500,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", cfg, want)
@@ -83,6 +85,8 @@ func TestFullFile(t *testing.T) {
 		Offload:     false,
 		Workers:     4,
 		TapQueues:   1, // the default: full.yaml sets no tap_queues
+		FloodRate:   200,
+		FloodBurst:  50,
 		File:        "testdata/full.yaml",
 	}
 	if !reflect.DeepEqual(cfg, want) {
@@ -248,6 +252,8 @@ func TestErrors(t *testing.T) {
 		{"log format", []string{"--log-format", "xml"}, `config: log-format: "xml" is not text or json`},
 		{"workers", []string{"--workers", "-1"}, "config: workers: -1 is out of range 0..256 (0 = one per CPU)"},
 		{"tap queues", []string{"--tap-queues", "0"}, "config: tap-queues: 0 is out of range 1..16"},
+		{"flood rate", []string{"--flood-rate", "0"}, "config: flood-rate: 0 is out of range 1..10000000"},
+		{"flood burst", []string{"--flood-burst", "-1"}, "config: flood-burst: -1 is out of range 1..10000000"},
 		{"tap queues plain", []string{"--tap-queues", "2", "--offload=false"}, "config: tap-queues: 2 queues need --offload (multi-queue TAPs carry virtio headers)"},
 
 		// The file.

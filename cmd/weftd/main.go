@@ -63,6 +63,7 @@ func run(args []string) int {
 		LeaseTTL: cfg.Registry.TTL, ReleaseOnShutdown: cfg.Registry.ReleaseOnShutdown,
 		Logger: log, Offload: cfg.Offload, RxWorkers: cfg.RxWorkers(), TapQueues: cfg.TapQueues,
 		NetnsRoots: cfg.NetnsRoots,
+		FloodRate:  cfg.FloodRate, FloodBurst: cfg.FloodBurst,
 	})
 	if err != nil {
 		log.Error("node", "err", err)
