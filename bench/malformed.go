@@ -78,7 +78,7 @@ func (g *gen) malformed() []Frame {
 			u := &layers.UDP{SrcPort: 5000, DstPort: 6000}
 			_ = u.SetNetworkLayerForChecksum(ip6)
 			return serialize(eth(t.RouterMAC, a.MAC, layers.EthernetTypeIPv6), ip6, u, g.payload(40))
-		}, drop(vswitch.DropIPv6NotRouted)},
+		}, drop(vswitch.DropPodIPv6)}, // a pod's IPv6 stops at ingress
 		{ClassMartian, 1, func() []byte { return routed(hostIn(t.Subnet, 255), 64, true, 80) }, drop(vswitch.DropMartian)},
 
 		{ClassRunt, 2, func() []byte { return g.payload(10) }, drop(vswitch.DropTooShort)},
