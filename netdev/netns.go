@@ -20,15 +20,17 @@ const NetnsDir = "/var/run/netns"
 // NetnsPath is the path of the named namespace name.
 func NetnsPath(name string) string { return filepath.Join(NetnsDir, name) }
 
-// NewNetns creates the named network namespace name (what `ip netns add`
-// does, without making NetnsDir a shared mount), brings its loopback up and
-// returns its path. The calling thread's namespace is not changed.
+// NewNetns creates the named network namespace name exactly as `ip netns
+// add` does (iproute2 ip/ipnetns.c, netns_add): NetnsDir made a shared
+// mount point, then a bind mount of the new namespace on a file in it. It
+// brings the loopback up and returns the path. The calling thread's
+// namespace is not changed.
 func NewNetns(name string) (path string, err error) {
 	if name == "" || name == "." || name == ".." || filepath.Base(name) != name {
 		return "", fmt.Errorf("new netns %q: bad name", name)
 	}
 	path = NetnsPath(name)
-	if err := os.MkdirAll(NetnsDir, 0o755); err != nil {
+	if err := shareNetnsDir(); err != nil {
 		return "", fmt.Errorf("new netns %s: %w", name, err)
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
@@ -70,6 +72,42 @@ func NewNetns(name string) (path string, err error) {
 		return "", fmt.Errorf("new netns %s: loopback up: %w", name, err)
 	}
 	return path, nil
+}
+
+// shareNetnsDir makes NetnsDir a mount point with shared propagation,
+// recursively, binding it onto itself first if it is a plain directory, as
+// iproute2 does before it creates a namespace. Both matter: a namespace
+// mounted on a plain directory is caught when another tool (ip netns add)
+// later binds the directory onto itself, because MS_BIND|MS_REC copies
+// every namespace mount into the new mount, and the copy in the directory
+// underneath keeps the file busy (unlink: EBUSY) once the visible one is
+// unmounted. Shared, an unmount propagates to every copy, in every mount
+// namespace, so the namespace is freed. An exclusive flock on the directory
+// keeps concurrent creators from binding it onto itself more than once
+// (iproute2 does the same since Debian bug 949235: parallel `ip netns add`
+// stacked the mounts until the machine locked up); like iproute2 it goes on
+// without the lock if it cannot take it.
+func shareNetnsDir() error {
+	if err := os.MkdirAll(NetnsDir, 0o755); err != nil {
+		return err
+	}
+	if lock, err := os.Open(NetnsDir); err == nil {
+		defer lock.Close() // closing releases the lock
+		_ = unix.Flock(int(lock.Fd()), unix.LOCK_EX)
+	}
+	for made := false; ; made = true {
+		err := unix.Mount("", NetnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+		if err == nil {
+			return nil
+		}
+		// EINVAL: not a mount point (yet). Once bound, it is one.
+		if !errors.Is(err, unix.EINVAL) || made {
+			return fmt.Errorf("mount --make-rshared %s: %w", NetnsDir, err)
+		}
+		if err := unix.Mount(NetnsDir, NetnsDir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("mount --rbind %s %s: %w", NetnsDir, NetnsDir, err)
+		}
+	}
 }
 
 // DeleteNetns removes the named namespace; a missing one is not an error.
