@@ -94,10 +94,16 @@ func (c *Cluster) Kill(n *Node) error {
 	if !pidAlive(n.PID) {
 		return fmt.Errorf("node %s: weftd (pid %d) is not running", n.Name, n.PID)
 	}
+	start := procStartTime(n.PID)
 	if err := syscall.Kill(n.PID, syscall.SIGKILL); err != nil {
 		return fmt.Errorf("node %s: kill %d: %w", n.Name, n.PID, err)
 	}
-	waitExit(n.PID, 5*time.Second)
+	if !waitReaped(n.PID, start, 5*time.Second) {
+		if !zombieHoldsNothing(n.PID) {
+			return fmt.Errorf("node %s: weftd (pid %d) killed but still exiting after 5s; its sockets may still be held", n.Name, n.PID)
+		}
+		c.logf("node %s: weftd (pid %d) killed; its parent has not reaped it, but all its threads are gone", n.Name, n.PID)
+	}
 	return nil
 }
 
@@ -106,12 +112,13 @@ func (c *Cluster) Stop(n *Node) error {
 	if !pidAlive(n.PID) {
 		return nil
 	}
+	start := procStartTime(n.PID)
 	if err := syscall.Kill(n.PID, syscall.SIGTERM); err != nil {
 		return fmt.Errorf("node %s: SIGTERM %d: %w", n.Name, n.PID, err)
 	}
-	if !waitExit(n.PID, 10*time.Second) {
+	if !waitReaped(n.PID, start, 10*time.Second) {
 		syscall.Kill(n.PID, syscall.SIGKILL)
-		waitExit(n.PID, 5*time.Second)
+		waitReaped(n.PID, start, 5*time.Second)
 		return fmt.Errorf("node %s: weftd did not stop within 10s of SIGTERM; killed", n.Name)
 	}
 	return nil
@@ -216,22 +223,60 @@ func (c *Cluster) unrecordedProcs() []int {
 
 // stopPID asks pid to stop (SIGTERM) and kills it after 5 s.
 func stopPID(pid int) {
+	start := procStartTime(pid)
 	syscall.Kill(pid, syscall.SIGTERM)
-	if !waitExit(pid, 5*time.Second) {
+	if !waitReaped(pid, start, 5*time.Second) {
 		syscall.Kill(pid, syscall.SIGKILL)
-		waitExit(pid, 5*time.Second)
+		waitReaped(pid, start, 5*time.Second)
 	}
 }
 
-func waitExit(pid int, d time.Duration) bool {
+// waitReaped waits up to d for process pid, started at start (its
+// procStartTime), to be gone from /proc: exited and reaped. A zombie is not
+// enough: a multi-threaded process's leader shows 'Z' while its other
+// threads are still exiting, and the files they share (weftd's API and
+// VXLAN sockets) close only with the last of them, so a weftd started
+// against a zombie may find its addresses in use. A /proc entry with
+// another start time is a new process that reused the PID.
+func waitReaped(pid int, start string, d time.Duration) bool {
 	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if !pidAlive(pid) {
+	for {
+		if s := procStartTime(pid); s == "" || s != start {
 			return true
 		}
-		time.Sleep(50 * time.Millisecond)
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return !pidAlive(pid)
+}
+
+// zombieHoldsNothing reports whether pid is a zombie whose threads have all
+// exited (only the leader left in /proc/PID/task): a zombie that its parent
+// does not reap (an init that never waits) but that holds no files any more.
+func zombieHoldsNothing(pid int) bool {
+	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	return err == nil && len(tasks) <= 1 && !pidAlive(pid)
+}
+
+// procStartTime returns pid's start time (field 22 of /proc/PID/stat, in
+// clock ticks since boot) as text, "" when there is no such process.
+func procStartTime(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')') // the command name may hold spaces and parentheses
+	if i < 0 {
+		return ""
+	}
+	// After ")": state is field 3, so start time is the 20th field from here.
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return ""
+	}
+	return f[19]
 }
 
 func tail(path string, lines int) string {
