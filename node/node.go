@@ -66,9 +66,16 @@ type Config struct {
 	NetnsRoots []string
 
 	// FloodRate and FloodBurst: the switch's per-port flood budget
-	// (vswitch.Config); 0 = its defaults.
+	// (vswitch.Config); 0 = DefaultFloodRate, DefaultFloodBurst.
 	FloodRate, FloodBurst int
 }
+
+// The switch's defaults for Config.FloodRate and FloodBurst, for weftd's
+// flag defaults.
+const (
+	DefaultFloodRate  = vswitch.DefaultFloodRate
+	DefaultFloodBurst = vswitch.DefaultFloodBurst
+)
 
 // Switch port numbers. The overlay and the host port are fixed so that
 // they read the same in every node's listings; pods take the rest.

@@ -21,7 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/weftnet/weft/netdev"
-	vswitch "github.com/weftnet/weft/switch"
+	"github.com/weftnet/weft/node"
 )
 
 // Config is weftd's configuration: defaults, then the YAML file given by
@@ -151,8 +151,8 @@ func DefaultConfig() Config {
 		Offload:     true,
 		Workers:     1,
 		TapQueues:   1,
-		FloodRate:   vswitch.DefaultFloodRate,
-		FloodBurst:  vswitch.DefaultFloodBurst,
+		FloodRate:   node.DefaultFloodRate,
+		FloodBurst:  node.DefaultFloodBurst,
 	}
 }
 
