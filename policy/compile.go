@@ -101,7 +101,7 @@ func (c *compiler) addNamespaces(nss []Namespace) {
 
 func (c *compiler) addPods(in []Pod) {
 	c.pods = slices.Clone(in)
-	slices.SortFunc(c.pods, func(a, b Pod) int {
+	slices.SortStableFunc(c.pods, func(a, b Pod) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 	sigs := map[string]int32{}
@@ -143,7 +143,7 @@ func sortedPorts(ps []NamedPort) []NamedPort {
 
 func (c *compiler) addPolicies(in []*networkingv1.NetworkPolicy) {
 	c.policies = slices.Clone(in)
-	slices.SortFunc(c.policies, func(a, b *networkingv1.NetworkPolicy) int {
+	slices.SortStableFunc(c.policies, func(a, b *networkingv1.NetworkPolicy) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 	c.ingress = make([][]*rule, len(c.policies))
@@ -154,9 +154,10 @@ func (c *compiler) addPolicies(in []*networkingv1.NetworkPolicy) {
 	for pi, np := range c.policies {
 		c.s.names = append(c.s.names, np.Namespace+"/"+np.Name)
 		selected, ingress, egress := c.selection(np)
-		if err := Validate(np); err != nil {
+		invalid := Validate(np)
+		if invalid != nil {
 			// Fail closed: isolate every direction it could mean, allow nothing.
-			c.s.problems = append(c.s.problems, fmt.Errorf("%w (enforced as deny-all for the pods it selects)", err))
+			c.s.problems = append(c.s.problems, fmt.Errorf("%w (enforced as deny-all for the pods it selects)", invalid))
 			ingress, egress = true, true
 		} else {
 			for i, r := range np.Spec.Ingress {
@@ -166,7 +167,13 @@ func (c *compiler) addPolicies(in []*networkingv1.NetworkPolicy) {
 				c.egress[pi] = append(c.egress[pi], c.compileRule(np, int32(pi), true, i, r.To, r.Ports))
 			}
 		}
+		sum := PolicySummary{Namespace: np.Namespace, Name: np.Name, Ingress: ingress, Egress: egress,
+			IngressRules: len(np.Spec.Ingress), EgressRules: len(np.Spec.Egress)}
+		if invalid != nil {
+			sum.Problem = invalid.Error()
+		}
 		for _, p := range selected {
+			sum.Selects = append(sum.Selects, c.s.pods[p].name)
 			if ingress {
 				c.ingressBy[p] = append(c.ingressBy[p], int32(pi))
 			}
@@ -174,6 +181,7 @@ func (c *compiler) addPolicies(in []*networkingv1.NetworkPolicy) {
 				c.egressBy[p] = append(c.egressBy[p], int32(pi))
 			}
 		}
+		c.s.summaries = append(c.s.summaries, sum)
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/weftnet/weft/objects"
 )
 
 // A small cluster for the unit tests: x/web (10.0.1.10, named port http =
@@ -203,6 +205,8 @@ func TestNamedPortResolvesOnDestination(t *testing.T) {
 		{flow(cli, "1.1.1.1", ProtoTCP, 8080), false},
 		{flow(web, db, ProtoTCP, 9090), true}, // ingress of db resolves on db
 		{flow(web, db, ProtoTCP, 8080), false},
+		{flow("1.2.3.4", db, ProtoTCP, 9090), true}, // an outside source, the pod's own named port
+		{flow("1.2.3.4", db, ProtoTCP, 8080), false},
 	} {
 		if d := s.Decide(tc.f, CheckBoth); d.Allowed != tc.want {
 			t.Errorf("%v: %+v (%s), want allowed=%v", tc.f, d, s.Explain(tc.f, d), tc.want)
@@ -395,5 +399,81 @@ func TestCurrentAndRecheckVerdictNoAllocs(t *testing.T) {
 		}
 	}); n != 0 {
 		t.Fatalf("%v allocs", n)
+	}
+}
+
+func TestPoliciesAndInputFromObjects(t *testing.T) {
+	objs, err := objects.Decode(strings.NewReader(`apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {team: a}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec:
+  containers: [{name: c, image: i, ports: [{name: http, containerPort: 8080}]}]
+status: {podIP: 10.0.1.10}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: broken, namespace: shop, labels: {app: web}}
+spec: {containers: [{name: c, image: i}]}
+status: {podIP: not-an-ip}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-http, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress: [{ports: [{port: http}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: bad, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: none}}
+  egress: [{to: [{ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/8]}}]}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := InputFromObjects(objs, []netip.Addr{netip.MustParseAddr(node)})
+	if err == nil || !strings.Contains(err.Error(), "shop/broken") || len(in.Pods) != 2 || len(in.Policies) != 2 {
+		t.Fatalf("InputFromObjects: %d pods, %d policies, err %v", len(in.Pods), len(in.Policies), err)
+	}
+	s := Compile(in, 1)
+	if d := s.Decide(flow(cli, web, ProtoTCP, 8080), CheckBoth); !d.Allowed {
+		t.Errorf("named port from the Pod object: %+v", d)
+	}
+	if d := s.Decide(flow(node, web, ProtoTCP, 22), CheckBoth); !d.Allowed {
+		t.Errorf("host address: %+v", d)
+	}
+	ps := s.Policies()
+	if len(ps) != 2 || ps[0].Name != "bad" || ps[0].Problem == "" || !ps[0].Ingress || !ps[0].Egress || len(ps[0].Selects) != 0 {
+		t.Errorf("Policies()[0] = %+v", ps[0])
+	}
+	if p := ps[1]; p.Name != "web-http" || !p.Ingress || p.Egress || p.IngressRules != 1 || fmt.Sprint(p.Selects) != "[shop/broken shop/web]" || p.Problem != "" {
+		t.Errorf("Policies()[1] = %+v", p)
+	}
+}
+
+// TestReferenceAgrees compares the engine with the reference on random
+// clusters and policies (the fuzz target does the same on its corpus).
+func TestReferenceAgrees(t *testing.T) {
+	for seed := range uint64(40) {
+		r := rand.New(rand.NewPCG(seed, 77))
+		in := benchInput(r, 40, 10*(1+r.IntN(6)))
+		in.Pods[3].IP = in.Pods[5].IP // a duplicate address
+		in.Pods[7].IP = netip.Addr{}  // a pod without one
+		s, ref := Compile(in, 1), newReference(in)
+		flows := benchFlows(rand.New(rand.NewPCG(seed, 1)), s, 300)
+		flows = append(flows, flow("10.244.0.2", "10.244.0.9", ProtoTCP, 80), flow("172.16.2.17", "10.244.0.9", 1, 0))
+		for _, f := range flows {
+			for _, check := range []Check{CheckEgress, CheckIngress, CheckBoth} {
+				if got, want := s.Decide(f, check).Allowed, ref.decide(f, check); got != want {
+					t.Fatalf("seed %d, %v check %d: engine %v (%s), reference %v", seed, f, check, got, s.Explain(f, s.Decide(f, check)), want)
+				}
+			}
+		}
 	}
 }

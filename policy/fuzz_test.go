@@ -20,7 +20,8 @@ import (
 //	              or allowed(Sp) where P isolates
 //
 // so adding a policy never widens what an isolated pod accepts beyond the
-// union of its policies, and never narrows it below.
+// union of its policies, and never narrows it below. Every decision must
+// also equal the reference's, which reads the API text with no tables.
 func FuzzCompile(f *testing.F) {
 	f.Add([]byte("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n"), uint64(3))
 	f.Fuzz(func(t *testing.T, data []byte, seed uint64) {
@@ -37,8 +38,14 @@ func FuzzCompile(f *testing.F) {
 		rest.Policies = in.Policies[:len(in.Policies)-1]
 		alone := in
 		alone.Policies = []*networkingv1.NetworkPolicy{p}
-		s0, sp := Compile(rest, 1), Compile(alone, 1)
+		s0, sp, ref := Compile(rest, 1), Compile(alone, 1), newReference(in)
 		for _, fl := range fuzzFlows(in) {
+			for _, check := range []Check{CheckEgress, CheckIngress, CheckBoth} {
+				if got, want := all.Decide(fl, check).Allowed, ref.decide(fl, check); got != want {
+					d := all.Decide(fl, check)
+					t.Fatalf("%v check %d: engine allowed=%v (%s), reference %v", fl, check, got, all.Explain(fl, d), want)
+				}
+			}
 			for _, egress := range []bool{false, true} {
 				check, pod := CheckIngress, fl.Dst
 				if egress {
@@ -78,18 +85,7 @@ func (s *Snapshot) isolated(ip [4]byte, egress bool) bool {
 func fuzzInput(data []byte, seed uint64) Input {
 	var in Input
 	if objs, err := objects.Decode(bytes.NewReader(data)); err == nil {
-		for _, o := range objs {
-			switch {
-			case o.Namespace != nil:
-				in.Namespaces = append(in.Namespaces, NamespaceFromObject(o.Namespace))
-			case o.Pod != nil:
-				if p, err := PodFromObject(o.Pod); err == nil {
-					in.Pods = append(in.Pods, p)
-				}
-			case o.NetworkPolicy != nil:
-				in.Policies = append(in.Policies, o.NetworkPolicy)
-			}
-		}
+		in, _ = InputFromObjects(objs, nil)
 	}
 	if len(in.Pods) == 0 {
 		small := smallInput()

@@ -1,11 +1,14 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/weftnet/weft/objects"
 )
 
 // NamespaceNameLabel is the label the API server puts on every namespace
@@ -77,4 +80,30 @@ func PodFromObject(p *corev1.Pod) (Pod, error) {
 		}
 	}
 	return out, nil
+}
+
+// InputFromObjects gathers the Namespaces, Pods and NetworkPolicies among
+// objs (a registry listing; other kinds are skipped) into an Input with
+// this node's host addresses. A Pod whose status.podIP does not parse is
+// still taken, without an address, and reported in the returned error;
+// the Input is usable either way.
+func InputFromObjects(objs []objects.Object, hosts []netip.Addr) (Input, error) {
+	in := Input{HostAddrs: hosts}
+	var errs []error
+	for _, o := range objs {
+		switch {
+		case o.Namespace != nil:
+			in.Namespaces = append(in.Namespaces, NamespaceFromObject(o.Namespace))
+		case o.Pod != nil:
+			p, err := PodFromObject(o.Pod)
+			if err != nil {
+				errs = append(errs, err)
+				p = Pod{Namespace: o.Pod.Namespace, Name: o.Pod.Name, Labels: o.Pod.Labels}
+			}
+			in.Pods = append(in.Pods, p)
+		case o.NetworkPolicy != nil:
+			in.Policies = append(in.Policies, o.NetworkPolicy)
+		}
+	}
+	return in, errors.Join(errs...)
 }

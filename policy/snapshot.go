@@ -20,8 +20,22 @@ type Snapshot struct {
 	rules   []ruleInfo  // canonical order: policy, ingress rules, egress rules
 	names   []string    // policy "namespace/name", by policy index
 
-	problems []error
+	problems  []error
+	summaries []PolicySummary
 }
+
+// PolicySummary is one policy as `weft policies` lists it.
+type PolicySummary struct {
+	Namespace, Name string
+	Ingress, Egress bool     // the directions it isolates
+	IngressRules    int      // rules as written
+	EgressRules     int      //
+	Selects         []string // "namespace/name" of the pods it selects
+	Problem         string   // why it is enforced as deny-all, if invalid
+}
+
+// Policies lists the snapshot's policies, by namespace and name.
+func (s *Snapshot) Policies() []PolicySummary { return s.summaries }
 
 // podEntry is a pod's place in the snapshot: the table its ingress and
 // egress are decided by, or -1 when it is not isolated in that direction.

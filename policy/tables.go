@@ -96,6 +96,12 @@ func (c *compiler) newTable(egress bool, pod int32, pols []int32, rules []*rule)
 	}
 	slices.Sort(bounds)
 	bounds = slices.Compact(bounds)
+	// A named port resolves on the destination: for ingress the selected
+	// pod; for egress to an address that is no pod, on nothing.
+	addrResolver := pod
+	if egress {
+		addrResolver = -1
+	}
 	var refs []int32
 	for _, start := range bounds {
 		if start > 0xffffffff {
@@ -108,7 +114,7 @@ func (c *compiler) newTable(egress bool, pod int32, pols []int32, rules []*rule)
 				refs = append(refs, r.ref)
 			}
 		}
-		id := c.list(refs, -1) // no pod: a named port resolves to nothing
+		id := c.list(refs, addrResolver)
 		if n := len(tab.addrList); n > 0 && tab.addrList[n-1] == id {
 			continue
 		}
