@@ -47,14 +47,24 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 }
 
 // Peers lists the remote nodes in the peer table with their traffic.
+//
+// The expiries are the registry's, read now, as Subnets reads them: the
+// watch behind the peer table sends nothing for a renewal that only moves
+// an expiry, so the one it saw last is stale. With the registry
+// unreachable, Expires is zero (unknown) rather than that stale time.
 func (n *Node) Peers(ctx context.Context) ([]api.Peer, error) {
-	leases := n.liveLeases()
+	expires := map[string]time.Time{}
+	if leases, err := n.cfg.Registry.List(ctx); err == nil {
+		for _, l := range leases {
+			expires[l.Node] = l.Expiry
+		}
+	}
 	var out []api.Peer
 	for _, p := range n.peers.List() {
 		st := p.Stats()
 		out = append(out, api.Peer{
 			Node: p.Name, Underlay: p.Underlay, Subnet: p.Subnet, RouterMAC: p.RouterMAC, VNI: p.VNI,
-			Expires:  leases[p.Name].Expiry,
+			Expires:  expires[p.Name],
 			TxFrames: st.TxFrames.Load(), RxFrames: st.RxFrames.Load(),
 			TxBytes: st.TxBytes.Load(), RxBytes: st.RxBytes.Load(),
 		})
