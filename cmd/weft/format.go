@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -127,12 +128,32 @@ func byteSize(n uint64) string {
 	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// shortID trims a container ID the way docker and crictl show it.
-func shortID(id string) string {
-	if len(id) > 12 {
+// podIDs shows pod IDs in a table: cut to 12 characters, the way docker
+// and crictl show container IDs, unless --no-trunc.
+type podIDs struct {
+	whole bool // --no-trunc
+	cut   bool // an ID was cut
+}
+
+func podIDFlag(fs *flag.FlagSet) *podIDs {
+	p := &podIDs{}
+	fs.BoolVar(&p.whole, "no-trunc", false, "show pod IDs whole (the table cuts them to 12 characters)")
+	return p
+}
+
+func (p *podIDs) show(id string) string {
+	if len(id) > 12 && !p.whole {
+		p.cut = true
 		return id[:12]
 	}
 	return id
+}
+
+// note tells on stderr, after a table that cut an ID, how to see it whole.
+func (p *podIDs) note(c *cli, cmd string) {
+	if p.cut {
+		fmt.Fprintf(c.stderr, "weft %s: pod IDs cut to 12 characters; weft %s --no-trunc (or -o json) shows them whole\n", cmd, cmd)
+	}
 }
 
 // podName is "namespace/name" when known, else "-".

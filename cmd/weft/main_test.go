@@ -171,6 +171,9 @@ func TestTables(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, out, errOut := runCLI(append([]string{"--socket", sock}, tc.args...)...)
+			if tc.args[0] == "ports" && strings.Contains(errOut, "--no-trunc") {
+				errOut = "" // the cut pod ID is said so (TestPodIDsWhole)
+			}
 			if code != exitOK || errOut != "" {
 				t.Fatalf("exit %d, stderr %q", code, errOut)
 			}
@@ -451,5 +454,31 @@ func TestFormatHelpers(t *testing.T) {
 	}
 	if got := count(api.Unknown); got != "-" {
 		t.Errorf("count(Unknown) = %q", got)
+	}
+}
+
+// TestPodIDsWhole is issue 12 item 10: `weft ports` cut pod IDs to 12
+// characters with no way to see the rest in the table. --no-trunc shows
+// them whole, and a cut table says so on stderr.
+func TestPodIDsWhole(t *testing.T) {
+	sock := serve(t, &fakeService{})
+	const whole = "c0ffee00112233445566778899"
+	for _, cmd := range []string{"ports", "ipam"} {
+		t.Run(cmd, func(t *testing.T) {
+			code, out, errOut := runCLI("--socket", sock, cmd, "--no-trunc")
+			if code != exitOK || errOut != "" {
+				t.Fatalf("%s --no-trunc: exit %d, stderr %q", cmd, code, errOut)
+			}
+			if cmd == "ports" && !strings.Contains(out, whole) {
+				t.Errorf("%s --no-trunc lacks the whole pod ID %s:\n%s", cmd, whole, out)
+			}
+		})
+	}
+	code, out, errOut := runCLI("--socket", sock, "ports")
+	if code != exitOK || strings.Contains(out, whole) || !strings.Contains(out, whole[:12]+" ") {
+		t.Fatalf("ports: exit %d, want the ID cut to %s:\n%s", code, whole[:12], out)
+	}
+	if !strings.Contains(errOut, "--no-trunc") {
+		t.Errorf("ports cut a pod ID without saying how to see it whole; stderr %q", errOut)
 	}
 }

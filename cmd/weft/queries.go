@@ -73,18 +73,23 @@ var portsCmd = &command{
 	synopsis: "[flags]",
 	help: `List the pod interfaces weftd serves on this node: the pod, its interface and
 TAP device, address and MAC, and frames and bytes received from (RX) and sent
-to (TX) the pod. The node's own host port is not listed.
+to (TX) the pod. The node's own host port is not listed. Pod IDs are cut to
+12 characters, as docker and crictl show container IDs; --no-trunc (or -o json)
+shows them whole.
 
 Examples:
   weft ports
+  weft ports --no-trunc
   weft ports -o json | jq '.[] | select(.pod_name == "web-0") | .ip'`,
 	setup: func(fs *flag.FlagSet) func(context.Context, *cli) error {
+		ids := podIDFlag(fs)
 		return func(ctx context.Context, c *cli) error {
 			ports, err := c.client().Ports(ctx)
 			if err != nil {
 				return err
 			}
 			slices.SortFunc(ports, func(a, b api.Port) int { return a.IP.Compare(b.IP) })
+			defer ids.note(c, "ports")
 			return c.emit(ports, func(t *table) {
 				if len(ports) == 0 {
 					t.row("no pod ports attached")
@@ -92,7 +97,7 @@ Examples:
 				}
 				t.row("POD-ID", "POD", "IFNAME", "TAP", "ADDRESS", "MAC", "RX-FRAMES", "TX-FRAMES", "RX-BYTES", "TX-BYTES", "AGE")
 				for _, p := range ports {
-					t.row(shortID(p.PodID), podName(p.PodNamespace, p.PodName), p.IfName, orDash(p.TapName),
+					t.row(ids.show(p.PodID), podName(p.PodNamespace, p.PodName), p.IfName, orDash(p.TapName),
 						prefix(p.Address), mac(p.MAC), fmt.Sprint(p.RxFrames), fmt.Sprint(p.TxFrames),
 						byteSize(p.RxBytes), byteSize(p.TxBytes), ago(p.Since, c.now()))
 				}
@@ -286,12 +291,14 @@ Examples:
   weft ipam
   weft ipam -o json | jq .free`,
 	setup: func(fs *flag.FlagSet) func(context.Context, *cli) error {
+		ids := podIDFlag(fs)
 		return func(ctx context.Context, c *cli) error {
 			ipam, err := c.client().IPAM(ctx)
 			if err != nil {
 				return err
 			}
 			slices.SortFunc(ipam.Allocations, func(a, b api.IPAMAllocation) int { return a.IP.Compare(b.IP) })
+			defer ids.note(c, "ipam")
 			return c.emit(ipam, func(t *table) {
 				t.row(fmt.Sprintf("subnet %s: %s used, %s free", prefix(ipam.Subnet), count(ipam.Used), count(ipam.Free)))
 				if len(ipam.Allocations) == 0 {
@@ -300,7 +307,7 @@ Examples:
 				t.row()
 				t.row("IP", "POD-ID", "IFNAME", "AGE")
 				for _, a := range ipam.Allocations {
-					t.row(addr(a.IP), shortID(a.PodID), a.IfName, ago(a.Since, c.now()))
+					t.row(addr(a.IP), ids.show(a.PodID), a.IfName, ago(a.Since, c.now()))
 				}
 			})
 		}

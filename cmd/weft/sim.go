@@ -42,7 +42,7 @@ Commands:
         NAT), two processes of a pod on localhost, the path MTU across nodes;
         exit status 1 if anything fails
   status [-o json]       nodes, pods, addresses, weftd PIDs and health
-  exec POD|NODE [--] CMD...
+  exec POD|NODE [--name NAME] [--] CMD...
                          run CMD in a pod's or node's namespace; exit status passes through
   kill NODE              kill the node's weftd with SIGKILL, as a crash would
   restart NODE           stop (SIGTERM) and start the node's weftd
@@ -50,7 +50,7 @@ Commands:
   down                   stop and remove everything the sim made (safe to repeat)
 
 Every command takes --name NAME and --dir DIR to pick the sim.
-
+%s
 Examples:
   weft sim up --nodes 3 --pods-per-node 2 && weft sim test; weft sim down
   weft sim up --nodes 2 --pods-per-node 2 --registry etcd --name e
@@ -59,8 +59,65 @@ Examples:
   weft sim kill n2 && sleep 8 && weft sim test`,
 }
 
-// runSim reads simCmd's help, so it is hooked up here, not in the literal.
-func init() { simCmd.raw = runSim }
+// runSim reads simCmd's help, so it is hooked up here, not in the literal;
+// the help's flag list is made from the subcommands' own flag sets, so it
+// cannot miss one.
+func init() {
+	simCmd.raw = runSim
+	simCmd.help = fmt.Sprintf(simCmd.help, simFlagsHelp())
+}
+
+// simSubOrder is the order the help lists the subcommands in.
+var simSubOrder = []string{"up", "test", "status", "exec", "kill", "restart", "add-node", "down"}
+
+// simFlagsHelp lists the flags of every sim subcommand: those all of them
+// take once, then each one's own.
+func simFlagsHelp() string {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	common := map[string]bool{}
+	fs := flag.NewFlagSet("common", flag.ContinueOnError)
+	(&simFlags{}).register(fs)
+	fmt.Fprintln(tw, "\nFlags of every command:")
+	fs.VisitAll(func(fl *flag.Flag) {
+		common[fl.Name] = true
+		if fl.Name != "o" { // -o is listed with --output
+			printSimFlag(tw, fl)
+		}
+	})
+	for _, name := range simSubOrder {
+		fs := flag.NewFlagSet(name, flag.ContinueOnError)
+		simSubs[name].setup(fs, &simFlags{})
+		first := true
+		fs.VisitAll(func(fl *flag.Flag) {
+			if common[fl.Name] {
+				return
+			}
+			if first {
+				fmt.Fprintf(tw, "\nFlags of %s:\n", name)
+				first = false
+			}
+			printSimFlag(tw, fl)
+		})
+	}
+	tw.Flush()
+	return b.String()
+}
+
+func printSimFlag(w io.Writer, fl *flag.Flag) {
+	arg, usage := flagArg(fl)
+	names := "--" + fl.Name
+	if fl.Name == "output" {
+		names = "-o, --output"
+	}
+	if arg != "" {
+		names += " " + arg
+	}
+	if fl.DefValue != "" && fl.DefValue != "0" && fl.DefValue != "false" && !strings.Contains(usage, "(default") {
+		usage += " (default " + fl.DefValue + ")"
+	}
+	fmt.Fprintf(w, "  %s\t%s\n", names, usage)
+}
 
 // simFlags are the flags every sim subcommand takes.
 type simFlags struct {
@@ -198,10 +255,14 @@ func parseInterspersed(fs *flag.FlagSet, args []string, want int) ([]string, err
 		}
 		if want == -1 {
 			pos = append(pos, args[0])
-			cmd := args[1:]
-			if len(cmd) > 0 && cmd[0] == "--" {
-				cmd = cmd[1:]
+			// The sim's own flags may follow the target too; the command
+			// starts at "--" (which Parse consumes) or at the first
+			// word that is not a flag. A flag the sim does not know is an
+			// error, not the command's: it would belong after "--".
+			if err := fs.Parse(args[1:]); err != nil {
+				return nil, fmt.Errorf("%w (a command's own flags go after --: weft sim exec POD|NODE [flags] -- CMD [ARG...])", err)
 			}
+			cmd := fs.Args()
 			if len(cmd) == 0 {
 				return nil, errors.New("no command given: weft sim exec POD|NODE -- CMD [ARG...]")
 			}

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"io"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -25,6 +26,12 @@ func TestSimParseInterspersed(t *testing.T) {
 		{"exec keeps command flags", []string{"n1", "ip", "-br", "--name", "a"}, -1, []string{"n1", "ip", "-br", "--name", "a"}, "weft", false},
 		{"exec without command", []string{"n1-p1", "--"}, -1, nil, "weft", true},
 		{"exec without target", []string{}, -1, nil, "weft", true},
+		// Issue 12 item 10: flags between the pod and the command were
+		// taken for the command, and the sim's name stayed "weft".
+		{"exec flag after pod", []string{"n1-p1", "--name", "r2", "--", "true"}, -1, []string{"n1-p1", "true"}, "r2", false},
+		{"exec flag after pod, no dashes", []string{"n1-p1", "--name", "r2", "ip", "-br", "a"}, -1, []string{"n1-p1", "ip", "-br", "a"}, "r2", false},
+		{"exec unknown flag after pod", []string{"n1-p1", "-c", "1", "ping"}, -1, nil, "weft", true},
+		{"exec command after dashes only", []string{"n1-p1", "--name", "r2", "--"}, -1, nil, "r2", true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -40,5 +47,32 @@ func TestSimParseInterspersed(t *testing.T) {
 				t.Errorf("positional %q, name %q; want %q, %q", pos, f.name, tc.pos, tc.simName)
 			}
 		})
+	}
+}
+
+// TestSimHelpListsEveryFlag is issue 12 item 10: `weft sim --help` must
+// list every flag its subcommands take (it lacked --lease-ttl, --etcd,
+// --weftd-args, --keep-on-failure, --port, ...).
+func TestSimHelpListsEveryFlag(t *testing.T) {
+	for _, args := range [][]string{{"sim", "--help"}, {"help", "sim"}} {
+		code, out, errOut := runCLI(args...)
+		if code != exitOK {
+			t.Fatalf("%q: exit %d, stderr %q", args, code, errOut)
+		}
+		for name, sub := range simSubs {
+			fs := flag.NewFlagSet(name, flag.ContinueOnError)
+			var f simFlags
+			f.register(fs)
+			sub.setup(fs, &f)
+			fs.VisitAll(func(fl *flag.Flag) {
+				dash := "--"
+				if len(fl.Name) == 1 {
+					dash = "-"
+				}
+				if !strings.Contains(out, dash+fl.Name+" ") && !strings.Contains(out, dash+fl.Name+"\n") {
+					t.Errorf("%q does not list %s%s (of sim %s)", args, dash, fl.Name, name)
+				}
+			})
+		}
 	}
 }
