@@ -10,10 +10,34 @@
 //
 // [Switch.Process] takes a batch of frames that arrived on one port and
 // writes one [Verdict] per frame. The stages run in a fixed order that reads
-// top to bottom in pipeline.go: port checks (anti-spoofing) -> [later:
-// conntrack, service NAT, policy] -> L2 -> L3 -> output. Process rewrites
-// frames in place (MAC rewrite, TTL, ARP replies, ICMP errors) and may
+// top to bottom in pipeline.go: port checks (anti-spoofing) -> conntrack ->
+// service NAT -> [later: policy] -> L2 -> L3 -> output. Conntrack
+// (package switch/conntrack) is looked up once per TCP/UDP frame; service
+// NAT decides a flow's backend on its first packet (Maglev, package
+// switch/maglev, or session affinity), records it in the flow's entry and
+// rewrites every later packet from that entry alone. Process rewrites
+// frames in place (NAT, MAC rewrite, TTL, ARP replies, ICMP errors) and may
 // change a frame's length within its capacity; it never allocates.
+//
+// # Services
+//
+// [Switch.SetServices] installs the frontends (cluster IP, port, protocol)
+// and their backends. A new flow to a frontend is DNATed to a backend (the
+// eligible ones: ready, else serving and terminating), and its replies are
+// reverse-translated so the client sees the cluster IP; conntrack lives on
+// the client's node, where the DNAT happened. With no eligible backend the
+// connection is refused with ICMP port unreachable from the cluster IP;
+// internalTrafficPolicy Local with no local backend drops (counted); a pod
+// reaching itself through its service is masqueraded to the gateway
+// address (hairpin). See nat.go and flushStale for what happens to flows
+// whose backend goes away.
+//
+// # Tracing
+//
+// [Switch.Trace] runs the same stage code in dry mode. Stages report each
+// decision with one call, c.trace(stage, step{...}), whose step is plain
+// data; trace.go turns steps into text. On the hot path that call is a nil
+// check and nothing is formatted.
 //
 // # Concurrency
 //

@@ -19,8 +19,13 @@ const (
 )
 
 // l3 routes an IPv4 frame addressed to the router MAC, or answers an ARP
-// packet for the router.
-func (c *frameCtx) l3(fp *[]byte, v *Verdict) {
+// packet for the router. It always settles the verdict (returns false).
+func (c *frameCtx) l3(fp *[]byte, v *Verdict) bool {
+	c.route(fp, v)
+	return false
+}
+
+func (c *frameCtx) route(fp *[]byte, v *Verdict) {
 	if c.et == packet.EtherTypeARP {
 		c.arpForRouter(fp, v)
 		return
@@ -102,9 +107,7 @@ func (c *frameCtx) l3(fp *[]byte, v *Verdict) {
 	copy(f[0:6], nextMAC[:])
 	copy(f[6:12], s.routerMAC[:])
 	*v = out
-	if c.tr != nil {
-		c.tr.add(StageL3, "route %s: %s, next hop %s, ttl now %d", keyIP4(dst), c.routeName(dst), nextMAC, ip.TTL())
-	}
+	c.trace(StageL3, step{kind: stepRouted, ip: dst, mac: macKey(nextMAC), n: int(ip.TTL())})
 }
 
 // headerChecksumOK is packet.IPv4.HeaderChecksumOK with the common
@@ -149,10 +152,8 @@ func (c *frameCtx) neighMiss(fp *[]byte, v *Verdict, nh uint32) {
 		c.drop(v, DropNeighMiss, StageL3)
 		return
 	}
-	if !c.s.arpLimit.allow(c.now, c.tr != nil) {
-		if c.tr != nil {
-			c.tr.add(StageL3, "neighbour %s unknown; ARP request rate-limited", keyIP4(nh))
-		}
+	if !c.s.arpLimit.allow(c.now, c.dry) {
+		c.trace(StageL3, step{kind: stepARPLimited, ip: nh})
 		c.drop(v, DropNeighMiss, StageL3)
 		return
 	}
@@ -164,9 +165,7 @@ func (c *frameCtx) neighMiss(fp *[]byte, v *Verdict, nh uint32) {
 	*fp = f
 	*v = Verdict{Action: ActionFlood, Port: c.inID, Reason: DropNeighMiss, Reply: true}
 	c.answer = answerARPRequest
-	if c.tr != nil {
-		c.tr.add(StageL3, "neighbour %s unknown: drop, send ARP request (flood)", keyIP4(nh))
-	}
+	c.trace(StageL3, step{kind: stepARPRequest, ip: nh})
 }
 
 // arpForRouter answers an ARP request for the gateway in place; other ARP
@@ -187,9 +186,7 @@ func (c *frameCtx) arpForRouter(fp *[]byte, v *Verdict) {
 	*fp = f
 	*v = Verdict{Action: ActionDeliver, Port: c.inID, Reply: true}
 	c.answer = answerARPReply
-	if c.tr != nil {
-		c.tr.add(StageL3, "ARP who-has %s: reply %s", s.gateway, s.routerMAC)
-	}
+	c.trace(StageL3, step{kind: stepARPReply})
 }
 
 // forGateway handles IPv4 addressed to the gateway itself: echo requests
@@ -224,9 +221,7 @@ func (c *frameCtx) forGateway(fp *[]byte, v *Verdict) {
 	*v = out
 	v.Reply = true
 	c.answer = answerEchoReply
-	if c.tr != nil {
-		c.tr.add(StageL3, "echo request to the gateway: reply")
-	}
+	c.trace(StageL3, step{kind: stepEchoReply})
 }
 
 // replyPath decides where an answer to source address src goes and writes
@@ -255,33 +250,37 @@ func (c *frameCtx) replyPath(f []byte, src uint32, out *Verdict) bool {
 // gateway), or drops it with reason cause when no error may be sent.
 // mtu is the next-hop MTU for fragmentation-needed, else 0.
 func (c *frameCtx) icmpError(fp *[]byte, v *Verdict, cause DropReason, typ, code uint8, mtu int) {
+	c.icmpErrorFrom(fp, v, StageL3, c.s.gw4, cause, typ, code, mtu)
+}
+
+// icmpErrorFrom is icmpError with the error's source address and the
+// stage that reports it: the service stage refuses a connection to a
+// cluster IP with no endpoints from that cluster IP, as kube-proxy's
+// REJECT rule does.
+func (c *frameCtx) icmpErrorFrom(fp *[]byte, v *Verdict, stage string, from [4]byte, cause DropReason, typ, code uint8, mtu int) {
 	s := c.s
 	f := *fp
 	ip := packet.IPv4(f[packet.EthHdrLen:])
 	if why := s.noICMPAbout(ip); why != "" {
-		if c.tr != nil {
-			c.tr.add(StageL3, "no ICMP error: %s", why)
-		}
-		c.drop(v, cause, StageL3)
+		c.trace(stage, step{kind: stepNoICMP, why: why})
+		c.drop(v, cause, stage)
 		return
 	}
 	quote := min(ip.HeaderLen()+packet.ICMPErrorQuoteLen, len(ip))
 	n := icmpQuoteOff + quote
 	if cap(f) < n {
-		c.drop(v, DropNoRoom, StageL3)
+		c.drop(v, DropNoRoom, stage)
 		return
 	}
 	src := ip.Src4()
 	var out Verdict
 	if !c.replyPath(f, ip4Key(src), &out) {
-		if c.tr != nil {
-			c.tr.add(StageL3, "no ICMP error: no peer route back to %s", ip.Src())
-		}
-		c.drop(v, cause, StageL3)
+		c.trace(stage, step{kind: stepNoICMPRoute, ip: ip4Key(ip.Src4())})
+		c.drop(v, cause, stage)
 		return
 	}
-	if !s.icmpLimit.allow(c.now, c.tr != nil) {
-		c.drop(v, DropICMPRateLimited, StageL3)
+	if !s.icmpLimit.allow(c.now, c.dry) {
+		c.drop(v, DropICMPRateLimited, stage)
 		return
 	}
 	f = f[:max(len(f), n)]
@@ -290,16 +289,14 @@ func (c *frameCtx) icmpError(fp *[]byte, v *Verdict, cause DropReason, typ, code
 	icmp := f[packet.EthHdrLen+packet.IPv4MinHdrLen:]
 	packet.PutICMPHeader(icmp, typ, code, uint32(mtu))
 	packet.SetICMPChecksum(icmp)
-	packet.PutIPv4(f[packet.EthHdrLen:], uint16(n-packet.EthHdrLen), 0, false, replyTTL, packet.IPProtoICMP, s.gw4, src)
+	packet.PutIPv4(f[packet.EthHdrLen:], uint16(n-packet.EthHdrLen), 0, false, replyTTL, packet.IPProtoICMP, from, src)
 	binary.BigEndian.PutUint16(f[12:14], packet.EtherTypeIPv4)
 	*fp = f
 	*v = out
 	v.Reason = cause
 	v.Reply = true
 	c.answer = answerICMPError
-	if c.tr != nil {
-		c.tr.add(StageL3, "%s: ICMP type %d code %d to %s", cause, typ, code, keyIP4(ip4Key(src)))
-	}
+	c.trace(stage, step{kind: stepICMPError, reason: cause, n: int(typ)<<8 | int(code), ip: ip4Key(src)})
 }
 
 // noICMPAbout returns why no ICMP error may answer ip (RFC 1812 §4.3.2.7),

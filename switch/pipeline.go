@@ -2,14 +2,17 @@ package vswitch
 
 import (
 	"github.com/weftnet/weft/packet"
+	"github.com/weftnet/weft/switch/conntrack"
 )
 
 // Stage names, as Trace reports them.
 const (
-	StageIngress = "ingress"
-	StageL2      = "l2"
-	StageL3      = "l3"
-	StageOutput  = "output"
+	StageIngress   = "ingress"
+	StageConntrack = "conntrack"
+	StageService   = "service"
+	StageL2        = "l2"
+	StageL3        = "l3"
+	StageOutput    = "output"
 )
 
 // answer is the kind of frame the router produced in place of the input.
@@ -24,26 +27,44 @@ const (
 )
 
 // frameCtx carries what the stages of one batch share: the snapshots loaded
-// once per batch, the clock, and the tracer (nil on the hot path; non-nil
-// means dry run: no learning, no counters, no rate-limit tokens).
+// once per batch, the clock, and the tracer. dry (a trace) means: no
+// learning, no counters, no rate-limit tokens, no conntrack or affinity
+// writes. Stages report what they did through c.trace, which is a no-op on
+// the hot path (tr nil).
 type frameCtx struct {
-	s      *Switch
-	in     *portState
-	inID   PortID
-	ports  *portTable
-	routes *routeTable
-	static *neighSnap
-	now    int64
-	tr     *tracer
+	s        *Switch
+	in       *portState
+	inID     PortID
+	ports    *portTable
+	routes   *routeTable
+	static   *neighSnap
+	services *svcTable
+	now      int64
+	tr       *tracer
+	dry      bool
 
 	// per frame
-	et     uint16 // EtherType
-	ipLen  int    // GSO: IP length of the largest segment; 0 = total length
-	answer answer
+	et      uint16 // EtherType
+	ipLen   int    // GSO: IP length of the largest segment; 0 = total length
+	partial bool   // GSO: the L4 checksum field holds the pseudo-header sum (virtio NEEDS_CSUM)
+	answer  answer
+	flow    flowCtx // the conntrack stage's findings
+}
+
+// flowCtx is what the conntrack stage found out about a frame's flow, for
+// the stages after it (service NAT, later policy).
+type flowCtx struct {
+	tracked  bool            // IPv4 TCP/UDP, not a fragment, L4 header present
+	found    bool            // the flow is in conntrack: hit is valid
+	l4Off    int             // offset of the L4 header in the frame
+	tcpFlags uint8           // TCP flags (0 for UDP)
+	tuple    conntrack.Tuple // the frame's own tuple (before NAT)
+	hit      conntrack.Hit
 }
 
 func (s *Switch) newCtx(in PortID, now int64, tr *tracer) frameCtx {
-	c := frameCtx{s: s, inID: in, ports: s.ports.Load(), routes: s.routes.Load(), static: s.static.Load(), now: now, tr: tr}
+	c := frameCtx{s: s, inID: in, ports: s.ports.Load(), routes: s.routes.Load(), static: s.static.Load(),
+		services: s.services.Load(), now: now, tr: tr, dry: tr != nil}
 	c.in = c.ports.get(in)
 	return c
 }
@@ -67,7 +88,11 @@ func (s *Switch) Process(frames [][]byte, in PortID, out []Verdict, now int64) {
 // it is the IP length of the largest packet frame i will be segmented into,
 // and the MTU check of a routed frame uses it instead of the IP total
 // length. The TTL is decremented once, in the super-packet's header, which
-// segmentation copies into every segment.
+// segmentation copies into every segment. Such a frame's L4 checksum must
+// be partial (virtio NEEDS_CSUM: the field holds the folded pseudo-header
+// sum, as a TAP hands out a TSO/USO super-frame): service NAT patches it as
+// such, so both segmentation and a TAP writing the frame whole complete it
+// correctly. Frames with ipLens[i] == 0 carry complete checksums.
 func (s *Switch) ProcessGSO(frames [][]byte, ipLens []uint16, in PortID, out []Verdict, now int64) {
 	out = out[:len(frames)]
 	c := s.newCtx(in, now, nil)
@@ -76,30 +101,33 @@ func (s *Switch) ProcessGSO(frames [][]byte, ipLens []uint16, in PortID, out []V
 		if ipLens != nil {
 			c.ipLen = int(ipLens[i])
 		}
+		c.partial = c.ipLen != 0
 		c.pipeline(&frames[i], &out[i])
 	}
 }
 
-// pipeline runs the stages over one frame in their fixed order.
+// pipeline runs the stages over one frame in their fixed order (DESIGN.md):
+// port checks -> conntrack -> service NAT -> [policy] -> L2 -> L3 ->
+// output. Each stage returns false when it has settled the frame's
+// verdict. Conntrack is looked up once here; service NAT (and later
+// policy) decides on a flow's first packet and keeps the decision in the
+// flow's entry, so a packet of an established flow costs one lookup.
 func (c *frameCtx) pipeline(fp *[]byte, v *Verdict) {
 	*v = Verdict{}
 	c.answer = answerNone
-	if c.ingress(*fp, v) {
-		// Later stages go here, in this order: conntrack, service NAT,
-		// network policy.
-		if c.l2(*fp, v) {
-			c.l3(fp, v)
-		}
-	}
+	_ = c.ingress(*fp, v) &&
+		c.conntrack(*fp) &&
+		c.serviceNAT(fp, v) &&
+		// policy (per new flow, verdict kept in conntrack) goes here
+		c.l2(*fp, v) &&
+		c.l3(fp, v)
 	c.output(*fp, v)
 }
 
 // drop sets a drop verdict and returns false so stages can `return c.drop(...)`.
 func (c *frameCtx) drop(v *Verdict, r DropReason, stage string) bool {
 	*v = Verdict{Action: ActionDrop, Reason: r}
-	if c.tr != nil {
-		c.tr.add(stage, "drop: %s", r)
-	}
+	c.trace(stage, step{kind: stepDrop, reason: r})
 	return false
 }
 
@@ -154,9 +182,7 @@ func (c *frameCtx) ingress(f []byte, v *Verdict) bool {
 		default:
 			return c.drop(v, DropOverlayNotIPv4, StageIngress)
 		}
-		if c.tr != nil {
-			c.tr.add(StageIngress, "overlay port %d: IPv4 to the router MAC, accepted", p.id)
-		}
+		c.trace(StageIngress, step{kind: stepOverlayAccepted, port: p.id})
 		return true
 	}
 
@@ -189,9 +215,7 @@ func (c *frameCtx) ingress(f []byte, v *Verdict) bool {
 			}
 		}
 	}
-	if c.tr != nil {
-		c.tr.add(StageIngress, "%s port %d: %s accepted", p.kind, p.id, etherTypeName(c.et))
-	}
+	c.trace(StageIngress, step{kind: stepAccepted, port: p.id, n: int(c.et)})
 	return true
 }
 
@@ -205,9 +229,7 @@ const (
 func (c *frameCtx) l2(f []byte, v *Verdict) bool {
 	p := c.in
 	if p.kind == PortOverlay {
-		if c.tr != nil {
-			c.tr.add(StageL2, "from the overlay: no learning, to the router")
-		}
+		c.trace(StageL2, step{kind: stepFromOverlay})
 		return true
 	}
 	s := c.s
@@ -217,27 +239,23 @@ func (c *frameCtx) l2(f []byte, v *Verdict) bool {
 		// that a dry run (which learns nothing) agrees.
 		return c.drop(v, DropHairpin, StageL2)
 	}
-	if c.tr == nil {
-		s.fdb.learn(srcKey(f), p.id, c.now)
+	if c.dry {
+		c.trace(StageL2, step{kind: stepWouldLearn, mac: srcKey(f), port: p.id})
 	} else {
-		c.tr.add(StageL2, "%s", s.fdb.describeLearn(srcKey(f), p.id, c.now))
+		s.fdb.learn(srcKey(f), p.id, c.now)
 	}
 	if c.et == packet.EtherTypeARP {
 		a := packet.ARP(f[packet.EthHdrLen:])
 		c.snoopARP(a)
 		if dst == s.routerKey || (a.Op() == packet.ARPOpRequest && a.TargetIP4() == s.gw4) {
-			if c.tr != nil {
-				c.tr.add(StageL2, "ARP for the router")
-			}
+			c.trace(StageL2, step{kind: stepARPForRouter})
 			return true
 		}
 	} else if dst == s.routerKey {
 		if c.et == packet.EtherTypeIPv6 {
 			return c.drop(v, DropIPv6NotRouted, StageL2)
 		}
-		if c.tr != nil {
-			c.tr.add(StageL2, "dst %s is the router MAC: route", keyMAC(dst))
-		}
+		c.trace(StageL2, step{kind: stepToRouter, mac: dst})
 		return true
 	}
 	if dst&(1<<40) != 0 { // group bit: broadcast or multicast
@@ -255,9 +273,7 @@ func (c *frameCtx) l2(f []byte, v *Verdict) bool {
 		return c.drop(v, DropL2TooBig, StageL2)
 	}
 	*v = Verdict{Action: ActionDeliver, Port: port}
-	if c.tr != nil {
-		c.tr.add(StageL2, "fdb: %s on port %d", keyMAC(dst), port)
-	}
+	c.trace(StageL2, step{kind: stepFDBHit, mac: dst, port: port})
 	return false
 }
 
@@ -268,13 +284,11 @@ func (c *frameCtx) flood(f []byte, v *Verdict, why string) bool {
 	if mtu := c.ports.floodMTU(c.inID); mtu != 0 && c.l2Len(f) > mtu {
 		return c.drop(v, DropL2TooBig, StageL2)
 	}
-	if !c.in.flood.allow(c.now, c.tr != nil) {
+	if !c.in.flood.allow(c.now, c.dry) {
 		return c.drop(v, DropFloodRateLimited, StageL2)
 	}
 	*v = Verdict{Action: ActionFlood, Port: c.inID}
-	if c.tr != nil {
-		c.tr.add(StageL2, "%s: flood", why)
-	}
+	c.trace(StageL2, step{kind: stepFlood, why: why})
 	return false
 }
 
@@ -305,8 +319,8 @@ func (c *frameCtx) snoopARP(a packet.ARP) {
 	if ok && old == nv && c.now-seen < s.learned.refresh {
 		return
 	}
-	if c.tr != nil {
-		c.tr.add(StageL2, "would learn neighbour %s at %s port %d", keyIP4(k), nv.mac, nv.port)
+	if c.dry {
+		c.trace(StageL2, step{kind: stepWouldLearnNeigh, ip: k, mac: macKey(nv.mac), port: nv.port})
 		return
 	}
 	changed, evicted := s.learned.learn(k, nv, c.now)
@@ -322,8 +336,8 @@ func (c *frameCtx) snoopARP(a packet.ARP) {
 // addressed counts once under its reason, answered or not; the answers
 // the router produced count apart.
 func (c *frameCtx) output(f []byte, v *Verdict) {
-	if c.tr != nil {
-		c.tr.add(StageOutput, "%s", c.describeVerdict(f, v))
+	if c.dry {
+		c.trace(StageOutput, step{kind: stepVerdict, frame: f, verdict: v})
 		return
 	}
 	ctr := &c.s.ctr

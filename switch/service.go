@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/weftnet/weft/packet"
+	"github.com/weftnet/weft/switch/conntrack"
 	"github.com/weftnet/weft/switch/maglev"
 )
 
@@ -48,7 +49,7 @@ func (b *backendSet) pick(h uint64) (backendVal, bool) {
 // frontend is one compiled ServiceSpec.
 type frontend struct {
 	spec     ServiceSpec
-	id       uint32 // index+1 in svcTable.fronts; 0 is "no service" in conntrack
+	id       uint32 // stable per name (Switch.svcIDs); 0 is "no service" in conntrack
 	vip      uint32
 	port     uint16
 	proto    uint8
@@ -79,6 +80,7 @@ type serviceStats struct {
 
 type svcTable struct {
 	byKey  map[uint64]int32 // frontKey -> index in fronts
+	byID   map[uint32]int32 // frontend id -> index in fronts
 	fronts []frontend
 	specs  []ServiceSpec // as given (backends sorted), for listings
 }
@@ -94,13 +96,14 @@ func (t *svcTable) lookup(ip uint32, port uint16, proto uint8) *frontend {
 	return &t.fronts[i]
 }
 
-// byID returns the frontend a conntrack entry names, or nil if that
-// frontend no longer exists.
-func (t *svcTable) byID(id uint32) *frontend {
-	if id == 0 || int(id) > len(t.fronts) {
+// frontend returns the frontend a conntrack entry names, or nil if that
+// frontend no longer exists. Not on the hot path (traces, listings).
+func (t *svcTable) frontend(id uint32) *frontend {
+	i, ok := t.byID[id]
+	if !ok {
 		return nil
 	}
-	return &t.fronts[id-1]
+	return &t.fronts[i]
 }
 
 // SetServices replaces the switch's service frontends with svcs. It
@@ -171,7 +174,8 @@ func (s *Switch) compileServices(svcs []ServiceSpec) (*svcTable, error) {
 		specs[i] = sp
 	}
 	slices.SortFunc(specs, func(a, b ServiceSpec) int { return cmp.Compare(a.Name, b.Name) })
-	t := &svcTable{byKey: make(map[uint64]int32, len(specs)), fronts: make([]frontend, len(specs)), specs: specs}
+	t := &svcTable{byKey: make(map[uint64]int32, len(specs)), byID: make(map[uint32]int32, len(specs)),
+		fronts: make([]frontend, len(specs)), specs: specs}
 	names := make(map[string]bool, len(specs))
 	for i := range specs {
 		sp := &specs[i]
@@ -193,18 +197,19 @@ func (s *Switch) compileServices(svcs []ServiceSpec) (*svcTable, error) {
 		return nil, err
 	}
 	for i := range specs {
-		f, err := s.compileFrontend(&specs[i], uint32(i+1))
+		f, err := s.compileFrontend(&specs[i])
 		if err != nil {
 			return nil, fmt.Errorf("service %q: %w", specs[i].Name, err)
 		}
 		t.fronts[i] = f
+		t.byID[f.id] = int32(i)
 	}
 	return t, nil
 }
 
-func (s *Switch) compileFrontend(sp *ServiceSpec, id uint32) (frontend, error) {
+func (s *Switch) compileFrontend(sp *ServiceSpec) (frontend, error) {
 	f := frontend{
-		spec: *sp, id: id, vip: ip4Key(sp.ClusterIP.As4()), port: sp.Port, proto: sp.Proto,
+		spec: *sp, id: s.frontendID(sp.Name), vip: ip4Key(sp.ClusterIP.As4()), port: sp.Port, proto: sp.Proto,
 		affinity: int64(sp.AffinityTimeout), local: sp.InternalLocal,
 		stats: s.statsFor(sp.Name),
 	}
@@ -251,6 +256,18 @@ func (s *Switch) buildSet(bs []ServiceBackend, localOnly bool) (backendSet, erro
 		return backendSet{}, err
 	}
 	return backendSet{list: list, table: tab}, nil
+}
+
+// frontendID returns the id of a frontend name, the same for the
+// switch's life, so that conntrack entries keep naming their frontend
+// across SetServices; called with s.ctl held.
+func (s *Switch) frontendID(name string) uint32 {
+	if id, ok := s.svcIDs[name]; ok {
+		return id
+	}
+	id := uint32(len(s.svcIDs) + 1)
+	s.svcIDs[name] = id
+	return id
 }
 
 // statsFor returns the counters kept for a frontend name; called with
@@ -316,8 +333,68 @@ func protoName(p uint8) string {
 	return fmt.Sprintf("proto-%d", p)
 }
 
-// flushStale is filled in with the conntrack table: see conntrack.go.
-func (s *Switch) flushStale(old, t *svcTable) {}
+// flushStale removes the conntrack flows that must not outlive a
+// SetServices, and the affinity entries of frontends that lost affinity:
+//
+//   - every flow of a frontend that is gone;
+//   - UDP flows to a backend that no longer takes new flows (removed, not
+//     ready, or not serving): UDP has no connection to drain, and a client
+//     that keeps its socket (a resolver talking to CoreDNS) would
+//     otherwise send to a dead backend until the entry idles out (the
+//     kube-proxy stale-UDP bug);
+//   - TCP flows to a backend that left the endpoints or stopped serving.
+//     A TCP flow to a backend that is only not ready (terminating but
+//     serving) is kept: it drains, as with kube-proxy. A flushed TCP
+//     flow's next packet is picked up as a new flow to a live backend,
+//     which answers a segment of a connection it does not know with a RST
+//     (reverse-translated, so the client sees it from the cluster IP): the
+//     client's connection is reset, not left to time out.
+func (s *Switch) flushStale(old, t *svcTable) {
+	type allowed struct {
+		proto uint8
+		keep  map[uint64]bool
+	}
+	stale := map[uint32]*allowed{}
+	lostAffinity := map[uint32]bool{}
+	for i := range old.fronts {
+		of := &old.fronts[i]
+		nf := t.frontend(of.id)
+		if nf == nil {
+			stale[of.id] = &allowed{proto: of.proto}
+			lostAffinity[of.id] = true
+			continue
+		}
+		if of.affinity != 0 && nf.affinity == 0 {
+			lostAffinity[of.id] = true
+		}
+		keep := map[uint64]bool{}
+		if nf.proto == packet.IPProtoUDP {
+			for _, b := range nf.set().list {
+				keep[backendKey(b.ip, b.port)] = true
+			}
+		} else {
+			for _, b := range nf.spec.Backends {
+				if b.Ready || b.Serving {
+					keep[backendKey(ip4Key(b.Addr.As4()), b.Port)] = true
+				}
+			}
+		}
+		for _, b := range of.spec.Backends {
+			if !keep[backendKey(ip4Key(b.Addr.As4()), b.Port)] {
+				stale[of.id] = &allowed{proto: nf.proto, keep: keep}
+				break
+			}
+		}
+	}
+	s.affinity.forget(lostAffinity)
+	if len(stale) == 0 || s.ct.Len() == 0 {
+		return
+	}
+	s.ct.FlushIf(func(e *conntrack.Entry) bool {
+		a, ok := stale[e.Service]
+		return ok && !a.keep[backendKey(e.Reply.Src, e.Reply.SrcPort)]
+	})
+}
 
 // flowHash is the hash a new flow's backend is picked with: seedless (see
 // maglev.Mix), so every node and every restart picks the same backend

@@ -35,7 +35,11 @@ func TestSetServicesValidates(t *testing.T) {
 		{"no name", func() []ServiceSpec { s := good; s.Name = ""; return []ServiceSpec{s} }, "no name"},
 		{"ipv6 cluster IP", func() []ServiceSpec { s := good; s.ClusterIP = netip.MustParseAddr("fd00::1"); return []ServiceSpec{s} }, "not IPv4"},
 		{"cluster IP in node subnet", func() []ServiceSpec { s := good; s.ClusterIP = podAIP; return []ServiceSpec{s} }, "node subnet"},
-		{"cluster IP multicast", func() []ServiceSpec { s := good; s.ClusterIP = netip.MustParseAddr("224.0.0.1"); return []ServiceSpec{s} }, "unicast"},
+		{"cluster IP multicast", func() []ServiceSpec {
+			s := good
+			s.ClusterIP = netip.MustParseAddr("224.0.0.1")
+			return []ServiceSpec{s}
+		}, "unicast"},
 		{"cluster IP outside service CIDR", func() []ServiceSpec {
 			s := good
 			s.ClusterIP = netip.MustParseAddr("10.200.0.1")

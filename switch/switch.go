@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/packet"
+	"github.com/weftnet/weft/switch/conntrack"
 	"github.com/weftnet/weft/switch/maglev"
 )
 
@@ -75,6 +76,10 @@ type Config struct {
 	// neighbours at most this much and leaves other ports' floods alone.
 	FloodRate  int
 	FloodBurst int
+	// Conntrack sizes the connection tracking table and sets its
+	// timeouts; zero fields take conntrack's defaults (262144 flows,
+	// 24 MiB; see package conntrack).
+	Conntrack conntrack.Config
 }
 
 func (c *Config) setDefaults() {
@@ -189,6 +194,9 @@ type Switch struct {
 	// frontend's counters by name across SetServices (guarded by ctl).
 	services atomic.Pointer[svcTable]
 	svcStats map[string]*serviceStats
+	svcIDs   map[string]uint32 // frontend name -> id, stable for the switch's life
+	ct       *conntrack.Table
+	affinity *affinityTable
 	fdb      *fdb
 	learned  *learnedNeigh
 
@@ -218,7 +226,15 @@ func New(cfg Config) (*Switch, error) {
 		icmpLimit: newLimiter(cfg.ICMPRate, cfg.ICMPBurst),
 		arpLimit:  newLimiter(cfg.ICMPRate, cfg.ICMPBurst),
 		svcStats:  make(map[string]*serviceStats),
+		svcIDs:    make(map[string]uint32),
+		affinity:  newAffinityTable(),
 	}
+	ct, err := conntrack.New(cfg.Conntrack)
+	if err != nil {
+		return nil, fmt.Errorf("switch config: %w", err)
+	}
+	s.ct = ct
+	s.cfg.Conntrack = ct.Config()
 	s.services.Store(&svcTable{})
 	s.net4 = ip4Key(cfg.Subnet.Addr().As4())
 	s.mask4 = ^uint32(0) << (32 - cfg.Subnet.Bits())
@@ -291,10 +307,11 @@ func (s *Switch) Neighbours() []Neighbour {
 // FDB lists the learned MACs, least recently written first.
 func (s *Switch) FDB() []FDBEntry { return s.fdb.list() }
 
-// Expire ages out FDB entries and learned neighbours not refreshed for
-// their max age. The node calls it periodically (every few seconds) with
+// Expire ages out conntrack flows past their timeout, and FDB entries and
+// learned neighbours not refreshed for their max age. The node calls it periodically (every few seconds) with
 // the clock it passes to Process.
 func (s *Switch) Expire(now int64) {
+	s.ct.Expire(now)
 	s.fdb.expire(now)
 	s.ctr.neighExpired.Add(uint64(s.learned.expire(now)))
 }
@@ -317,5 +334,6 @@ func (s *Switch) Counters() Counters {
 	c.NeighLearned = s.ctr.neighLearned.Load()
 	c.NeighEvicted = s.ctr.neighEvicted.Load()
 	c.NeighExpired = s.ctr.neighExpired.Load()
+	c.Conntrack = s.ct.Stats()
 	return c
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/weftnet/weft/packet"
+	"github.com/weftnet/weft/switch/conntrack"
 )
 
 // TraceStep is one stage's decision in a Trace.
@@ -13,20 +14,155 @@ type TraceStep struct {
 	Decision string `json:"decision"`
 }
 
-// tracer collects steps for Trace. The stages take it through frameCtx;
-// on the hot path it is nil and every trace call sits behind a nil check,
-// so the hot path formats nothing.
+// How a stage reports: it calls c.trace(stage, step{...}) once per
+// decision, with the decision as plain values (a kind, a port, a MAC or
+// address key, a reason). On the hot path the tracer is nil and trace is
+// an inlined nil check: nothing is formatted, nothing allocates. Only a
+// Trace turns steps into text, in one place (describe, below), so a new
+// stage adds a step kind and a line to describe, not a branch per
+// decision.
 type tracer struct{ steps []TraceStep }
 
-func (t *tracer) add(stage, format string, args ...any) {
-	t.steps = append(t.steps, TraceStep{Stage: stage, Decision: fmt.Sprintf(format, args...)})
+// stepKind names a decision a stage can report.
+type stepKind uint8
+
+const (
+	stepDrop stepKind = iota
+	stepAccepted
+	stepOverlayAccepted
+	stepFromOverlay
+	stepWouldLearn
+	stepWouldLearnNeigh
+	stepARPForRouter
+	stepToRouter
+	stepFDBHit
+	stepFlood
+	stepRouted
+	stepARPLimited
+	stepARPRequest
+	stepARPReply
+	stepEchoReply
+	stepNoICMP
+	stepNoICMPRoute
+	stepICMPError
+	stepVerdict
+	stepUntracked
+	stepCTHit
+	stepCTMiss
+	stepSvcNew
+	stepSvcHit
+	stepSvcReply
+	stepSvcReject
+	stepSvcNoLocal
+)
+
+// step is one decision, as data.
+type step struct {
+	kind    stepKind
+	reason  DropReason
+	port    PortID
+	mac     uint64
+	ip      uint32
+	n       int
+	why     string // a constant string, never formatted on the hot path
+	frame   []byte
+	verdict *Verdict
+	svc     *frontend
+	be      backendVal
+}
+
+// trace reports a stage's decision; a no-op unless tracing.
+func (c *frameCtx) trace(stage string, st step) {
+	if c.tr != nil {
+		c.record(stage, &st)
+	}
+}
+
+func (c *frameCtx) record(stage string, st *step) {
+	c.tr.steps = append(c.tr.steps, TraceStep{Stage: stage, Decision: c.describe(st)})
+}
+
+// describe turns a step into the text weft trace prints.
+func (c *frameCtx) describe(st *step) string {
+	switch st.kind {
+	case stepDrop:
+		return fmt.Sprintf("drop: %s", st.reason)
+	case stepAccepted:
+		return fmt.Sprintf("%s port %d: %s accepted", c.in.kind, st.port, etherTypeName(uint16(st.n)))
+	case stepOverlayAccepted:
+		return fmt.Sprintf("overlay port %d: IPv4 to the router MAC, accepted", st.port)
+	case stepFromOverlay:
+		return "from the overlay: no learning, to the router"
+	case stepWouldLearn:
+		return c.s.fdb.describeLearn(st.mac, st.port, c.now)
+	case stepWouldLearnNeigh:
+		return fmt.Sprintf("would learn neighbour %s at %s port %d", keyIP4(st.ip), keyMAC(st.mac), st.port)
+	case stepARPForRouter:
+		return "ARP for the router"
+	case stepToRouter:
+		return fmt.Sprintf("dst %s is the router MAC: route", keyMAC(st.mac))
+	case stepFDBHit:
+		return fmt.Sprintf("fdb: %s on port %d", keyMAC(st.mac), st.port)
+	case stepFlood:
+		return st.why + ": flood"
+	case stepRouted:
+		return fmt.Sprintf("route %s: %s, next hop %s, ttl now %d", keyIP4(st.ip), c.routeName(st.ip), keyMAC(st.mac), st.n)
+	case stepARPLimited:
+		return fmt.Sprintf("neighbour %s unknown; ARP request rate-limited", keyIP4(st.ip))
+	case stepARPRequest:
+		return fmt.Sprintf("neighbour %s unknown: drop, send ARP request (flood)", keyIP4(st.ip))
+	case stepARPReply:
+		return fmt.Sprintf("ARP who-has %s: reply %s", c.s.gateway, c.s.routerMAC)
+	case stepEchoReply:
+		return "echo request to the gateway: reply"
+	case stepNoICMP:
+		return "no ICMP error: " + st.why
+	case stepNoICMPRoute:
+		return fmt.Sprintf("no ICMP error: no peer route back to %s", keyIP4(st.ip))
+	case stepICMPError:
+		return fmt.Sprintf("%s: ICMP type %d code %d to %s", st.reason, st.n>>8, st.n&0xff, keyIP4(st.ip))
+	case stepVerdict:
+		return c.describeVerdict(st.frame, st.verdict)
+	case stepUntracked:
+		return "not tracked: " + st.why
+	case stepCTMiss:
+		return fmt.Sprintf("%s: no flow", c.flow.tuple)
+	case stepCTHit:
+		h := &c.flow.hit
+		dir := "original"
+		if h.Dir == conntrack.DirReply {
+			dir = "reply"
+		}
+		return fmt.Sprintf("%s: flow found (%s direction, %s)", c.flow.tuple, dir, h.State)
+	case stepSvcNew:
+		return fmt.Sprintf("service %s: new flow, backend %s:%d (%s)", st.svc.spec.Name, keyIP4(st.be.ip), st.be.port, st.why)
+	case stepSvcHit:
+		return fmt.Sprintf("service %s: conntrack hit, backend %s:%d", c.svcName(c.flow.hit.Service), c.flow.hit.Other.SrcAddr(), c.flow.hit.Other.SrcPort)
+	case stepSvcReply:
+		return fmt.Sprintf("service %s: reply from backend %s:%d, source rewritten to %s:%d", c.svcName(c.flow.hit.Service),
+			c.flow.tuple.SrcAddr(), c.flow.tuple.SrcPort, c.flow.hit.Other.DstAddr(), c.flow.hit.Other.DstPort)
+	case stepSvcReject:
+		return fmt.Sprintf("service %s: no ready endpoints: refuse (ICMP port unreachable from the cluster IP)", st.svc.spec.Name)
+	case stepSvcNoLocal:
+		return fmt.Sprintf("service %s: internalTrafficPolicy Local and no endpoint on this node: drop", st.svc.spec.Name)
+	}
+	return fmt.Sprintf("step %d", st.kind)
+}
+
+// svcName names the frontend a conntrack entry points at.
+func (c *frameCtx) svcName(id uint32) string {
+	if f := c.services.frontend(id); f != nil {
+		return f.spec.Name
+	}
+	return fmt.Sprintf("#%d (removed)", id)
 }
 
 // Trace runs a copy of frame through the live pipeline, as if it arrived on
 // port in at time now, without side effects: nothing is learned or
-// counted, no rate-limit token is spent, frame is not modified. It runs
-// the same stage code as Process and returns the verdict and each stage's
-// decision; the output step describes the frame as it would leave.
+// counted, no rate-limit token is spent, no flow is tracked, frame is not
+// modified. It runs the same stage code as Process and returns the verdict
+// and each stage's decision; the output step describes the frame as it
+// would leave.
 func (s *Switch) Trace(frame []byte, in PortID, now int64) (Verdict, []TraceStep) {
 	buf := make([]byte, len(frame), len(frame)+maxICMPErrLen)
 	copy(buf, frame)

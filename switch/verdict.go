@@ -3,6 +3,8 @@ package vswitch
 import (
 	"net/netip"
 	"sync/atomic"
+
+	"github.com/weftnet/weft/switch/conntrack"
 )
 
 // PortID names a port. IDs are small integers chosen by the node, below
@@ -91,6 +93,11 @@ const (
 	DropPodIPv6                            // IPv6 from a pod port: weft carries no IPv6 yet (RA/ND would reach neighbours)
 	DropL2TooBig                           // switched frame (or GSO segment) larger than an output port's MTU
 	DropFloodRateLimited                   // flood (broadcast, multicast, unknown unicast) over its ingress port's rate
+	DropSvcNoEndpoints                     // new flow to a service with no eligible endpoint (refused: ICMP port unreachable)
+	DropSvcNoLocal                         // internalTrafficPolicy Local and no endpoint on this node
+	DropCTFull                             // new flow, conntrack table full
+	DropCTClash                            // new flow whose reply tuple is another flow's (hairpin SNAT port clash)
+	DropCTInvalid                          // TCP RST to a service with no tracked flow
 	NumDropReasons                         // number of reasons; not a reason
 )
 
@@ -121,6 +128,11 @@ var dropNames = [NumDropReasons]string{
 	DropPodIPv6:          "pod_ipv6_unsupported",
 	DropL2TooBig:         "l2_too_big",
 	DropFloodRateLimited: "flood_rate_limited",
+	DropSvcNoEndpoints:   "svc_no_endpoints",
+	DropSvcNoLocal:       "svc_no_local_endpoints",
+	DropCTFull:           "conntrack_full",
+	DropCTClash:          "conntrack_clash",
+	DropCTInvalid:        "conntrack_invalid",
 }
 
 // String is the reason's metric label (snake case, stable).
@@ -151,6 +163,8 @@ type Counters struct {
 	NeighLearned uint64 // learned neighbours from ARP, new or changed
 	NeighEvicted uint64
 	NeighExpired uint64
+
+	Conntrack conntrack.Stats // flows tracked (gauge), inserts, full, clashes, expired, flushed
 }
 
 // TotalDrops sums Drops over every reason.

@@ -1,0 +1,66 @@
+package vswitch
+
+import (
+	"github.com/weftnet/weft/packet"
+	"github.com/weftnet/weft/switch/conntrack"
+)
+
+// conntrack is the pipeline's connection-tracking stage: it finds the
+// frame's flow, once, and leaves what it found in c.flow for the stages
+// after it. It never settles a verdict itself.
+//
+// Tracked: IPv4 TCP and UDP that is not a fragment (a later fragment has
+// no ports; weft does not reassemble) and carries its L4 header. Today
+// only flows that service NAT handled are inserted (the policy stage will
+// insert the rest when it lands); while the table is empty the lookup is
+// skipped.
+func (c *frameCtx) conntrack(f []byte) bool {
+	fl := &c.flow
+	fl.tracked, fl.found = false, false
+	if c.et != packet.EtherTypeIPv4 || c.s.ct == nil {
+		return true
+	}
+	ip := packet.IPv4(f[packet.EthHdrLen:])
+	proto := ip.Proto()
+	var l4Min int
+	switch proto {
+	case packet.IPProtoTCP:
+		l4Min = packet.TCPMinHdrLen
+	case packet.IPProtoUDP:
+		l4Min = packet.UDPHdrLen
+	default:
+		return true
+	}
+	if ip.IsFragment() {
+		c.trace(StageConntrack, step{kind: stepUntracked, why: "IP fragment"})
+		return true
+	}
+	hl := ip.HeaderLen()
+	if packet.EthHdrLen+hl+l4Min > len(f) || hl+l4Min > int(ip.TotalLen()) {
+		c.trace(StageConntrack, step{kind: stepUntracked, why: "L4 header truncated"})
+		return true
+	}
+	fl.tracked = true
+	fl.l4Off = packet.EthHdrLen + hl
+	l4 := f[fl.l4Off:]
+	fl.tcpFlags = 0
+	if proto == packet.IPProtoTCP {
+		fl.tcpFlags = l4[13]
+	}
+	sp, dp := packet.Ports(l4)
+	fl.tuple = conntrack.Tuple{Src: ip4Key(ip.Src4()), Dst: ip4Key(ip.Dst4()), SrcPort: sp, DstPort: dp, Proto: proto}
+	if c.s.ct.Len() == 0 {
+		return true
+	}
+	if c.dry {
+		fl.found = c.s.ct.Peek(&fl.tuple, c.now, &fl.hit)
+	} else {
+		fl.found = c.s.ct.Lookup(&fl.tuple, fl.tcpFlags, c.now, &fl.hit)
+	}
+	if fl.found {
+		c.trace(StageConntrack, step{kind: stepCTHit})
+	} else {
+		c.trace(StageConntrack, step{kind: stepCTMiss})
+	}
+	return true
+}
