@@ -41,6 +41,8 @@ type Config struct {
 	Peers  *overlay.PeerTable
 	VNI    uint32
 	Port   uint16 // VXLAN UDP port of every peer
+	// Epoch is when the clock (Now) starts; zero: at New.
+	Epoch time.Time
 	// OverlayPort is the switch port VXLAN arrivals enter on.
 	OverlayPort vswitch.PortID
 	// Coalesce makes receivers coalesce consecutive TCP (and, for TAPs
@@ -77,10 +79,14 @@ type Work struct {
 
 // New returns a data path over cfg's switch and peers.
 func New(cfg Config) *Datapath {
-	return &Datapath{cfg: cfg, sw: cfg.Switch, decap: cfg.Decap, peers: cfg.Peers, epoch: time.Now()}
+	dp := &Datapath{cfg: cfg, sw: cfg.Switch, decap: cfg.Decap, peers: cfg.Peers, epoch: cfg.Epoch}
+	if dp.epoch.IsZero() {
+		dp.epoch = time.Now()
+	}
+	return dp
 }
 
-// Now is the monotonic clock (ns since New) the switch ages entries by;
+// Now is the monotonic clock (ns since Config.Epoch) the switch ages entries by;
 // workers read it once per batch.
 func (dp *Datapath) Now() int64 { return int64(time.Since(dp.epoch)) }
 

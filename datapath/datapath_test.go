@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"bytes"
+	"encoding/binary"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -167,5 +168,40 @@ func TestReceive(t *testing.T) {
 				t.Errorf("peer rx frames %d, want %d", p.Stats().RxFrames.Load(), segs)
 			}
 		})
+	}
+}
+
+// TestTransmitUDPSuperFrame: a USO super-frame from pod A reaches the peer
+// as separate, checksummed VXLAN datagrams carrying the payload in order.
+func TestTransmitUDPSuperFrame(t *testing.T) {
+	const mss, payload = 64, 64*20 + 10
+	r := newRig(t, modes[2].offloads, false)
+	f := udpFrame(podAMAC, routerMAC, podAIP, remoteIP, payload, 64)
+	data := append([]byte(nil), f[packet.EthHdrLen+packet.IPv4MinHdrLen+packet.UDPHdrLen:]...)
+	l4 := packet.EthHdrLen + packet.IPv4MinHdrLen
+	sum := packet.PseudoHeaderSum4(podAIP.As4(), remoteIP.As4(), packet.IPProtoUDP, uint16(len(f)-l4))
+	binary.BigEndian.PutUint16(f[l4+packet.UDPOffChecksum:], packet.Fold(sum)) // as the pod's stack leaves it
+	h := netdev.VirtioHdr{Flags: netdev.VirtioFlagNeedsCsum, GSOType: netdev.GSOUDPL4, GSOSize: mss,
+		HdrLen: uint16(l4 + packet.UDPHdrLen), CsumStart: uint16(l4), CsumOffset: packet.UDPOffChecksum}
+	must(t, writeVnet(r.podA, f, h))
+	if _, err := r.txA.Transmit(false); err != nil {
+		t.Fatal(err)
+	}
+	if want := packet.TCPSegments(payload, mss); len(r.out.dgrams) != want {
+		t.Fatalf("peer got %d datagrams, want %d", len(r.out.dgrams), want)
+	}
+	var got []byte
+	for i, d := range r.out.dgrams {
+		inner := d[overlay.HeaderLen:]
+		ip := packet.IPv4(inner[packet.EthHdrLen:])
+		u := inner[packet.EthHdrLen+packet.IPv4MinHdrLen:]
+		sum := packet.PseudoHeaderSum4(ip.Src4(), ip.Dst4(), packet.IPProtoUDP, uint16(len(u)))
+		if packet.Fold(packet.Checksum(u, sum)) != 0xffff || int(binary.BigEndian.Uint16(u[4:])) != len(u) {
+			t.Fatalf("datagram %d: bad UDP checksum or length", i)
+		}
+		got = append(got, u[packet.UDPHdrLen:]...)
+	}
+	if !bytes.Equal(got, data) {
+		t.Errorf("peer got %d bytes, not the %d sent in order", len(got), len(data))
 	}
 }

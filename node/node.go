@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/ipam"
 	"github.com/weftnet/weft/netdev"
 	"github.com/weftnet/weft/overlay"
@@ -49,15 +50,24 @@ type Config struct {
 	HostPortName string
 	Logger       *slog.Logger
 
-	// Offload opens the TAPs with virtio headers and TSO/checksum offload
-	// and runs the offload data path (offload.go). Off keeps plain TAPs.
+	// Offload opens the TAPs with virtio headers and checksum offload and
+	// turns on the kernel offloads below (offload.go). Off: plain TAPs and
+	// sockets, whatever the Disable knobs say.
 	Offload bool
+	// DisableTSO keeps TCP super-frames (TAP TSO) off; USO goes with it.
+	DisableTSO bool
+	// DisableUSO keeps UDP segmentation off: TAP USO and UDP GSO
+	// (UDP_SEGMENT) on the underlay.
+	DisableUSO bool
+	// DisableGRO keeps UDP GRO off on the underlay, and with it the
+	// coalescing of received segments into super-frames for the TAPs.
+	DisableGRO bool
 
 	// RxWorkers is how many sockets receive VXLAN, each with its own
 	// worker (underlay.go); 0 or 1: one.
 	RxWorkers int
 	// TapQueues > 1 gives each TAP that many queues (IFF_MULTI_QUEUE),
-	// each with its own worker; offload mode only. 0 or 1: one.
+	// each with its own transmitter; offload mode only. 0 or 1: one.
 	TapQueues int
 
 	// NetnsRoots are directories whose entries Attach accepts as pod
@@ -85,12 +95,6 @@ const (
 	firstPodPort  vswitch.PortID = 2
 
 	defaultHostPort = "weft0"
-	// headroom in front of every frame buffer: the VXLAN header is
-	// prepended in place before the frame goes to the UDP socket.
-	headroom = 64
-	// frameBufSize fits a maximum-size Ethernet frame for MTUs up to 9000
-	// plus headroom; ICMP errors built in place need at most 110 bytes.
-	frameBufSize = headroom + 9216
 )
 
 // Node is one running weft node.
@@ -108,16 +112,15 @@ type Node struct {
 	ipam    *ipam.Allocator
 	records *recordStore
 
-	peers    *overlay.PeerTable
-	decap    *overlay.Decapper
-	conn     *overlay.Conn
-	rx       []underlayRx // the receiving sockets: rx[0] is conn
-	connMu   sync.Mutex   // serialises WriteBatch: Conn is one worker's, TAP workers share it
-	leases   atomic.Pointer[map[string]registry.Lease]
-	subnet   atomic.Pointer[netip.Prefix] // the lease's subnet the node took at start, for onAcquire
-	udpHist  batchHist
-	outDrops outputDrops
-	off      offloadState // offload data path (offload.go)
+	peers   *overlay.PeerTable
+	decap   *overlay.Decapper
+	dp      *datapath.Datapath
+	rx      []*overlay.Conn // the receiving sockets, one receiver each
+	gsoOK   bool            // the kernel took UDP GSO (underlay.go)
+	groOK   bool            // ... and UDP GRO
+	leases  atomic.Pointer[map[string]registry.Lease]
+	subnet  atomic.Pointer[netip.Prefix] // the lease's subnet the node took at start, for onAcquire
+	udpHist batchHist
 
 	// ports by switch port ID; the hot path reads them without locks.
 	ports  [vswitch.MaxPorts]atomic.Pointer[port]
@@ -226,6 +229,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 
 	n.peers = &overlay.PeerTable{}
 	n.decap = overlay.NewDecapper(n.cfg.VNI, n.cfg.Port, n.peers)
+	n.dp = datapath.New(datapath.Config{Switch: n.sw, Decap: n.decap, Peers: n.peers, VNI: n.cfg.VNI, Port: n.cfg.Port,
+		OverlayPort: overlayPortID, Coalesce: n.gro(), Epoch: n.start})
 	if err := n.openUnderlay(ctx); err != nil {
 		return err
 	}
@@ -333,12 +338,15 @@ func (n *Node) openHostPort() error {
 	if err != nil {
 		return fmt.Errorf("host port %s: %w", cfg.Name, err)
 	}
-	p := &port{id: hostPortID, name: cfg.Name, dev: tap, mac: cfg.MAC, addr: cfg.Addr, since: time.Now()}
+	p := &port{Port: datapath.Port{ID: hostPortID, Dev: tap}, name: cfg.Name, mac: cfg.MAC, addr: cfg.Addr, since: time.Now()}
 	if err := n.sw.AddPort(vswitch.PortConfig{ID: hostPortID, Kind: vswitch.PortHost, MAC: cfg.MAC, IPv4: cfg.Addr.Addr(), MTU: n.mtu}); err != nil {
 		tap.Close()
 		return fmt.Errorf("host port %s: %w", cfg.Name, err)
 	}
-	n.startPort(p)
+	if err := n.startPort(p); err != nil {
+		tap.Close()
+		return fmt.Errorf("host port %s: %w", cfg.Name, err)
+	}
 	return nil
 }
 
@@ -459,9 +467,14 @@ func (n *Node) addPodPort(r PortRecord, tap *netdev.Tap) error {
 	if err := n.sw.AddPort(vswitch.PortConfig{ID: id, Kind: vswitch.PortPod, MAC: r.MAC, IPv4: r.Addr.Addr(), MTU: r.MTU}); err != nil {
 		return err
 	}
-	p := &port{id: id, name: r.IfName, dev: tap, mac: r.MAC, addr: r.Addr, rec: r, since: r.Since}
+	p := &port{Port: datapath.Port{ID: id, Dev: tap}, name: r.IfName, mac: r.MAC, addr: r.Addr, rec: r, since: r.Since}
+	if err := n.startPort(p); err != nil {
+		if rerr := n.sw.RemovePort(id); rerr != nil {
+			n.log.Error("remove switch port", "pod", r.PodID, "err", rerr)
+		}
+		return err
+	}
 	n.byKey[ipam.Key{PodID: r.PodID, IfName: r.IfName}] = p
-	n.startPort(p)
 	return nil
 }
 
@@ -493,7 +506,7 @@ func (n *Node) Stop() {
 	n.closeUnderlay()
 	for i := range n.ports {
 		if p := n.ports[i].Load(); p != nil {
-			p.dev.Close()
+			p.Dev.Close()
 		}
 	}
 	n.wg.Wait()

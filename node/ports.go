@@ -116,11 +116,10 @@ func (n *Node) Detach(ctx context.Context, req api.DetachRequest) error {
 		return fmt.Errorf("%w: no port for pod %s interface %s", api.ErrNotFound, req.PodID, req.IfName)
 	}
 	p.closing.Store(true)
-	if err := n.sw.RemovePort(p.id); err != nil {
+	if err := n.sw.RemovePort(p.ID); err != nil {
 		n.log.Error("detach: remove switch port", "pod", req.PodID, "err", err)
 	}
-	n.ports[p.id].Store(nil)
-	p.dev.Close()
+	n.stopPort(p)
 	delete(n.byKey, key)
 	if err := netdev.DeleteTap(p.rec.IfName, p.rec.Netns); err != nil {
 		n.log.Warn("detach: delete tap", "pod", req.PodID, "err", err)
@@ -152,10 +151,10 @@ func (n *Node) apiPort(p *port) api.Port {
 		PodID: p.rec.PodID, PodNamespace: p.rec.PodNamespace, PodName: p.rec.PodName, Owner: p.rec.Owner,
 		Netns: p.rec.Netns, IfName: p.rec.IfName, TapName: p.name,
 		IP: p.addr.Addr(), Address: p.addr, MAC: p.mac, Gateway: ipam.Gateway(n.lease.Subnet),
-		MTU: p.rec.MTU, PortID: int(p.id),
-		RxFrames: p.rxFrames.Load(), TxFrames: p.txFrames.Load(),
-		RxBytes: p.rxBytes.Load(), TxBytes: p.txBytes.Load(), Since: p.since,
-		Queues: len(p.queues),
+		MTU: p.rec.MTU, PortID: int(p.ID),
+		RxFrames: p.RxFrames.Load(), TxFrames: p.TxFrames.Load(),
+		RxBytes: p.RxBytes.Load(), TxBytes: p.TxBytes.Load(), Since: p.since,
+		Queues: p.Queues(),
 	}
 }
 

@@ -182,10 +182,10 @@ func (n *Node) Counters(ctx context.Context) (api.Counters, error) {
 	c["fdb.expired"] = sc.FDBExpired
 	c["fdb.entries"] = sc.FDBEntries
 	for _, p := range n.allPorts() {
-		c["tap.rx_frames"] += p.rxFrames.Load()
-		c["tap.rx_bytes"] += p.rxBytes.Load()
-		c["tap.tx_frames"] += p.txFrames.Load()
-		c["tap.tx_bytes"] += p.txBytes.Load()
+		c["tap.rx_frames"] += p.RxFrames.Load()
+		c["tap.rx_bytes"] += p.RxBytes.Load()
+		c["tap.tx_frames"] += p.TxFrames.Load()
+		c["tap.tx_bytes"] += p.TxBytes.Load()
 	}
 	for _, p := range n.peers.List() {
 		st := p.Stats()
@@ -194,45 +194,17 @@ func (n *Node) Counters(ctx context.Context) (api.Counters, error) {
 		c["vxlan.tx_bytes"] += st.TxBytes.Load()
 		c["vxlan.rx_bytes"] += st.RxBytes.Load()
 	}
-	c["vxlan.truncated"] = n.conn.Truncated()
 	for k, v := range n.offloadCounts() {
 		c["offload."+k] = v
 	}
 	return c, nil
 }
 
-// offloadCounts is the offload data path's work by kind; nil when off.
-func (n *Node) offloadCounts() map[string]uint64 {
-	if !n.cfg.Offload {
-		return nil
-	}
-	return map[string]uint64{
-		"tso_frames":         n.off.superFrames.Load(),
-		"segments":           n.off.segments.Load(),
-		"coalesced_runs":     n.off.runs.Load(),
-		"coalesced_segments": n.off.coalesced.Load(),
-		"drained_frames":     n.off.drained.Load(),
-	}
-}
-
-// dropCounts merges the drop counters of every stage under one name space:
-// the switch's reasons as they are, the overlay's prefixed "vxlan_", the
-// output stage's "out_".
-func (n *Node) dropCounts() map[string]uint64 {
-	m := make(map[string]uint64)
-	sc := n.sw.Counters()
-	for r := vswitch.DropReason(1); r < vswitch.NumDropReasons; r++ {
-		m[r.String()] = sc.Drops[r]
-	}
-	for k, v := range n.decap.Drops.Snapshot() {
-		m["vxlan_"+k] = v
-	}
-	m["out_port_gone"] = n.outDrops.portGone.Load()
-	m["out_tap_write"] = n.outDrops.tapWrite.Load()
-	m["out_udp_send"] = n.outDrops.udpSend.Load()
-	m["out_no_headroom"] = n.outDrops.noHeadrom.Load()
-	return m
-}
+// dropCounts is every drop reason of every stage in one name space
+// (datapath.Reason): the switch's reasons as they are, the overlay's
+// prefixed "vxlan_", the devices' "tap_", the data path's own ("out_",
+// "offload_", "underlay_").
+func (n *Node) dropCounts() map[string]uint64 { return n.dp.DropCounts() }
 
 func (n *Node) allPorts() []*port {
 	var out []*port
@@ -257,8 +229,8 @@ func (n *Node) MetricsSnapshot() api.Snapshot {
 				pod = p.rec.PodNamespace + "/" + p.rec.PodName
 			}
 		}
-		s.Ports = append(s.Ports, api.PortCounters{Pod: pod, Port: fmt.Sprintf("%s#%d", p.name, p.id),
-			RxFrames: p.rxFrames.Load(), TxFrames: p.txFrames.Load(), RxBytes: p.rxBytes.Load(), TxBytes: p.txBytes.Load()})
+		s.Ports = append(s.Ports, api.PortCounters{Pod: pod, Port: fmt.Sprintf("%s#%d", p.name, p.ID),
+			RxFrames: p.RxFrames.Load(), TxFrames: p.TxFrames.Load(), RxBytes: p.RxBytes.Load(), TxBytes: p.TxBytes.Load()})
 		tapHist.Add(p.hist.Snapshot())
 	}
 	for _, p := range n.peers.List() {

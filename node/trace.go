@@ -83,7 +83,7 @@ func (n *Node) traceIngress(name string) (tracePort, bool) {
 	if !ok {
 		return tracePort{}, false
 	}
-	return tracePort{id: p.id, mac: p.mac, addr: p.addr.Addr().As4()}, true
+	return tracePort{id: p.ID, mac: p.mac, addr: p.addr.Addr().As4()}, true
 }
 
 // traceFrame builds the frame a pod would send: to the neighbour's MAC when

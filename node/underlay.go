@@ -9,6 +9,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/overlay"
 )
 
@@ -94,62 +95,97 @@ func isDefault(n *net.IPNet) bool {
 	return ones == 0
 }
 
-// underlayRx is one socket that receives VXLAN, with GRO when offloaded.
-type underlayRx struct {
-	conn *overlay.Conn
-	gro  *overlay.GROReader // nil: read plainly
-}
-
-// openUnderlay opens the VXLAN socket, and with RxWorkers > 1 as many
-// receiving sockets in one SO_REUSEPORT group, spread by inner flow
-// (overlay.SpreadByInnerFlow: the outer 4-tuple is the same for all of a
-// peer's traffic, so the kernel's own hash would pick one socket). The
-// first socket also sends for every worker. On error, Stop closes what was
+// openUnderlay opens the VXLAN receiving sockets: RxWorkers of them in
+// one SO_REUSEPORT group, spread by inner flow (overlay.SpreadByInnerFlow:
+// the outer 4-tuple is the same for all of a peer's traffic, so the
+// kernel's own hash would pick one socket). Each transmitter later joins
+// the group with a send-only socket of its own (openSender): the group's
+// BPF program picks among the first RxWorkers sockets only, and those stay
+// first (the kernel fills a closed socket's slot with the group's last),
+// so a send-only socket never receives. On error, Stop closes what was
 // opened.
 func (n *Node) openUnderlay(ctx context.Context) error {
 	workers := max(1, n.cfg.RxWorkers)
 	addr := netip.AddrPortFrom(n.underlay.Addr, n.cfg.Port)
-	cfg := overlay.ConnConfig{Addr: addr, ReusePort: workers > 1}
-	var err error
-	if n.conn, err = overlay.ListenConn(ctx, cfg); err != nil {
-		return fmt.Errorf("underlay socket %s: %w", addr, err)
-	}
-	n.startOffloadSocket() // offload_rx.go: UDP GSO/GRO when Offload
-	n.rx = []underlayRx{{conn: n.conn, gro: n.off.gro}}
+	cfg := overlay.ConnConfig{Addr: addr, ReusePort: true}
 	for len(n.rx) < workers {
 		c, err := overlay.ListenConn(ctx, cfg)
 		if err != nil {
 			return fmt.Errorf("underlay socket %s (receive worker %d): %w", addr, len(n.rx)+1, err)
 		}
-		n.rx = append(n.rx, underlayRx{conn: c, gro: n.groReader(c)})
+		n.rx = append(n.rx, c)
+	}
+	if err := overlay.SpreadByInnerFlow(n.rx[0], workers); err != nil {
+		return fmt.Errorf("underlay socket %s: %w", addr, err)
 	}
 	if workers > 1 {
-		if err := overlay.SpreadByInnerFlow(n.conn, workers); err != nil {
-			return fmt.Errorf("underlay socket %s: %w", addr, err)
-		}
 		n.log.Info("underlay receive workers", "sockets", workers, "spread", "inner flow hash (SO_REUSEPORT, BPF)")
+	}
+	if n.udpGSO() {
+		if _, err := overlay.NewGSOWriter(n.rx[0], 0); err != nil {
+			n.log.Warn("UDP GSO unavailable; sending one datagram per segment", "err", err)
+		} else {
+			n.gsoOK = true
+		}
 	}
 	return nil
 }
 
-// closeUnderlay closes every underlay socket.
-func (n *Node) closeUnderlay() {
-	for _, rx := range n.rx {
-		rx.conn.Close()
+// openSender opens a transmitter's own send socket on the VXLAN port, in
+// the receiving sockets' SO_REUSEPORT group (see openUnderlay).
+func (n *Node) openSender() (*overlay.Conn, error) {
+	addr := netip.AddrPortFrom(n.underlay.Addr, n.cfg.Port)
+	c, err := overlay.ListenConn(n.ctx, overlay.ConnConfig{Addr: addr, ReusePort: true})
+	if err != nil {
+		return nil, fmt.Errorf("send socket %s: %w", addr, err)
 	}
-	if len(n.rx) == 0 && n.conn != nil {
-		n.conn.Close()
+	return c, nil
+}
+
+// underlayWriter is how a worker sends on c: UDP GSO when on and the
+// kernel has it, else one datagram per message.
+func (n *Node) underlayWriter(c *overlay.Conn) datapath.Writer {
+	if n.gsoOK {
+		if g, err := overlay.NewGSOWriter(c, 0); err == nil {
+			return g
+		}
+	}
+	return datapath.PlainWriter{C: c}
+}
+
+// underlayReader is how a receiver reads c: with UDP GRO when on and the
+// kernel has it (then the socket is GRO's alone), else plainly.
+func (n *Node) underlayReader(c *overlay.Conn) (r datapath.Reader, gro bool) {
+	if n.gro() {
+		g, err := overlay.NewGROReader(c, datapath.GROReadBatch)
+		if err == nil {
+			return g, true
+		}
+		n.log.Warn("UDP GRO unavailable; receiving one datagram per read slot", "err", err)
+	}
+	return datapath.PlainReader{C: c}, false
+}
+
+// closeUnderlay closes every receiving socket.
+func (n *Node) closeUnderlay() {
+	for _, c := range n.rx {
+		c.Close()
 	}
 }
 
-// startUnderlayWorkers starts one worker per receiving socket.
+// startUnderlayWorkers starts one receiver per receiving socket; it sends
+// (transit, the router's answers to the overlay) on that socket.
 func (n *Node) startUnderlayWorkers() {
-	for _, rx := range n.rx {
-		n.wg.Add(1)
-		if rx.gro != nil {
-			go n.runUnderlayOffload(rx.gro) // offload_rx.go
-		} else {
-			go n.runUnderlay(rx.conn) // dataplane.go
+	for _, c := range n.rx {
+		r, gro := n.underlayReader(c)
+		batch, size := c.BatchSize(), datapath.FrameBufSize
+		if gro {
+			batch, size = datapath.GROReadBatch, datapath.GROBufSize
+			n.groOK = true
 		}
+		rx := n.dp.NewReceiver(r, n.underlayWriter(c), batch, size, &n.udpHist)
+		n.wg.Add(1)
+		go n.runReceiver(rx)
 	}
+	n.log.Info("underlay offloads", "udp_gso", n.gsoOK, "udp_gro", n.groOK)
 }

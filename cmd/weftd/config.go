@@ -57,6 +57,12 @@ type Config struct {
 	// Offload allows the kernel offloads (TAP TSO/checksum, UDP GSO/GRO);
 	// each is still probed and stepped down if refused.
 	Offload bool `yaml:"offload"`
+	// TSO, USO and GRO turn single offloads off under Offload: TAP TSO
+	// (USO needs it), TAP USO with UDP GSO on the underlay, UDP GRO with
+	// coalescing for the TAPs. All on by default.
+	TSO bool `yaml:"tso"`
+	USO bool `yaml:"uso"`
+	GRO bool `yaml:"gro"`
 	// Workers is the number of underlay receive workers: UDP sockets on
 	// the VXLAN port in one SO_REUSEPORT group, spread by inner flow, one
 	// reader each; 0 picks one per CPU.
@@ -149,6 +155,9 @@ func DefaultConfig() Config {
 		LogLevel:    "info",
 		LogFormat:   "text",
 		Offload:     true,
+		TSO:         true,
+		USO:         true,
+		GRO:         true,
 		Workers:     1,
 		TapQueues:   1,
 		FloodRate:   node.DefaultFloodRate,
@@ -608,6 +617,12 @@ var flagSpecs = []flagSpec{
 		func(c *Config, _ *string) flag.Value { return (*stringValue)(&c.LogFormat) }},
 	{"offload", "", "offload", "", "use kernel offloads (TAP TSO/checksum, UDP GSO/GRO) where the kernel has them; --offload=false turns them all off",
 		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.Offload) }},
+	{"tso", "", "tso", "", "with --offload: TCP segmentation offload on pod TAPs (64 KiB super-frames that weft splits for peers); --tso=false also turns USO off",
+		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.TSO) }},
+	{"uso", "", "uso", "", "with --offload: UDP segmentation, on pod TAPs (USO, Linux 6.2+) and on the underlay socket (UDP GSO)",
+		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.USO) }},
+	{"gro", "", "gro", "", "with --offload: UDP GRO on the underlay socket and coalescing of received segments into super-frames for pod TAPs",
+		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.GRO) }},
 	{"workers", "N", "workers", "", fmt.Sprintf("underlay receive workers, 0..%d (0 = one per CPU): N sockets on the VXLAN port (SO_REUSEPORT) with a BPF program spreading datagrams by inner flow, one reader each; pod TAPs keep one worker each. On 2 CPUs 2 workers measured no faster than 1 (docs/BENCHMARKS.md)", maxWorkers),
 		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.Workers) }},
 	{"tap-queues", "N", "tap_queues", "", fmt.Sprintf("queues per pod TAP, 1..%d (IFF_MULTI_QUEUE; needs --offload): the pod's stack spreads its flows over them and each queue gets its own worker. A TAP keeps the queue mode it was created with across restarts. On 2 CPUs 2 queues measured no faster than 1 (docs/BENCHMARKS.md)", netdev.MaxQueues),

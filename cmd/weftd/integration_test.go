@@ -44,6 +44,7 @@ func TestCluster(t *testing.T) {
 	t.Run("trace", func(t *testing.T) { testTrace(t, c, cl1, cl2, st1, st2) })
 	t.Run("spoofed_source", func(t *testing.T) { testSpoofed(t, c, cl1, st1) })
 	t.Run("vxlan_untrusted", func(t *testing.T) { testVXLANUntrusted(t, c, cl2, st1, st2) })
+	t.Run("drops_exported", func(t *testing.T) { testDropsExported(t, c, cl2, st1, st2) })
 	t.Run("attach_detach", func(t *testing.T) { testAttachDetach(t, n1, cl1, p12) })
 	t.Run("restart_sigterm", func(t *testing.T) {
 		testRestart(t, c, n1, cl1, st2, func() error { return c.Stop(n1) })

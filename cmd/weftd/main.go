@@ -61,7 +61,8 @@ func run(args []string) int {
 		VNI: vni, Port: port, MTU: cfg.MTU, StateDir: cfg.StateDir,
 		Registry: reg, RegistryBackend: cfg.Registry.Backend,
 		LeaseTTL: cfg.Registry.TTL, ReleaseOnShutdown: cfg.Registry.ReleaseOnShutdown,
-		Logger: log, Offload: cfg.Offload, RxWorkers: cfg.RxWorkers(), TapQueues: cfg.TapQueues,
+		Logger: log, Offload: cfg.Offload,
+		DisableTSO: !cfg.TSO, DisableUSO: !cfg.USO, DisableGRO: !cfg.GRO, RxWorkers: cfg.RxWorkers(), TapQueues: cfg.TapQueues,
 		NetnsRoots: cfg.NetnsRoots,
 		FloodRate:  cfg.FloodRate, FloodBurst: cfg.FloodBurst,
 	})
