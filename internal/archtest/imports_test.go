@@ -39,7 +39,7 @@ var allowed = map[string][]string{
 	// node implements api.Service over api's wire types.
 	"node": {"datapath", "switch", "overlay", "netdev", "ipam", "registry", "api", "packet", "objects", "service"},
 	// sim runs weftd as processes: it talks to them through api, never node.
-	"sim": {"api", "netdev", "registry", "ipam", "packet", "objects"},
+	"sim": {"api", "netdev", "registry", "ipam", "packet", "objects", "policy"},
 	// bench replays captures through datapath over fakes.
 	"bench":          {"datapath", "switch", "overlay", "netdev", "packet"},
 	"cmd/weftd":      {"node", "api", "registry", "ipam", "netdev", "overlay", "packet", "objects"},
