@@ -57,6 +57,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /v1/subnets", handleGet(s, s.svc.Subnets))
 	s.mux.HandleFunc("GET /v1/counters", handleGet(s, s.svc.Counters))
 	s.mux.HandleFunc("POST /v1/trace", handlePost(s, (*TraceRequest).Normalize, s.svc.Trace))
+	s.objectRoutes()
 }
 
 // ServeHTTP answers unknown paths and methods with a JSON Error like every

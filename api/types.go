@@ -86,6 +86,10 @@ type AttachRequest struct {
 	IfName       string `json:"ifname,omitempty"` // default DefaultIfName
 	PodNamespace string `json:"pod_namespace,omitempty"`
 	PodName      string `json:"pod_name,omitempty"`
+	// PodUID, Labels and ContainerPorts are the pod's metadata, published
+	// in the registry so every node can resolve Service selectors and
+	// policy peers (see PodMeta).
+	PodMeta
 	// Owner names who attached the port ("cni" for weft-cni; empty for a
 	// person with `weft attach`), so that a runtime's garbage collection
 	// only ever removes the ports it made.
@@ -106,6 +110,9 @@ func (r *AttachRequest) Normalize() error {
 		return err
 	}
 	if err := checkNetnsPath(r.Netns); err != nil {
+		return err
+	}
+	if err := r.PodMeta.check(); err != nil {
 		return err
 	}
 	return checkIfName(r.IfName)

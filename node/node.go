@@ -18,6 +18,7 @@ import (
 	"github.com/weftnet/weft/overlay"
 	"github.com/weftnet/weft/packet"
 	"github.com/weftnet/weft/registry"
+	"github.com/weftnet/weft/service"
 	vswitch "github.com/weftnet/weft/switch"
 )
 
@@ -41,6 +42,12 @@ type Config struct {
 	// ReleaseOnShutdown gives the subnet back on a graceful stop. Off by
 	// default: a restarting node wants its subnet (and pods) back.
 	ReleaseOnShutdown bool
+
+	// ServiceCIDR holds the Services' cluster IPs ("" = 10.96.0.0/12); it
+	// is routed into weft on the host port. Objects is the registry's
+	// object store (nil: no Services, no published pod metadata).
+	ServiceCIDR netip.Prefix
+	Objects     registry.ObjectStore
 
 	// PendingReleaseDir is where weft-cni records DELs it could not hand to
 	// a stopped weftd; "" = StateDir/cni-pending (weft-cni's default).
@@ -121,6 +128,7 @@ type Node struct {
 	leases  atomic.Pointer[map[string]registry.Lease]
 	subnet  atomic.Pointer[netip.Prefix] // the lease's subnet the node took at start, for onAcquire
 	udpHist batchHist
+	svc     *serviceState // Services and pod metadata (services.go); nil without an object store
 
 	// ports by switch port ID; the hot path reads them without locks.
 	ports  [vswitch.MaxPorts]atomic.Pointer[port]
@@ -148,6 +156,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	if !cfg.ClusterCIDR.IsValid() {
 		cfg.ClusterCIDR = netip.MustParsePrefix("10.244.0.0/16")
+	}
+	if !cfg.ServiceCIDR.IsValid() {
+		cfg.ServiceCIDR = service.DefaultServiceCIDR
 	}
 	if cfg.NodeBits == 0 {
 		cfg.NodeBits = ipam.DefaultNodeBits
@@ -217,7 +228,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 
 	if n.sw, err = vswitch.New(vswitch.Config{RouterMAC: n.routerMAC, Subnet: subnet, Gateway: ipam.Gateway(subnet), MTU: n.mtu,
-		FloodRate: n.cfg.FloodRate, FloodBurst: n.cfg.FloodBurst}); err != nil {
+		FloodRate: n.cfg.FloodRate, FloodBurst: n.cfg.FloodBurst, ServiceCIDR: n.cfg.ServiceCIDR}); err != nil {
 		return fmt.Errorf("switch: %w", err)
 	}
 	if n.ipam, err = ipam.Open(filepath.Join(n.cfg.StateDir, "ipam"), subnet); err != nil {
@@ -248,6 +259,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.applyPendingReleases()
 
 	n.startUnderlayWorkers()
+	n.startServices()
 	n.wg.Add(2)
 	go n.watchRegistry()
 	go n.housekeeping()
@@ -326,7 +338,7 @@ func (n *Node) openHostPort() error {
 		MTU:     n.mtu,
 		Addr:    netip.PrefixFrom(ipam.HostAddr(subnet), subnet.Bits()),
 		Gateway: ipam.Gateway(subnet),
-		Routes:  []netip.Prefix{n.cfg.ClusterCIDR},
+		Routes:  []netip.Prefix{n.cfg.ClusterCIDR, n.cfg.ServiceCIDR},
 		Persist: true,
 		Logger:  n.log,
 	}

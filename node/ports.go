@@ -51,7 +51,7 @@ func (n *Node) Attach(ctx context.Context, req api.AttachRequest) (api.AttachRes
 	}
 	rec := PortRecord{
 		PodID: req.PodID, IfName: req.IfName, Netns: req.Netns,
-		PodNamespace: req.PodNamespace, PodName: req.PodName, Owner: req.Owner,
+		PodNamespace: req.PodNamespace, PodName: req.PodName, Owner: req.Owner, PodMeta: req.PodMeta,
 		Addr: alloc.Prefix, MAC: PodMAC(alloc.Addr), MTU: n.mtu, Since: time.Now().UTC(),
 		NetnsIno: nsIno,
 	}
@@ -84,6 +84,7 @@ func (n *Node) Attach(ctx context.Context, req api.AttachRequest) (api.AttachRes
 		return undo("add switch port", err)
 	}
 	delete(n.dormant, key) // attached again: the new record replaced the old
+	n.podsChanged()
 	n.log.Info("pod attached", "pod", req.PodID, "ifname", req.IfName, "netns", req.Netns, "ip", alloc.Prefix, "mac", rec.MAC)
 	return n.attachResponse(rec), nil
 }
@@ -130,6 +131,7 @@ func (n *Node) Detach(ctx context.Context, req api.DetachRequest) error {
 	if err := n.ipam.Release(key); err != nil {
 		return fmt.Errorf("release %s: %w", p.addr.Addr(), err)
 	}
+	n.podsChanged()
 	n.log.Info("pod detached", "pod", req.PodID, "ifname", req.IfName, "ip", p.addr)
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/packet"
 )
 
@@ -27,6 +28,7 @@ type PortRecord struct {
 	PodNamespace string         `json:"pod_namespace,omitempty"`
 	PodName      string         `json:"pod_name,omitempty"`
 	Owner        string         `json:"owner,omitempty"`
+	api.PodMeta                 // UID, labels, named ports: published as a Pod (pods.go)
 	Addr         netip.Prefix   `json:"addr"`
 	MAC          packet.MAC     `json:"mac"`
 	MTU          int            `json:"mtu"`

@@ -47,7 +47,7 @@ type Summary struct {
 	Namespace string
 	Name      string
 	ClusterIP netip.Addr // invalid when none
-	Ports     []string   // "dns/53/UDP->5353"
+	Ports     []corev1.ServicePort
 	// Ready and Total count distinct endpoint addresses over all ports.
 	Ready, Total int
 	// Source is where endpoints came from: "EndpointSlice", "selector",
@@ -208,7 +208,7 @@ func (idx *indexed) frontends(svc *corev1.Service, vip netip.Addr, sum *Summary)
 				ready[b.Addr] = true
 			}
 		}
-		sum.Ports = append(sum.Ports, portString(p))
+		sum.Ports = append(sum.Ports, p)
 		specs = append(specs, spec)
 	}
 	sum.Ready, sum.Total = len(ready), len(total)
@@ -223,17 +223,6 @@ func frontendName(svc *corev1.Service, p corev1.ServicePort) string {
 		n = strconv.Itoa(int(p.Port))
 	}
 	return svc.Namespace + "/" + svc.Name + ":" + n
-}
-
-func portString(p corev1.ServicePort) string {
-	s := strconv.Itoa(int(p.Port)) + "/" + string(protocolOrTCP(p.Protocol))
-	if p.Name != "" {
-		s = p.Name + "/" + s
-	}
-	if tp := p.TargetPort.String(); tp != "0" && tp != strconv.Itoa(int(p.Port)) {
-		s += "->" + tp
-	}
-	return s
 }
 
 // selected returns the running pods of the Service's namespace whose

@@ -112,15 +112,17 @@ func jsonKind(kind string) string {
 	return "object"
 }
 
-// podArgs are the CNI_ARGS weft-cni reads: the pod's Kubernetes namespace
-// and name, passed to weftd for display only.
+// podArgs are the CNI_ARGS weft-cni reads: the pod's Kubernetes namespace,
+// name and UID, which weftd publishes as the pod's metadata (Service
+// selectors and policies match pods by namespace/name and the labels a Pod
+// object gives them).
 type podArgs struct {
-	Namespace, Name string
+	Namespace, Name, UID string
 }
 
-// parseArgs reads K8S_POD_NAMESPACE and K8S_POD_NAME from CNI_ARGS
+// parseArgs reads K8S_POD_NAMESPACE, K8S_POD_NAME and K8S_POD_UID from CNI_ARGS
 // ("K1=V1;K2=V2"). Every other key, and any malformed pair, is ignored:
-// the values are cosmetic, and runtimes differ in what else they send.
+// runtimes differ in what else they send, and weftd checks the values.
 func parseArgs(s string) podArgs {
 	var a podArgs
 	for pair := range strings.SplitSeq(s, ";") {
@@ -133,6 +135,8 @@ func parseArgs(s string) podArgs {
 			a.Namespace = strings.TrimSpace(v)
 		case "K8S_POD_NAME":
 			a.Name = strings.TrimSpace(v)
+		case "K8S_POD_UID":
+			a.UID = strings.TrimSpace(v)
 		}
 	}
 	return a

@@ -85,10 +85,10 @@ func TestParseArgs(t *testing.T) {
 		want podArgs
 	}{
 		{"", podArgs{}},
-		{"K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-1", podArgs{"default", "web-1"}},
+		{"K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-1", podArgs{Namespace: "default", Name: "web-1"}},
 		// CRI's order varies and it adds keys of its own.
 		{"K8S_POD_UID=123;IgnoreUnknown=1;K8S_POD_NAME=web-1;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_NAMESPACE=kube-system",
-			podArgs{"kube-system", "web-1"}},
+			podArgs{"kube-system", "web-1", "123"}},
 		{"garbage;K8S_POD_NAME=x;=;;", podArgs{Name: "x"}},
 		{"K8S_POD_NAME=a=b", podArgs{Name: "a=b"}},
 	}

@@ -133,7 +133,7 @@ func okStatus() (int, any) {
 }
 
 // TestAddResult checks the result ADD prints, in every spec version, from
-// a canned weftd answer, and that the CNI_ARGS pod name reaches weftd.
+// a canned weftd answer, and that the CNI_ARGS pod name and UID reach weftd.
 func TestAddResult(t *testing.T) {
 	var got api.AttachRequest
 	f := newFakeWeftd(t, &fakeWeftd{attach: func(r api.AttachRequest) (int, any) {
@@ -156,7 +156,7 @@ func TestAddResult(t *testing.T) {
 			}
 			checkResult(t, r, 0, "/var/run/netns/p", v)
 			if got.PodID != "c1" || got.IfName != "eth0" || got.Netns != "/var/run/netns/p" ||
-				got.PodNamespace != "wcn-ns" || got.PodName != "wcn-pod" {
+				got.PodNamespace != "wcn-ns" || got.PodName != "wcn-pod" || got.PodUID != "x" {
 				t.Errorf("weftd got %+v", got)
 			}
 		})

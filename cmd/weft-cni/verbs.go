@@ -66,6 +66,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	resp, err := s.cl.Attach(s.ctx, api.AttachRequest{
 		PodID: args.ContainerID, Netns: args.Netns, IfName: args.IfName,
 		PodNamespace: pod.Namespace, PodName: pod.Name, Owner: api.OwnerCNI,
+		PodMeta: api.PodMeta{PodUID: pod.UID},
 	})
 	if err != nil {
 		return weftdError(s.conf, what, err)

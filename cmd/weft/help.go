@@ -34,6 +34,7 @@ func init() {
 	commands = []*command{
 		statusCmd, portsCmd, attachCmd, detachCmd,
 		peersCmd, subnetsCmd, fdbCmd, routesCmd, neighCmd, ipamCmd, countersCmd,
+		applyCmd, deleteCmd, servicesCmd,
 		traceCmd, simCmd, versionCmd, helpCmd,
 	}
 }

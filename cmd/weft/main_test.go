@@ -293,7 +293,7 @@ func TestRequestsReachService(t *testing.T) {
 	wantDetach := api.DetachRequest{PodID: "p1", IfName: "net1"}
 	wantTrace := api.TraceRequest{In: "p1", Src: netip.MustParseAddr("10.244.1.3"), Dst: netip.MustParseAddr("10.244.2.3"),
 		Proto: api.ProtoUDP, SPort: 5353, DPort: 53, TTL: 2, Size: 100}
-	if len(svc.attached) != 1 || svc.attached[0] != wantAttach {
+	if len(svc.attached) != 1 || !reflect.DeepEqual(svc.attached[0], wantAttach) {
 		t.Errorf("attach requests = %+v, want %+v", svc.attached, wantAttach)
 	}
 	if len(svc.detached) != 1 || svc.detached[0] != wantDetach {

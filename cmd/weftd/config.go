@@ -39,6 +39,9 @@ type Config struct {
 	// ClusterCIDR is the IPv4 network all pod subnets come from, as
 	// written; ClusterPrefix returns it parsed.
 	ClusterCIDR string `yaml:"cluster_cidr"`
+	// ServiceCIDR holds the Services' cluster IPs; ServicePrefix returns
+	// it parsed.
+	ServiceCIDR string `yaml:"service_cidr"`
 	// NodeMask is the prefix length of each node's pod subnet.
 	NodeMask int `yaml:"node_mask"`
 	VNI      int `yaml:"vni"`  // VXLAN network identifier, 1..16777215
@@ -112,6 +115,7 @@ const (
 // Defaults that are not "" or 0.
 const (
 	defaultClusterCIDR = "10.244.0.0/16"
+	defaultServiceCIDR = "10.96.0.0/12" // kube-apiserver's --service-cluster-ip-range default
 	defaultNodeMask    = 24
 	defaultVNI         = 1
 	defaultPort        = 4789
@@ -141,6 +145,7 @@ const (
 func DefaultConfig() Config {
 	return Config{
 		ClusterCIDR: defaultClusterCIDR,
+		ServiceCIDR: defaultServiceCIDR,
 		NodeMask:    defaultNodeMask,
 		VNI:         defaultVNI,
 		Port:        defaultPort,
@@ -322,6 +327,15 @@ func (c Config) Validate() error {
 	cluster, err := parseCluster(c.ClusterCIDR)
 	if err != nil {
 		return bad("cluster-cidr", "%v", err)
+	}
+	svc, err := parseCluster(c.ServiceCIDR)
+	switch {
+	case err != nil:
+		return bad("service-cidr", "%v", err)
+	case svc.Overlaps(cluster):
+		return bad("service-cidr", "%s overlaps the cluster-cidr %s", svc, cluster)
+	case svc.Bits() > 30:
+		return bad("service-cidr", "%s is too small: want at least a /30", svc)
 	}
 	switch {
 	case c.NodeMask <= cluster.Bits():
@@ -526,6 +540,12 @@ func (c Config) ClusterPrefix() netip.Prefix {
 	return p
 }
 
+// ServicePrefix returns ServiceCIDR parsed; valid after Validate.
+func (c Config) ServicePrefix() netip.Prefix {
+	p, _ := netip.ParsePrefix(c.ServiceCIDR)
+	return p
+}
+
 // RxWorkers is Workers with 0 resolved to the number of CPUs.
 func (c Config) RxWorkers() int {
 	if c.Workers == 0 {
@@ -585,6 +605,8 @@ var flagSpecs = []flagSpec{
 		func(c *Config, _ *string) flag.Value { return (*stringValue)(&c.Underlay) }},
 	{"cluster-cidr", "CIDR", "cluster_cidr", "", "IPv4 network every node's pod subnet is cut from",
 		func(c *Config, _ *string) flag.Value { return (*stringValue)(&c.ClusterCIDR) }},
+	{"service-cidr", "CIDR", "service_cidr", "", "IPv4 network of the Services' cluster IPs; routed into weft on every node",
+		func(c *Config, _ *string) flag.Value { return (*stringValue)(&c.ServiceCIDR) }},
 	{"node-mask", "BITS", "node_mask", "", fmt.Sprintf("prefix length of each node's pod subnet: longer than the cluster's, at most %d", maxNodeMask),
 		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.NodeMask) }},
 	{"vni", "N", "vni", "", fmt.Sprintf("VXLAN network identifier, 1..%d; the same on every node", maxVNI),

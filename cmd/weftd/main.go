@@ -54,10 +54,15 @@ func run(args []string) int {
 	}
 	defer reg.Close()
 
+	var objs registry.ObjectStore
+	if p, ok := reg.(registry.ObjectProvider); ok {
+		objs = p.Objects()
+	}
 	vni, port := uint32(cfg.VNI), uint16(cfg.Port)
 	n, err := node.New(node.Config{
 		NodeName: cfg.NodeName, Underlay: cfg.Underlay,
 		ClusterCIDR: cfg.ClusterPrefix(), NodeBits: cfg.NodeMask,
+		ServiceCIDR: cfg.ServicePrefix(), Objects: objs,
 		VNI: vni, Port: port, MTU: cfg.MTU, StateDir: cfg.StateDir,
 		Registry: reg, RegistryBackend: cfg.Registry.Backend,
 		LeaseTTL: cfg.Registry.TTL, ReleaseOnShutdown: cfg.Registry.ReleaseOnShutdown,
