@@ -44,6 +44,23 @@ type Snapshot struct {
 	// segments, coalesced_runs, coalesced_segments, drained_frames); empty
 	// with offloads off.
 	Offload map[string]uint64
+	// Conntrack is the connection tracking table's state; ServiceNewFlows
+	// counts the flows this node load-balanced, by service frontend
+	// ("namespace/name:port").
+	Conntrack       ConntrackCounters
+	ServiceNewFlows map[string]uint64
+}
+
+// ConntrackCounters are the connection tracking table's counters.
+type ConntrackCounters struct {
+	Entries  uint64 // flows tracked now (a gauge)
+	Max      uint64 // the table's size (a gauge)
+	Inserts  uint64 // flows added
+	Full     uint64 // new flows dropped: table full
+	Clashes  uint64 // new flows dropped: reply tuple taken
+	Expired  uint64 // flows aged out
+	Flushed  uint64 // flows removed by a flush or a backend's removal
+	Replaced uint64 // expired flows replaced before aging reached them
 }
 
 // PortCounters are one port's traffic counters. Pod and Port together
@@ -135,6 +152,8 @@ type Collector struct {
 	peerTxFrames, peerRxFrames, peerTxBytes, peerRxBytes *prometheus.Desc
 	drops, fdbEntries, peers, ipamUsed, ipamFree         *prometheus.Desc
 	batchSize, registryHealthy, buildInfo, offload       *prometheus.Desc
+
+	ctEntries, ctMax, ctInserts, ctFull, ctClashes, ctRemoved, svcNewFlows *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -163,6 +182,13 @@ func NewCollector(src MetricsSource) *Collector {
 		registryHealthy: d("registry_healthy", "1 when the last registry operation succeeded, else 0."),
 		buildInfo:       d("build_info", "Always 1; the version label says which weft runs.", "version"),
 		offload:         d("offload_total", "Work of the offload data path, by kind: TSO super-frames read, segments sent, coalesced runs and the segments they merged, frames drained from a TAP right after a write.", "kind"),
+		ctEntries:       d("conntrack_entries", "Flows in the connection tracking table."),
+		ctMax:           d("conntrack_max", "Size of the connection tracking table (flows)."),
+		ctInserts:       d("conntrack_inserts_total", "Flows added to the connection tracking table."),
+		ctFull:          d("conntrack_full_drops_total", "New flows dropped because the connection tracking table was full."),
+		ctClashes:       d("conntrack_clash_drops_total", "New flows dropped because their reply tuple belonged to another flow."),
+		ctRemoved:       d("conntrack_removed_total", "Flows removed from the connection tracking table, by why: expired, flushed, replaced.", "why"),
+		svcNewFlows:     d("service_new_flows_total", "New flows this node load-balanced to a backend, by service frontend.", "service"),
 	}
 }
 
@@ -173,6 +199,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		c.peerTxFrames, c.peerRxFrames, c.peerTxBytes, c.peerRxBytes,
 		c.drops, c.fdbEntries, c.peers, c.ipamUsed, c.ipamFree,
 		c.batchSize, c.registryHealthy, c.buildInfo, c.offload,
+		c.ctEntries, c.ctMax, c.ctInserts, c.ctFull, c.ctClashes, c.ctRemoved, c.svcNewFlows,
 	} {
 		ch <- d
 	}
@@ -204,6 +231,18 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for kind, n := range s.Offload {
 		counter(c.offload, n, kind)
+	}
+	ct := &s.Conntrack
+	gauge(c.ctEntries, float64(ct.Entries))
+	gauge(c.ctMax, float64(ct.Max))
+	counter(c.ctInserts, ct.Inserts)
+	counter(c.ctFull, ct.Full)
+	counter(c.ctClashes, ct.Clashes)
+	counter(c.ctRemoved, ct.Expired, "expired")
+	counter(c.ctRemoved, ct.Flushed, "flushed")
+	counter(c.ctRemoved, ct.Replaced, "replaced")
+	for svc, n := range s.ServiceNewFlows {
+		counter(c.svcNewFlows, n, svc)
 	}
 	gauge(c.fdbEntries, float64(s.FDBEntries))
 	gauge(c.peers, float64(len(s.Peers)))

@@ -197,6 +197,7 @@ func (n *Node) Counters(ctx context.Context) (api.Counters, error) {
 	for k, v := range n.offloadCounts() {
 		c["offload."+k] = v
 	}
+	n.conntrackCounters(c)
 	return c, nil
 }
 
@@ -244,5 +245,6 @@ func (n *Node) MetricsSnapshot() api.Snapshot {
 	s.IPAMUsed, s.IPAMFree = n.ipam.Stats()
 	s.RegistryHealthy = n.keeper.Health().State == registry.HealthOK
 	s.Offload = n.offloadCounts()
+	n.conntrackMetrics(&s)
 	return s
 }

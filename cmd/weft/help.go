@@ -34,7 +34,7 @@ func init() {
 	commands = []*command{
 		statusCmd, portsCmd, attachCmd, detachCmd,
 		peersCmd, subnetsCmd, fdbCmd, routesCmd, neighCmd, ipamCmd, countersCmd,
-		applyCmd, deleteCmd, servicesCmd,
+		applyCmd, deleteCmd, servicesCmd, conntrackCmd,
 		traceCmd, simCmd, versionCmd, helpCmd,
 	}
 }
