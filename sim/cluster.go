@@ -71,6 +71,8 @@ type Cluster struct {
 	UnderlayNet   netip.Prefix `json:"underlay_net"`
 	LeaseTTL      Duration     `json:"lease_ttl"`
 	ExtraArgs     []string     `json:"extra_args,omitempty"`
+	// Services: the example Service is applied; `weft sim test` checks it.
+	Services bool `json:"services,omitempty"`
 	// Etcd is the etcd process the sim runs itself, if any.
 	Etcd  *EtcdProc `json:"etcd,omitempty"`
 	Nodes []*Node   `json:"nodes"`
@@ -363,7 +365,8 @@ func (c *Cluster) AddPod(ctx context.Context, n *Node) (*Pod, error) {
 	defer cl.Close()
 	actx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	resp, err := cl.Attach(actx, api.AttachRequest{PodID: p.ID, Netns: netdev.NetnsPath(p.Netns), PodNamespace: "sim", PodName: p.Name})
+	resp, err := cl.Attach(actx, api.AttachRequest{PodID: p.ID, Netns: netdev.NetnsPath(p.Netns),
+		PodNamespace: PodNamespace, PodName: p.Name, PodMeta: api.PodMeta{Labels: podLabels(p)}})
 	if err != nil {
 		return nil, fmt.Errorf("pod %s: attach: %w", p.Name, err)
 	}

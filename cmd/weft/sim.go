@@ -33,15 +33,21 @@ record that 'down' works from live in --dir (default /run/weft-sim/NAME).
 Needs root and nsenter, ip and ping (run make deps).
 
 Commands:
-  up [--nodes N] [--pods-per-node M] [--registry file|etcd] [--weftd PATH]
+  up [--nodes N] [--pods-per-node M] [--registry file|etcd] [--weftd PATH] [--services]
         build the sim; with --registry etcd an etcd runs inside the underlay
-        namespace on the bridge's address (.1), and the nodes use it
+        namespace on the bridge's address (.1), and the nodes use it;
+        --services applies an example Service over every pod
   test [--workers N] [-o json]
         every pod and node to every pod and node (ICMP echo and TCP echo; the
         TCP server reports the address it saw, which must be the client's: no
-        NAT), two processes of a pod on localhost, the path MTU across nodes;
+        NAT), two processes of a pod on localhost, the path MTU across nodes,
+        and with --services every pod and node to the Service's cluster IP;
         exit status 1 if anything fails
   status [-o json]       nodes, pods, addresses, weftd PIDs and health
+  apply -f FILE|-        store Kubernetes objects (Services, EndpointSlices, Pods'
+                         labels, policies) through a node; sim pods are in
+                         namespace "sim" with labels app=sim, sim-pod=NAME
+  delete -f FILE|-       remove the objects a file names
   exec POD|NODE [--name NAME] [--] CMD...
                          run CMD in a pod's or node's namespace; exit status passes through
   kill NODE              kill the node's weftd with SIGKILL, as a crash would
@@ -68,7 +74,7 @@ func init() {
 }
 
 // simSubOrder is the order the help lists the subcommands in.
-var simSubOrder = []string{"up", "test", "status", "exec", "kill", "restart", "add-node", "down"}
+var simSubOrder = []string{"up", "test", "status", "apply", "delete", "exec", "kill", "restart", "add-node", "down"}
 
 // simFlagsHelp lists the flags of every sim subcommand: those all of them
 // take once, then each one's own.
@@ -174,6 +180,8 @@ var simSubs = map[string]*simSub{
 	"restart":  {synopsis: "NODE", args: 1, setup: simRestart},
 	"add-node": {synopsis: "[--pods M]", setup: simAddNode},
 	"down":     {synopsis: "", setup: simDown},
+	"apply":    {synopsis: "-f FILE|-", setup: simApply(false)},
+	"delete":   {synopsis: "-f FILE|-", setup: simApply(true)},
 }
 
 func runSim(c *cli, args []string) error {
@@ -291,6 +299,7 @@ func simUp(fs *flag.FlagSet, f *simFlags) func(context.Context, *cli, []string) 
 	ttl := fs.Duration("lease-ttl", 6*time.Second, "`DURATION` the nodes' registry lease TTL")
 	weftdArgs := fs.String("weftd-args", "", "`FLAGS` extra flags for every node's weftd, space separated, e.g. \"--offload=false\"")
 	keep := fs.Bool("keep-on-failure", false, "leave a sim that failed to come up in place (for its logs) instead of taking it down")
+	services := fs.Bool("services", false, "apply the example Service (sim/echo, "+sim.ExampleClusterIP+":80 -> every pod); `sim test` then checks it from every node and pod")
 	return func(ctx context.Context, c *cli, _ []string) error {
 		if *nodes < 1 || *pods < 0 {
 			return &usageError{msg: fmt.Sprintf("--nodes %d --pods-per-node %d: want at least one node and no negative pod count", *nodes, *pods)}
@@ -312,7 +321,11 @@ func simUp(fs *flag.FlagSet, f *simFlags) func(context.Context, *cli, []string) 
 		}
 		start := time.Now()
 		c.progress("sim %s: %d nodes x %d pods, registry %s, weftd %s, state in %s", f.name, *nodes, *pods, *registry, bin, dir)
-		if err := cl.Up(ctx, *nodes, *pods); err != nil {
+		err = cl.Up(ctx, *nodes, *pods)
+		if err == nil && *services {
+			err = cl.ApplyExample(ctx)
+		}
+		if err != nil {
 			if *keep {
 				return fmt.Errorf("sim up: %w\n(kept for inspection: logs in %s; `weft sim down --name %s` removes it)", err, dir, f.name)
 			}
@@ -582,5 +595,37 @@ func simDown(fs *flag.FlagSet, f *simFlags) func(context.Context, *cli, []string
 			return err
 		}
 		return cl.Down()
+	}
+}
+
+// simApply is `weft sim apply -f` (or delete, with del): the objects go
+// through the first running node's API.
+func simApply(del bool) func(fs *flag.FlagSet, f *simFlags) func(context.Context, *cli, []string) error {
+	return func(fs *flag.FlagSet, f *simFlags) func(context.Context, *cli, []string) error {
+		file := fs.String("f", "", "`FILE` of YAML or JSON objects, or - for standard input")
+		return func(ctx context.Context, c *cli, _ []string) error {
+			cl, err := f.load(c)
+			if err != nil {
+				return err
+			}
+			docs, err := readDocuments(*file)
+			if err != nil {
+				return err
+			}
+			call := cl.Apply
+			if del {
+				call = cl.DeleteObjects
+			}
+			res, err := call(ctx, docs)
+			if err != nil {
+				return err
+			}
+			c.output = f.output
+			return c.emit(res, func(t *table) {
+				for _, r := range res {
+					t.row(resultLine(r))
+				}
+			})
+		}
 	}
 }
