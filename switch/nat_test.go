@@ -427,3 +427,34 @@ func TestServiceConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// Conntrack is not persisted: after a weftd restart the switch is new and
+// empty. A mid-stream segment of an established flow is picked up (TCP
+// loose pickup, as the kernel's nf_conntrack_tcp_loose) and, because
+// backend choice is a seedless hash of the flow, lands on the same
+// backend as before the restart, so the connection carries on; the
+// backend's replies are reverse-translated again from then on.
+func TestServiceFlowSurvivesRestart(t *testing.T) {
+	var bs []ServiceBackend
+	for i := range 8 {
+		bs = append(bs, backend(netip.AddrFrom4([4]byte{10, 244, 2, byte(10 + i)}).String(), 8080, true))
+	}
+	sp := tcpSvc("default/web:http", vipWeb, 80, bs...)
+	before := svcSwitch(t, sp)
+	after := svcSwitch(t, sp)
+	for p := uint16(30000); p < 30050; p++ {
+		_, out := process(before, l4Frame(t, routerMAC, podAMAC, podAIP, p, vipWeb, 80, packet.IPProtoTCP, packet.TCPFlagSYN, 0), portA, sec)
+		was := checkFrame(t, out, false).dst
+		v, out := process(after, l4Frame(t, routerMAC, podAMAC, podAIP, p, vipWeb, 80, packet.IPProtoTCP, packet.TCPFlagACK, 100), portA, 2*sec)
+		if v.Action != ActionEncap {
+			t.Fatalf("port %d after restart: %+v", p, v)
+		}
+		if now := checkFrame(t, out, false).dst; now != was {
+			t.Fatalf("port %d: backend %s before the restart, %s after", p, was, now)
+		}
+		v, out = process(after, l4Frame(t, routerMAC, peerMAC, was, 8080, podAIP, p, packet.IPProtoTCP, packet.TCPFlagACK, 100), portOverlay, 2*sec)
+		if got := checkFrame(t, out, false); v.Action != ActionDeliver || got.src != vipWeb || got.sport != 80 {
+			t.Fatalf("port %d: reply after restart %+v %+v", p, v, got)
+		}
+	}
+}
