@@ -79,6 +79,13 @@ type serviceStats struct {
 }
 
 type svcTable struct {
+	// ends holds every frontend's frontKey and every backend's (address,
+	// port, protocol) in the same packing: a tracked service flow's
+	// original tuple has a frontend as destination and its reply tuple a
+	// backend as source, so a packet matching neither cannot belong to
+	// one and skips the conntrack lookup (two cache misses at a large
+	// table). When the policy stage tracks every flow this filter goes.
+	ends   keySet
 	byKey  map[uint64]int32 // frontKey -> index in fronts
 	byID   map[uint32]int32 // frontend id -> index in fronts
 	fronts []frontend
@@ -204,6 +211,15 @@ func (s *Switch) compileServices(svcs []ServiceSpec) (*svcTable, error) {
 		t.fronts[i] = f
 		t.byID[f.id] = int32(i)
 	}
+	var ends []uint64
+	for i := range specs {
+		sp := &specs[i]
+		ends = append(ends, frontKey(ip4Key(sp.ClusterIP.As4()), sp.Port, sp.Proto))
+		for _, b := range sp.Backends {
+			ends = append(ends, frontKey(ip4Key(b.Addr.As4()), b.Port, sp.Proto))
+		}
+	}
+	t.ends = newKeySet(ends)
 	return t, nil
 }
 
@@ -406,3 +422,47 @@ func flowHash(src, dst uint32, sport, dport uint16, proto uint8) uint64 {
 // clientHash is the hash for sessionAffinity ClientIP: the client address
 // alone, so all of a client's flows pick the same backend.
 func clientHash(src uint32) uint64 { return maglev.Mix(uint64(src) | 1<<40) }
+
+// mayTrack reports whether a packet with tuple t can belong to a service
+// flow (see svcTable.ends).
+func (t *svcTable) mayTrack(src, dst uint32, sport, dport uint16, proto uint8) bool {
+	return t.ends.has(frontKey(dst, dport, proto)) || t.ends.has(frontKey(src, sport, proto))
+}
+
+// keySet is an immutable open-addressed set of non-zero uint64 keys.
+type keySet struct {
+	keys []uint64
+	mask uint64
+}
+
+func newKeySet(keys []uint64) keySet {
+	n := 8
+	for n < 2*len(keys) {
+		n <<= 1
+	}
+	s := keySet{keys: make([]uint64, n), mask: uint64(n - 1)}
+	for _, k := range keys {
+		i := maglev.Mix(k) & s.mask
+		for s.keys[i] != 0 && s.keys[i] != k {
+			i = (i + 1) & s.mask
+		}
+		s.keys[i] = k
+	}
+	return s
+}
+
+func (s *keySet) has(k uint64) bool {
+	if len(s.keys) == 0 {
+		return false
+	}
+	i := maglev.Mix(k) & s.mask
+	for {
+		switch s.keys[i] {
+		case k:
+			return true
+		case 0:
+			return false
+		}
+		i = (i + 1) & s.mask
+	}
+}
