@@ -59,6 +59,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("POST /v1/trace", handlePost(s, (*TraceRequest).Normalize, s.svc.Trace))
 	s.objectRoutes()
 	s.conntrackRoutes()
+	s.foreignRoutes()
 }
 
 // ServeHTTP answers unknown paths and methods with a JSON Error like every

@@ -76,7 +76,7 @@ func (n *Node) applyLeases(live map[string]registry.Lease) {
 		}
 		seen[l.Subnet] = l.Node
 		routes = append(routes, vswitch.Route{Prefix: l.Subnet, Kind: vswitch.RoutePeer, Peer: l.Underlay, PeerMAC: l.RouterMAC})
-		peers = append(peers, overlay.Peer{Name: l.Node, Underlay: l.Underlay, RouterMAC: l.RouterMAC, Subnet: l.Subnet, VNI: n.cfg.VNI})
+		peers = append(peers, overlay.Peer{Name: l.Node, Underlay: l.Underlay, RouterMAC: l.RouterMAC, Subnet: l.Subnet, VNI: n.cfg.VNI, Foreign: l.Foreign})
 	}
 	// Peers first: a route is only useful once the peer's VXLAN is accepted.
 	if err := n.peers.Set(peers); err != nil {

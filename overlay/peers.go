@@ -20,6 +20,10 @@ type Peer struct {
 	RouterMAC packet.MAC   // inner destination MAC of frames we route to the peer
 	Subnet    netip.Prefix // the peer's pod subnet
 	VNI       uint32       // the VNI we put on frames to this peer
+	// Foreign marks a peer that runs no weftd (a kernel VXLAN node, see
+	// registry.ForeignTTL): its inner checksums may be left partial by an
+	// offloading sender (CheckForeignInner).
+	Foreign bool
 
 	stats *PeerStats
 	// The inner IPv4 sources the peer may send from (ownsSource), set by

@@ -84,6 +84,9 @@ type Lease struct {
 	VNI       uint32       `json:"vni"`
 	Port      uint16       `json:"port,omitempty"` // VXLAN UDP port; 0 = the cluster default
 	Expiry    time.Time    `json:"expiry"`
+	// Foreign marks a node that runs no weftd (a kernel VXLAN node),
+	// registered by an operator with a ForeignTTL lease (foreign.go).
+	Foreign bool `json:"foreign,omitempty"`
 }
 
 // SameAs reports whether l and o describe the same node the same way,
@@ -104,6 +107,7 @@ type AcquireRequest struct {
 	VNI       uint32
 	Port      uint16
 	TTL       time.Duration // 0 = DefaultTTL; backends may round up (etcd: whole seconds, server minimum)
+	Foreign   bool          // see Lease.Foreign
 }
 
 // Normalize validates r and fills in defaults.

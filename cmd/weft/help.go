@@ -35,7 +35,7 @@ func init() {
 		statusCmd, portsCmd, attachCmd, detachCmd,
 		peersCmd, subnetsCmd, fdbCmd, routesCmd, neighCmd, ipamCmd, countersCmd,
 		applyCmd, deleteCmd, servicesCmd, conntrackCmd,
-		traceCmd, simCmd, versionCmd, helpCmd,
+		traceCmd, nodeCmd, simCmd, versionCmd, helpCmd,
 	}
 }
 

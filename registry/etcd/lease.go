@@ -39,6 +39,7 @@ func (r *Registry) Acquire(ctx context.Context, req registry.AcquireRequest) (re
 		RouterMAC: req.RouterMAC,
 		VNI:       req.VNI,
 		Port:      req.Port,
+		Foreign:   req.Foreign,
 		// The server may raise the TTL to its minimum; go by what it granted.
 		Expiry: start.Add(time.Duration(grant.TTL) * time.Second),
 	}

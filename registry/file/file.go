@@ -154,6 +154,7 @@ func (r *Registry) Acquire(ctx context.Context, req registry.AcquireRequest) (re
 			VNI:       req.VNI,
 			Port:      req.Port,
 			Expiry:    now.Add(req.TTL),
+			Foreign:   req.Foreign,
 		},
 		Holder: backend.NewToken(),
 	}
