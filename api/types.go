@@ -200,6 +200,11 @@ type Peer struct {
 	RxFrames  uint64       `json:"rx_frames"`
 	TxBytes   uint64       `json:"tx_bytes"`
 	RxBytes   uint64       `json:"rx_bytes"`
+	// Foreign: a node that runs no weftd (weft node add).
+	Foreign bool `json:"foreign,omitempty"`
+	// RxBadL4Checksum: inner TCP/UDP packets from a foreign peer whose
+	// checksum did not verify (see README: ethtool -K IFACE tx off).
+	RxBadL4Checksum uint64 `json:"rx_bad_l4_checksum,omitempty"`
 }
 
 // FDBEntry is one learned MAC address of the L2 switch (GET /v1/fdb).

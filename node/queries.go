@@ -67,6 +67,7 @@ func (n *Node) Peers(ctx context.Context) ([]api.Peer, error) {
 			Expires:  expires[p.Name],
 			TxFrames: st.TxFrames.Load(), RxFrames: st.RxFrames.Load(),
 			TxBytes: st.TxBytes.Load(), RxBytes: st.RxBytes.Load(),
+			Foreign: p.Foreign, RxBadL4Checksum: st.RxBadL4Checksum.Load(),
 		})
 	}
 	sortBy(out, func(p api.Peer) string { return p.Node })

@@ -56,7 +56,10 @@ func (p *Peer) Stats() *PeerStats { return p.stats }
 type PeerStats struct {
 	TxFrames, TxBytes atomic.Uint64
 	RxFrames, RxBytes atomic.Uint64
-	_                 [32]byte
+	// RxBadL4Checksum counts inner TCP/UDP packets from a foreign peer
+	// whose checksum does not verify (CheckForeignInner).
+	RxBadL4Checksum atomic.Uint64
+	_               [24]byte
 }
 
 // PeerTable is the set of peers, as an immutable snapshot that the control

@@ -131,8 +131,16 @@ Examples:
 				}
 				t.row("NODE", "UNDERLAY", "SUBNET", "ROUTER-MAC", "VNI", "LEASE", "TX-FRAMES", "RX-FRAMES", "TX-BYTES", "RX-BYTES")
 				for _, p := range peers {
-					t.row(p.Node, addr(p.Underlay), prefix(p.Subnet), mac(p.RouterMAC), fmt.Sprint(p.VNI),
-						until(p.Expires, c.now()), fmt.Sprint(p.TxFrames), fmt.Sprint(p.RxFrames),
+					node, lease := p.Node, until(p.Expires, c.now())
+					if p.Foreign {
+						// weft node add: no weftd; the lease lasts until weft node remove.
+						node, lease = p.Node+" (foreign)", "until removed"
+						if p.RxBadL4Checksum != 0 {
+							lease += fmt.Sprintf("; %d bad checksums", p.RxBadL4Checksum)
+						}
+					}
+					t.row(node, addr(p.Underlay), prefix(p.Subnet), mac(p.RouterMAC), fmt.Sprint(p.VNI),
+						lease, fmt.Sprint(p.TxFrames), fmt.Sprint(p.RxFrames),
 						byteSize(p.TxBytes), byteSize(p.RxBytes))
 				}
 			})
