@@ -3,7 +3,7 @@
 #   make sim     a local multi-node cluster in network namespaces + connectivity report
 #   make test    every test (unit, fuzz seeds, namespace/TAP integration as root),
 #                then each fuzz target for TEST_FUZZTIME (default 3s)
-#   make bench   packet-replay and table benchmarks
+#   make bench   packet-replay (weftd's data path, offload and plain) and table benchmarks
 #   make fuzz    each fuzz target for FUZZTIME (default 30s)
 #   make bench-e2e  weft vs kernel VXLAN end to end (iperf3, ping) in namespaces
 #
@@ -84,8 +84,11 @@ test: check-ci-root check-go deps tools vet build
 	@case " $(TESTFLAGS) " in *" -short "*|*" -short=true "*|*" -test.short "*) echo "$(SHORT_NOTE)" >&2;; esac
 	@if [ "$(TEST_FUZZTIME)" != 0 ]; then $(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME); fi
 
+# The replay benchmarks run weftd's own data path (package datapath) in both
+# modes, the default (offload) first; datapath's own benchmarks are the
+# default path's super-frame split + encap and GRO receive + coalesce.
 bench: check-go
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./packet/ ./switch/ ./overlay/ ./bench/ ./ipam/ ./registry/...
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./bench/ ./datapath/ ./packet/ ./switch/ ./overlay/ ./ipam/ ./registry/...
 
 # End to end, weft against the kernel's VXLAN in the same run (E2E_REPS,
 # E2E_T and the other knobs are documented in bench/e2e/main.go). Writes the

@@ -125,12 +125,13 @@ func TestReplaySimCapture(t *testing.T) {
 	for a := range endpoints {
 		nodes = append(nodes, a)
 	}
-	for _, asNode := range nodes {
+	for i, asNode := range nodes {
 		name := "default"
 		if asNode.IsValid() {
 			name = asNode.String()
 		}
-		t.Run("as-node="+name, func(t *testing.T) {
+		mode := Mode(i % 2) // both data path modes, over the nodes
+		t.Run("as-node="+name+"/"+mode.String(), func(t *testing.T) {
 			node := asNode
 			if !node.IsValid() {
 				node = def
@@ -173,7 +174,7 @@ func TestReplaySimCapture(t *testing.T) {
 			}
 			checkDerivedTopology(t, topo, to, from)
 
-			r, err := NewReplayer(topo, c.Frames)
+			r, err := NewReplayerMode(topo, c.Frames, mode)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -6,6 +6,10 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+
+	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/netdev"
+	"github.com/weftnet/weft/overlay"
 )
 
 // loadTestdata reads a committed scenario pcap.
@@ -18,10 +22,18 @@ func loadTestdata(tb testing.TB, name string) [][]byte {
 	return c.Frames
 }
 
-// benchReplay replays frames pass after pass in steady state and reports
-// per-frame figures; an op is one pass over the capture.
+// benchReplay replays frames through both data path modes, weftd's
+// default (offload) first, as sub-benchmarks mode=offload and mode=plain.
 func benchReplay(b *testing.B, t *Topology, frames [][]byte, fdbFill int) {
-	r, err := NewReplayer(t, frames)
+	for _, m := range []Mode{ModeOffload, ModePlain} {
+		b.Run("mode="+m.String(), func(b *testing.B) { benchReplayMode(b, t, frames, fdbFill, m) })
+	}
+}
+
+// benchReplayMode replays frames pass after pass in steady state and
+// reports per-frame figures; an op is one pass over the capture.
+func benchReplayMode(b *testing.B, t *Topology, frames [][]byte, fdbFill int, mode Mode) {
+	r, err := NewReplayerMode(t, frames, mode)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -93,14 +105,22 @@ func BenchmarkReplayDecapDeliver(b *testing.B) {
 	benchReplay(b, DefaultTopology(), loadTestdata(b, "decap-deliver-64"), 0)
 }
 
-// BenchmarkReplayLoadOnly is the copy of the mix into the batch buffers
-// alone, the part of every replay figure that stands in for the device
-// read.
+// BenchmarkReplayLoadOnly is the stand-in devices' part of every replay
+// figure over the mix: the frames copied out of the capture TAPs and the
+// datagrams out of the capture socket (the copies a TAP or socket read
+// makes), with no switching.
 func BenchmarkReplayLoadOnly(b *testing.B) {
 	r, err := NewReplayer(DefaultTopology(), loadTestdata(b, "mix"))
 	if err != nil {
 		b.Fatal(err)
 	}
+	bufs := make([][]byte, BatchSize)
+	for i := range bufs {
+		bufs[i] = make([]byte, bufSize)
+	}
+	sizes, segs := make([]int, BatchSize), make([]int, BatchSize)
+	hdrs := make([]netdev.VirtioHdr, BatchSize)
+	from := make([]netip.AddrPort, BatchSize)
 	b.SetBytes(int64(r.BytesPerPass()))
 	b.ReportAllocs()
 	runtime.LockOSThread()
@@ -110,8 +130,26 @@ func BenchmarkReplayLoadOnly(b *testing.B) {
 	for b.Loop() {
 		for i := range r.batches {
 			bt := &r.batches[i]
-			for k, ti := range r.order[bt.first : bt.first+bt.n] {
-				r.cur[k] = r.load(k, ti)
+			idx := r.order[bt.first : bt.first+bt.n]
+			if bt.underlay {
+				r.src.dgrams, r.src.next = r.src.dgrams[:0], 0
+				for _, ti := range idx {
+					if r.outerDrop[ti] == overlay.DropNone {
+						r.src.dgrams = append(r.src.dgrams, r.dgrams[ti])
+					}
+				}
+				for r.src.more() {
+					r.src.ReadBatch(bufs[:datapath.GROReadBatch], sizes, segs, Headroom, from)
+				}
+				continue
+			}
+			p := r.ports[bt.in]
+			r.feed = r.feed[:0]
+			for _, ti := range idx {
+				r.feed = append(r.feed, r.frames[ti])
+			}
+			p.tap.frames, p.tap.next = r.feed, 0
+			for p.tap.TryReadVnetTurn(bufs, sizes, hdrs, Headroom) > 0 {
 			}
 		}
 		passes++

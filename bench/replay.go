@@ -2,25 +2,49 @@ package bench
 
 import (
 	"fmt"
-	"net/netip"
 	"runtime"
 	"slices"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/netdev"
 	"github.com/weftnet/weft/overlay"
 	"github.com/weftnet/weft/packet"
 	vswitch "github.com/weftnet/weft/switch"
 )
 
 const (
-	// Headroom is the space in front of every frame in a batch buffer, as
-	// in the node's workers; EncapIPv4 needs overlay.OuterIPv4Len of it.
-	Headroom = 64
-	// BatchSize is the most frames one Process call gets, as a TAP or UDP
-	// read returns at most this many.
+	// Headroom is the space in front of every frame in a read buffer, as
+	// in the node's data path.
+	Headroom = datapath.Headroom
+	// BatchSize is the most frames of one ingress port the replay queues
+	// at once: what a plain TAP read or a UDP read returns at most.
 	BatchSize = 64
 	bufSize   = Headroom + MaxFrameLen
 )
+
+// Mode is which data path the replay runs, as weftd's --offload picks it.
+type Mode uint8
+
+const (
+	// ModeOffload is weftd's default: virtio-header TAPs with checksum
+	// offload, TSO and USO (reads of up to datapath.SuperReadBatch frames),
+	// UDP GRO on the underlay (runs of equal-size datagrams from one peer
+	// read as one), and coalescing of deliveries into super-frames.
+	ModeOffload Mode = iota
+	// ModePlain is --offload=false: plain TAPs (reads of up to 64 frames),
+	// one datagram per underlay read slot, no coalescing.
+	ModePlain
+)
+
+func (m Mode) String() string {
+	if m == ModePlain {
+		return "plain"
+	}
+	return "offload"
+}
 
 // batch is a run of frames, in capture order, that entered on one port.
 type batch struct {
@@ -29,50 +53,76 @@ type batch struct {
 	first, n int32 // r.order[first : first+n] index r.frames
 }
 
-// Replayer runs captured frames through the node's pipeline with counting
-// sinks in place of devices: the work of the node's workers (node/
-// dataplane.go) per frame, without the syscalls. A pass walks the capture
-// in batches of up to BatchSize frames per ingress port:
+// Replayer runs captured frames through the node's own data path
+// (package datapath: Transmitter.Transmit for frames from local ports,
+// Receiver.Receive for VXLAN from peers) over stand-in devices, so that it
+// measures exactly what weftd runs per frame, less the system calls:
 //
-//	local port:  copy into the batch buffer -> Switch.Process -> verdicts
-//	underlay:    copy -> Decapper.DecapFrame -> Switch.Process(overlay port) -> verdicts
-//	verdicts:    deliver -> port sink; flood -> FloodSet -> a port sink each;
-//	             encap -> overlay.EncapIPv4 writes the full outer frame into
-//	             the headroom (a raw-socket path; the node's Conn path only
-//	             prepends the 8-byte VXLAN header) -> encap sink
+//	local port:  write into the port's fake TAP (netdev.Fake, the pod's
+//	             end) -> Transmit: read, prepare, Switch.ProcessGSO, emit
+//	underlay:    the frame's UDP payload from a fake socket (GRO runs in
+//	             ModeOffload) -> Receive: decap, Switch.Process, emit
+//	emit:        deliver and flood -> a counting device per port; encap ->
+//	             the VXLAN header in the headroom -> a counting socket
 //
-// Peer statistics are counted per frame as the node counts them. A
-// Replayer belongs to one goroutine and allocates nothing per pass.
+// Outer Ethernet/IPv4/UDP headers of captured VXLAN frames are stripped
+// when the replay is planned, as the kernel strips them before the socket;
+// a frame the socket would not receive counts as a decap drop per pass.
+// A Replayer belongs to one goroutine and allocates nothing per pass.
 type Replayer struct {
 	topo  *Topology
+	mode  Mode
 	sw    *vswitch.Switch
 	peers *overlay.PeerTable
 	decap *overlay.Decapper
-	outer overlay.OuterIPv4
+	dp    *datapath.Datapath
+
+	ports []*replayPort // by PortID; nil where the topology has none
+	rx    *datapath.Receiver
+	src   dgramSource
 
 	frames     [][]byte
 	order      []int32
 	batches    []batch
+	dgrams     []dgram                        // by frame index: underlay frames the socket receives
+	outerDrop  []overlay.DropReason           // by frame index: why the socket would not (DropNone: it would)
+	planDrops  [overlay.NumDropReasons]uint64 // outer drops of one pass
 	passFrames uint64
 	passBytes  uint64
 	skipped    int
 
-	// One worker's batch, allocated once and reused.
+	feed  [][]byte         // the frames of the batch being written to a fake TAP
+	flood []vswitch.PortID // FloodSet scratch of the verdict observer
+
+	// FillFDB's batch.
 	bufs     [][]byte
 	cur      [][]byte
-	bufIdx   []int
 	verdicts []vswitch.Verdict
-	flood    []vswitch.PortID
 
-	st     Stats
-	swBase vswitch.Counters
-	epoch  time.Time
+	st        Stats
+	swBase    vswitch.Counters
+	decapBase [overlay.NumDropReasons]uint64
+	dropBase  [4]uint64 // out_no_headroom, offload_bad_gso, out_port_gone, device and socket drops
+	epoch     time.Time
 }
 
-// NewReplayer builds t's switch, peer table and decapsulator and plans the
-// batches for frames, which it keeps (read only) for its lifetime. Frames
-// longer than MaxFrameLen are left out (Skipped).
+// replayPort is one local port: the TAP its transmitter reads the
+// capture's frames from, and the transmitter.
+type replayPort struct {
+	tap *captureTap
+	tx  *datapath.Transmitter
+}
+
+// NewReplayer is NewReplayerMode in weftd's default mode, ModeOffload.
 func NewReplayer(t *Topology, frames [][]byte) (*Replayer, error) {
+	return NewReplayerMode(t, frames, ModeOffload)
+}
+
+// NewReplayerMode builds t's switch, peer table, decapsulator and data
+// path in mode and plans the batches for frames, which it keeps (read
+// only) for its lifetime. Frames longer than MaxFrameLen are left out
+// (Skipped).
+func NewReplayerMode(t *Topology, frames [][]byte, mode Mode) (*Replayer, error) {
 	if t == nil {
 		t = DefaultTopology()
 	}
@@ -85,27 +135,49 @@ func NewReplayer(t *Topology, frames [][]byte) (*Replayer, error) {
 		return nil, err
 	}
 	r := &Replayer{
-		topo:  t,
-		sw:    sw,
-		peers: pt,
-		decap: overlay.NewDecapper(t.VNI, t.VXLANPort, pt),
-		outer: overlay.OuterIPv4{
-			SrcMAC: t.UnderlayMAC, DstMAC: t.UnderlayGatewayMAC,
-			Src: t.Underlay.As4(), DstPort: t.VXLANPort, VNI: t.VNI,
-		},
+		topo:     t,
+		mode:     mode,
+		sw:       sw,
+		peers:    pt,
+		decap:    overlay.NewDecapper(t.VNI, t.VXLANPort, pt),
 		frames:   frames,
+		feed:     make([][]byte, 0, BatchSize),
 		bufs:     make([][]byte, BatchSize),
 		cur:      make([][]byte, BatchSize),
-		bufIdx:   make([]int, BatchSize),
 		verdicts: make([]vswitch.Verdict, BatchSize),
 		epoch:    time.Now(),
 	}
+	r.dp = datapath.New(datapath.Config{Switch: sw, Decap: r.decap, Peers: pt, VNI: t.VNI, Port: t.VXLANPort,
+		OverlayPort: t.OverlayPort, Coalesce: mode == ModeOffload, Observer: r, Epoch: r.epoch})
 	maxPort := t.OverlayPort
 	for _, e := range t.Ports() {
 		maxPort = max(maxPort, e.Port)
 	}
 	r.st.Ports = make([]Sink, int(maxPort)+1)
+	r.ports = make([]*replayPort, int(maxPort)+1)
 	r.flood = make([]vswitch.PortID, 0, len(t.Ports())+1)
+	out := encapSink{sink: &r.st.Encap}
+	offloads, batchSize := -1, BatchSize
+	if mode == ModeOffload {
+		offloads = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6 | unix.TUN_F_USO4 | unix.TUN_F_USO6
+		batchSize = datapath.SuperReadBatch
+	}
+	for _, e := range t.Ports() {
+		sink := sinkDev{name: fmt.Sprintf("port%d", e.Port), sink: &r.st.Ports[e.Port]}
+		if offloads >= 0 {
+			sink.vnet, sink.offloads = true, offloads
+		}
+		tap := &captureTap{sinkDev: sink, batch: batchSize}
+		p := &datapath.Port{ID: e.Port, Dev: &tap.sinkDev}
+		r.ports[e.Port] = &replayPort{tap: tap, tx: r.dp.NewTransmitter(p, tap, out)}
+		r.dp.SetPort(p)
+	}
+	rxBatch, rxBuf := BatchSize, datapath.FrameBufSize
+	if mode == ModeOffload {
+		rxBatch, rxBuf = datapath.GROReadBatch, datapath.GROBufSize
+		r.src.gro = true
+	}
+	r.rx = r.dp.NewReceiver(&r.src, out, rxBatch, rxBuf, nil)
 	for i := range r.bufs {
 		r.bufs[i] = make([]byte, bufSize)
 	}
@@ -114,9 +186,23 @@ func NewReplayer(t *Topology, frames [][]byte) (*Replayer, error) {
 	return r, nil
 }
 
+// ObserveVerdicts implements datapath.Observer: the verdict mix and the
+// flood copies.
+func (r *Replayer) ObserveVerdicts(in vswitch.PortID, verdicts []vswitch.Verdict) {
+	for i := range verdicts {
+		v := &verdicts[i]
+		r.st.count(v)
+		if v.Action == vswitch.ActionFlood {
+			r.flood = r.sw.FloodSet(in, r.flood[:0])
+			r.st.FloodCopies += uint64(len(r.flood))
+		}
+	}
+}
+
 // plan groups the frames into batches per ingress port, keeping capture
 // order within a port: a port's batch is emitted when it is full, and the
 // partial ones at the end in the order their first frames were captured.
+// Underlay frames are reduced to what the node's socket would receive.
 func (r *Replayer) plan() {
 	type pending struct {
 		in       vswitch.PortID
@@ -130,12 +216,30 @@ func (r *Replayer) plan() {
 		r.order = append(r.order, p.idx...)
 		p.idx = p.idx[:0]
 	}
+	r.dgrams = make([]dgram, len(r.frames))
+	r.outerDrop = make([]overlay.DropReason, len(r.frames))
+	r.planDrops = [overlay.NumDropReasons]uint64{}
 	for i, f := range r.frames {
 		if len(f) > MaxFrameLen {
 			r.skipped++
 			continue
 		}
 		in, underlay := r.topo.Ingress(f)
+		if underlay {
+			d, ok := udpPayload(f, r.topo.VXLANPort)
+			if !ok {
+				// Not for the socket: classified by the full-frame checks
+				// of a decapsulator of its own, so the replay's counts only
+				// what its data path did.
+				_, _, reason := overlay.NewDecapper(r.topo.VNI, r.topo.VXLANPort, r.peers).DecapFrame(f)
+				if reason == overlay.DropNone {
+					reason = overlay.DropNotVXLAN
+				}
+				r.outerDrop[i] = reason
+				r.planDrops[reason]++
+			}
+			r.dgrams[i] = d
+		}
 		p := byPort[in]
 		if p == nil {
 			p = &pending{in: in, underlay: underlay}
@@ -154,6 +258,7 @@ func (r *Replayer) plan() {
 	for _, p := range open {
 		emit(p)
 	}
+	r.src.dgrams = make([]dgram, 0, BatchSize)
 }
 
 // setFrames replaces the capture and plans its batches anew; the switch
@@ -172,11 +277,14 @@ func (r *Replayer) Switch() *vswitch.Switch { return r.sw }
 // Topology returns the topology the replay runs.
 func (r *Replayer) Topology() *Topology { return r.topo }
 
+// Mode returns the data path mode the replay runs.
+func (r *Replayer) Mode() Mode { return r.mode }
+
 // FramesPerPass and BytesPerPass size one pass.
 func (r *Replayer) FramesPerPass() uint64 { return r.passFrames }
 func (r *Replayer) BytesPerPass() uint64  { return r.passBytes }
 
-// Batches returns the number of Process batches per pass.
+// Batches returns the number of ingress batches per pass.
 func (r *Replayer) Batches() int { return len(r.batches) }
 
 // Skipped returns the number of frames left out for being longer than
@@ -188,12 +296,10 @@ func (r *Replayer) Pass() {
 	for i := range r.batches {
 		b := &r.batches[i]
 		idx := r.order[b.first : b.first+b.n]
-		// One clock read per batch, as the node's workers do.
-		now := int64(time.Since(r.epoch))
 		if b.underlay {
-			r.underlayBatch(idx, now)
+			r.underlayBatch(idx)
 		} else {
-			r.portBatch(b.in, idx, now)
+			r.portBatch(b.in, idx)
 		}
 	}
 	r.st.Passes++
@@ -202,101 +308,39 @@ func (r *Replayer) Pass() {
 	r.st.Batches += uint64(len(r.batches))
 }
 
-// load copies template frame ti into batch buffer k, as a device read
-// would, and returns it.
-func (r *Replayer) load(k int, ti int32) []byte {
-	buf := r.bufs[k]
-	n := copy(buf[Headroom:], r.frames[ti])
-	return buf[Headroom : Headroom+n]
-}
-
-func (r *Replayer) portBatch(in vswitch.PortID, idx []int32, now int64) {
-	for k, ti := range idx {
-		r.cur[k] = r.load(k, ti)
-		r.bufIdx[k] = k
-	}
-	cnt := len(idx)
-	r.sw.Process(r.cur[:cnt], in, r.verdicts, now)
-	r.output(cnt, in)
-}
-
-func (r *Replayer) underlayBatch(idx []int32, now int64) {
-	k := 0
-	for j, ti := range idx {
-		inner, peer, reason := r.decap.DecapFrame(r.load(j, ti))
-		r.st.Underlay++
-		if reason != overlay.DropNone {
-			r.st.DecapDrops[reason]++ // also counted by the Decapper
-			continue
-		}
-		st := peer.Stats()
-		st.RxFrames.Add(1)
-		st.RxBytes.Add(uint64(len(inner)))
-		r.cur[k] = inner
-		r.bufIdx[k] = j
-		k++
-	}
-	r.st.Decapped += uint64(k)
-	if k == 0 {
+// portBatch queues a batch at the port's TAP, as the pod's stack would,
+// and runs the port's transmitter until it has read them all.
+func (r *Replayer) portBatch(in vswitch.PortID, idx []int32) {
+	p := r.ports[in]
+	if p == nil {
 		return
 	}
-	r.sw.Process(r.cur[:k], r.topo.OverlayPort, r.verdicts, now)
-	r.output(k, r.topo.OverlayPort)
-}
-
-// output carries out a batch's verdicts into the sinks.
-func (r *Replayer) output(cnt int, in vswitch.PortID) {
-	for i := range cnt {
-		v := &r.verdicts[i]
-		r.st.count(v)
-		switch v.Action {
-		case vswitch.ActionDeliver:
-			r.deliver(v.Port, r.cur[i])
-		case vswitch.ActionFlood:
-			r.flood = r.sw.FloodSet(in, r.flood[:0])
-			for _, id := range r.flood {
-				r.deliver(id, r.cur[i])
-			}
-			r.st.FloodCopies += uint64(len(r.flood))
-		case vswitch.ActionEncap:
-			r.encap(i, v.Peer)
+	r.feed = r.feed[:0]
+	for _, ti := range idx {
+		r.feed = append(r.feed, r.frames[ti])
+	}
+	p.tap.frames, p.tap.next = r.feed, 0
+	for {
+		n, _ := p.tx.Transmit(false)
+		if n == 0 {
+			break
 		}
 	}
 }
 
-func (r *Replayer) deliver(id vswitch.PortID, f []byte) {
-	if int(id) >= len(r.st.Ports) {
-		r.st.PortGone++
-		return
+// underlayBatch hands a batch's datagrams to the receiver's socket and
+// runs the receiver until it has read them all.
+func (r *Replayer) underlayBatch(idx []int32) {
+	r.src.dgrams, r.src.next = r.src.dgrams[:0], 0
+	for _, ti := range idx {
+		if r.outerDrop[ti] == overlay.DropNone {
+			r.src.dgrams = append(r.src.dgrams, r.dgrams[ti])
+		}
 	}
-	s := &r.st.Ports[id]
-	s.Frames++
-	s.Bytes += uint64(len(f))
-}
-
-// encap builds the full outer frame for frame i in the headroom in front
-// of it, where the frame shares its batch buffer's array.
-func (r *Replayer) encap(i int, peer netip.Addr) {
-	if !peer.Is4() {
-		r.st.EncapErrors++
-		return
+	r.st.Underlay += uint64(len(idx))
+	for r.src.more() {
+		r.rx.Receive()
 	}
-	buf, f := r.bufs[r.bufIdx[i]], r.cur[i]
-	off := cap(buf) - cap(f)
-	addr := peer.As4()
-	r.outer.Dst = addr
-	start, err := overlay.EncapIPv4(buf, off, len(f), &r.outer)
-	if err != nil {
-		r.st.EncapErrors++
-		return
-	}
-	if p, ok := r.peers.Lookup(addr); ok {
-		st := p.Stats()
-		st.TxFrames.Add(1)
-		st.TxBytes.Add(uint64(len(f)))
-	}
-	r.st.Encap.Frames++
-	r.st.Encap.Bytes += uint64(off + len(f) - start)
 }
 
 // ResetStats zeroes the replay's statistics (the switch keeps its state).
@@ -305,6 +349,23 @@ func (r *Replayer) ResetStats() {
 	clear(ports)
 	r.st = Stats{Ports: ports}
 	r.swBase = r.sw.Counters()
+	for i := range r.decapBase {
+		r.decapBase[i] = r.decap.Drops.Get(overlay.DropReason(i))
+	}
+	r.dropBase = r.dpDrops()
+}
+
+func (r *Replayer) dpDrops() [4]uint64 {
+	d := r.dp.Drops()
+	dev := d.Get(datapath.DropUnderlayEmpty) + d.Get(datapath.DropUnderlayTruncated)
+	for _, p := range r.ports {
+		if p != nil {
+			for reason := range netdev.NumDropReasons {
+				dev += p.tap.Drops(reason)
+			}
+		}
+	}
+	return [4]uint64{d.Get(datapath.DropNoHeadroom), d.Get(datapath.DropBadGSO), d.Get(datapath.DropPortGone), dev}
 }
 
 // Stats returns the statistics since the last ResetStats.
@@ -312,6 +373,14 @@ func (r *Replayer) Stats() Stats {
 	s := r.st
 	s.Ports = slices.Clone(r.st.Ports)
 	s.Switch = counterDelta(r.sw.Counters(), r.swBase)
+	for i := range s.DecapDrops {
+		s.DecapDrops[i] = r.decap.Drops.Get(overlay.DropReason(i)) - r.decapBase[i] + r.planDrops[i]*s.Passes
+	}
+	s.Decapped = s.Underlay - s.DecapDropped()
+	d := r.dpDrops()
+	s.EncapErrors = d[0] - r.dropBase[0] + d[1] - r.dropBase[1]
+	s.PortGone = d[2] - r.dropBase[2]
+	s.DeviceDrops = d[3] - r.dropBase[3]
 	return s
 }
 

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"strconv"
@@ -70,8 +71,12 @@ func expectFrom(t *Topology, fs []Frame) expected {
 // TestReplayMixVerdicts replays the committed mix in steady state and
 // checks every count against what the generator meant each frame to do.
 func TestReplayMixVerdicts(t *testing.T) {
-	for _, routes := range []int{4, 5000} {
-		t.Run(map[int]string{4: "routes=4", 5000: "routes=5000"}[routes], func(t *testing.T) {
+	for _, tc := range []struct {
+		routes int
+		mode   Mode
+	}{{4, ModeOffload}, {5000, ModeOffload}, {4, ModePlain}, {5000, ModePlain}} {
+		routes := tc.routes
+		t.Run(fmt.Sprintf("%s/routes=%d", tc.mode, routes), func(t *testing.T) {
 			topo := DefaultTopology().WithRoutes(routes)
 			gen := Mix(DefaultTopology(), DefaultMix)
 			frames := loadTestdata(t, "mix")
@@ -79,7 +84,7 @@ func TestReplayMixVerdicts(t *testing.T) {
 				t.Fatalf("mix.pcap has %d frames, the generator %d; %s", len(frames), len(gen), regenHint)
 			}
 			want := expectFrom(topo, gen)
-			r, err := NewReplayer(topo, frames)
+			r, err := NewReplayerMode(topo, frames, tc.mode)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -38,6 +38,11 @@ type Stats struct {
 	Bytes   uint64 // their captured bytes
 	Batches uint64 // Process batches and decap batches
 
+	// DeviceDrops are frames a device or the socket refused before the
+	// switch saw them (an empty frame, which no TAP hands out; an empty
+	// datagram).
+	DeviceDrops uint64
+
 	Underlay   uint64 // frames that entered from the underlay
 	Decapped   uint64 // of those, accepted by decapsulation
 	DecapDrops [overlay.NumDropReasons]uint64
@@ -186,7 +191,7 @@ func (s *Stats) WriteReport(w io.Writer, t *Topology) {
 		}
 	}
 	fmt.Fprintf(w, "  %-27s %12d frames %14d bytes (full outer frames)\n", "encap", s.Encap.Frames, s.Encap.Bytes)
-	fmt.Fprintf(w, "  flood copies %d, encap errors %d, deliveries to missing ports %d\n", s.FloodCopies, s.EncapErrors, s.PortGone)
+	fmt.Fprintf(w, "  flood copies %d, encap errors %d, deliveries to missing ports %d, refused by the devices %d\n", s.FloodCopies, s.EncapErrors, s.PortGone, s.DeviceDrops)
 	fmt.Fprintf(w, "switch: %d answers (ARP replies %d, echo replies %d, ICMP errors %d, ARP requests %d), %d drops counted\n",
 		s.Switch.ARPReplies+s.Switch.EchoReplies+s.Switch.ICMPErrors+s.Switch.ARPRequests,
 		s.Switch.ARPReplies, s.Switch.EchoReplies, s.Switch.ICMPErrors, s.Switch.ARPRequests, s.Switch.TotalDrops())

@@ -49,6 +49,16 @@ type Config struct {
 	// with USO, UDP) segments bound for one virtio-header TAP into one
 	// super-frame write (the TAP side of GRO).
 	Coalesce bool
+	// Observer, if set, sees every batch's verdicts right after the switch
+	// decided them (bench's replay counts the verdict mix with it). nil in
+	// the daemon: one nil check per batch.
+	Observer Observer
+}
+
+// Observer sees the verdicts of each batch: frames that entered on port
+// in got verdicts. It must not keep either slice.
+type Observer interface {
+	ObserveVerdicts(in vswitch.PortID, verdicts []vswitch.Verdict)
 }
 
 // Datapath is what the node's transmitters and receivers share: the

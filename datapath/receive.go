@@ -156,6 +156,9 @@ func (r *Receiver) process() {
 	r.k = 0
 	in := r.dp.cfg.OverlayPort
 	r.dp.sw.Process(frames, in, r.verdicts, r.dp.Now())
+	if o := r.dp.cfg.Observer; o != nil {
+		o.ObserveVerdicts(in, r.verdicts[:len(frames)])
+	}
 	r.e.emit(frames, nil, r.dgrams, r.verdicts[:len(frames)], in)
 	r.e.send()
 	clear(frames) // no references into the read buffers past this batch

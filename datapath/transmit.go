@@ -121,6 +121,9 @@ func (t *Transmitter) Transmit(wait bool) (int, error) {
 	p.RxBytes.Add(bytes)
 	if k > 0 {
 		t.dp.sw.ProcessGSO(t.frames[:k], t.ipLens[:k], p.ID, t.verdicts, t.dp.Now())
+		if o := t.dp.cfg.Observer; o != nil {
+			o.ObserveVerdicts(p.ID, t.verdicts[:k])
+		}
 		t.e.emit(t.frames[:k], t.hdrs[:k], t.owners[:k], t.verdicts[:k], p.ID)
 		t.e.flush()
 	}
