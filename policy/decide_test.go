@@ -59,9 +59,22 @@ func TestNotReadyDeniesEverything(t *testing.T) {
 	if d.Allowed || d.Why != WhyNotReady {
 		t.Fatalf("before the first Update: %+v, want denied not-ready", d)
 	}
+	if !e.Load().Active() {
+		t.Fatal("a not-ready snapshot must be active (it denies)")
+	}
 	s := e.Update(smallInput())
 	if d := s.Decide(flow(cli, web, ProtoTCP, 80), CheckBoth); !d.Allowed || s.Generation() != 1 || d.Gen != 1 {
 		t.Fatalf("after Update without policies: %+v gen %d, want allowed at generation 1", d, s.Generation())
+	}
+	if s.Active() {
+		t.Fatal("no policies: the snapshot must be inactive")
+	}
+	// A policy that selects no pod isolates nothing either.
+	if s := e.Update(smallInput(np("x", "none", map[string]string{"app": "ghost"}, nil))); s.Active() {
+		t.Fatal("a policy selecting no pod made the snapshot active")
+	}
+	if s := e.Update(smallInput(denyAllIngress("y"))); !s.Active() {
+		t.Fatal("a pod isolated: the snapshot must be active")
 	}
 }
 

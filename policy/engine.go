@@ -20,7 +20,7 @@ type Engine struct {
 // the registry holds before it brings any pod port up.
 func NewEngine() *Engine {
 	e := &Engine{}
-	e.cur.Store(&Snapshot{podByIP: map[uint32]int32{}})
+	e.cur.Store(&Snapshot{podByIP: map[uint32]int32{}, active: true})
 	return e
 }
 

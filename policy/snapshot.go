@@ -8,8 +8,9 @@ import (
 // Snapshot is one compiled, immutable view of the cluster's policies. The
 // data path reads it without locks; the control plane replaces it whole.
 type Snapshot struct {
-	gen   uint64
-	ready bool
+	gen    uint64
+	ready  bool
+	active bool // !ready, or some pod is isolated
 
 	podByIP map[uint32]int32 // pod IPv4 -> index into pods
 	hosts   []uint32         // this node's addresses (a few)
@@ -77,6 +78,12 @@ type ruleInfo struct {
 }
 
 const emptyList = 0
+
+// Active reports whether the snapshot can deny anything: some pod is
+// isolated, or no policies are known yet. When it is false the data path
+// skips the policy stage entirely (no decision, no conntrack entry), so a
+// cluster without policies pays nothing for them.
+func (s *Snapshot) Active() bool { return s.active }
 
 // Generation is the snapshot's number; every Update of an Engine makes a
 // larger one, and a Decision carries the one it was taken under.

@@ -16,6 +16,7 @@ func (c *compiler) buildTables() {
 	for p := range c.pods {
 		c.s.pods[p].ingress = c.tableFor(keys, false, int32(p), c.ingressBy[p])
 		c.s.pods[p].egress = c.tableFor(keys, true, int32(p), c.egressBy[p])
+		c.s.active = c.s.active || c.s.pods[p].ingress >= 0 || c.s.pods[p].egress >= 0
 	}
 }
 

@@ -11,11 +11,14 @@
 // [Switch.Process] takes a batch of frames that arrived on one port and
 // writes one [Verdict] per frame. The stages run in a fixed order that reads
 // top to bottom in pipeline.go: port checks (anti-spoofing) -> conntrack ->
-// service NAT -> [later: policy] -> L2 -> L3 -> output. Conntrack
+// service NAT -> policy -> L2 -> L3 -> output. Conntrack
 // (package switch/conntrack) is looked up once per TCP/UDP frame; service
 // NAT decides a flow's backend on its first packet (Maglev, package
 // switch/maglev, or session affinity), records it in the flow's entry and
-// rewrites every later packet from that entry alone. Process rewrites
+// rewrites every later packet from that entry alone; the policy stage
+// (policy.go, [Switch.SetPolicy]) decides a flow's first packet after NAT
+// and keeps the verdict in the same entry, re-deciding a flow only when
+// the policies changed. Process rewrites
 // frames in place (NAT, MAC rewrite, TTL, ARP replies, ICMP errors) and may
 // change a frame's length within its capacity; it never allocates.
 //

@@ -2,6 +2,7 @@ package vswitch
 
 import (
 	"github.com/weftnet/weft/packet"
+	"github.com/weftnet/weft/policy"
 	"github.com/weftnet/weft/switch/conntrack"
 )
 
@@ -39,6 +40,7 @@ type frameCtx struct {
 	routes   *routeTable
 	static   *neighSnap
 	services *svcTable
+	pol      *policy.Snapshot // nil: no policy stage
 	now      int64
 	tr       *tracer
 	dry      bool
@@ -64,7 +66,7 @@ type flowCtx struct {
 
 func (s *Switch) newCtx(in PortID, now int64, tr *tracer) frameCtx {
 	c := frameCtx{s: s, inID: in, ports: s.ports.Load(), routes: s.routes.Load(), static: s.static.Load(),
-		services: s.services.Load(), now: now, tr: tr, dry: tr != nil}
+		services: s.services.Load(), pol: s.policy.Load(), now: now, tr: tr, dry: tr != nil}
 	c.in = c.ports.get(in)
 	return c
 }
@@ -118,7 +120,7 @@ func (c *frameCtx) pipeline(fp *[]byte, v *Verdict) {
 	_ = c.ingress(*fp, v) &&
 		c.conntrack(*fp) &&
 		c.serviceNAT(fp, v) &&
-		// policy (per new flow, verdict kept in conntrack) goes here
+		c.policyStage(*fp, v) &&
 		c.l2(*fp, v) &&
 		c.l3(fp, v)
 	c.output(*fp, v)

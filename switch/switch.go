@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/packet"
+	"github.com/weftnet/weft/policy"
 	"github.com/weftnet/weft/switch/conntrack"
 	"github.com/weftnet/weft/switch/maglev"
 )
@@ -196,6 +197,7 @@ type Switch struct {
 	svcStats map[string]*serviceStats
 	svcIDs   map[string]uint32 // frontend name -> id, stable for the switch's life
 	ct       *conntrack.Table
+	policy   atomic.Pointer[policy.Snapshot] // nil: no policy stage
 	affinity *affinityTable
 	fdb      *fdb
 	learned  *learnedNeigh

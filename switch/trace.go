@@ -54,6 +54,9 @@ const (
 	stepSvcReply
 	stepSvcReject
 	stepSvcNoLocal
+	stepPolicy
+	stepPolicyKept
+	stepPolicyICMPError
 )
 
 // step is one decision, as data.
@@ -69,6 +72,7 @@ type step struct {
 	verdict *Verdict
 	svc     *frontend
 	be      backendVal
+	pol     *policyTrace
 }
 
 // trace reports a stage's decision; a no-op unless tracing.
@@ -143,6 +147,12 @@ func (c *frameCtx) describe(st *step) string {
 			c.flow.tuple.SrcAddr(), c.flow.tuple.SrcPort, c.flow.hit.Other.DstAddr(), c.flow.hit.Other.DstPort)
 	case stepSvcReject:
 		return fmt.Sprintf("service %s: no ready endpoints: refuse (ICMP port unreachable from the cluster IP)", st.svc.spec.Name)
+	case stepPolicy:
+		return st.pol.String()
+	case stepPolicyKept:
+		return "flow allowed when it started, policies unchanged since"
+	case stepPolicyICMPError:
+		return "ICMP error: passes (it belongs to a flow)"
 	case stepSvcNoLocal:
 		return fmt.Sprintf("service %s: internalTrafficPolicy Local and no endpoint on this node: drop", st.svc.spec.Name)
 	}

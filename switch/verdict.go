@@ -98,6 +98,10 @@ const (
 	DropCTFull                             // new flow, conntrack table full
 	DropCTClash                            // new flow whose reply tuple is another flow's (hairpin SNAT port clash)
 	DropCTInvalid                          // TCP RST to a service with no tracked flow
+	DropPolicyEgress                       // NetworkPolicy: the source pod is isolated for egress and nothing allows the flow
+	DropPolicyIngress                      // NetworkPolicy: the destination pod is isolated for ingress and nothing allows the flow
+	DropPolicyNotReady                     // NetworkPolicy: no policies loaded yet (node starting): deny all
+	DropPolicyFlow                         // NetworkPolicy: a tracked flow whose verdict is deny (cut after a policy change)
 	NumDropReasons                         // number of reasons; not a reason
 )
 
@@ -133,6 +137,10 @@ var dropNames = [NumDropReasons]string{
 	DropCTFull:           "conntrack_full",
 	DropCTClash:          "conntrack_clash",
 	DropCTInvalid:        "conntrack_invalid",
+	DropPolicyEgress:     "policy_egress",
+	DropPolicyIngress:    "policy_ingress",
+	DropPolicyNotReady:   "policy_not_ready",
+	DropPolicyFlow:       "policy_flow_denied",
 }
 
 // String is the reason's metric label (snake case, stable).

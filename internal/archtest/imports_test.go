@@ -23,7 +23,7 @@ const mod = "github.com/weftnet/weft/"
 var allowed = map[string][]string{
 	"packet":  {},
 	"objects": {}, // the schema (k8s.io/api types and their decoding): a leaf
-	"switch":  {"packet"},
+	"switch":  {"packet", "policy"},
 	"overlay": {"packet"},
 	"netdev":  {"packet"},
 	"ipam":    {"packet"},

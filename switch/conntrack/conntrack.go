@@ -633,6 +633,29 @@ func (t *Table) freeSlot(k0, k1 uint64, skip uint64) (uint64, bool) {
 	return best, bestFree > 0
 }
 
+// SetVerdict replaces the verdict kept with the flow whose original tuple
+// is orig and whose record h names (from Lookup or Insert): the policy
+// stage decides on a flow's first packet after service NAT inserted it,
+// and again after a policy change. It takes the insert lock, so a record
+// reused for another flow meanwhile is never touched (false then); it runs
+// once per flow per policy change, not per packet.
+func (t *Table) SetVerdict(orig *Tuple, h *Hit, verdict uint32) bool {
+	o0, o1 := orig.keys()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if int(h.Index) >= len(t.recs) || !t.used[h.Index] {
+		return false
+	}
+	r := &t.recs[h.Index]
+	if r.o0.Load() != o0 || r.o1.Load() != o1 {
+		return false
+	}
+	aux := r.aux.Load()
+	r.aux.Store(aux&^0xffffffff | uint64(verdict))
+	h.Verdict = verdict
+	return true
+}
+
 // deleteLocked removes record idx and its index slots; mu held.
 func (t *Table) deleteLocked(idx uint32) {
 	r := &t.recs[idx]

@@ -372,3 +372,31 @@ func BenchmarkLookup(b *testing.B) {
 		})
 	}
 }
+
+func TestSetVerdict(t *testing.T) {
+	tab, err := New(Config{Size: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig := Tuple{Src: 0x0a000001, Dst: 0x0a000002, SrcPort: 1000, DstPort: 80, Proto: 6}
+	reply := orig.Reverse()
+	var h Hit
+	if err := tab.Insert(&orig, &reply, 7, 0, 0x02, 1, &h); err != nil {
+		t.Fatal(err)
+	}
+	if !tab.SetVerdict(&orig, &h, 0xc0000005) || h.Verdict != 0xc0000005 {
+		t.Fatalf("SetVerdict on the flow's own record failed (hit %+v)", h)
+	}
+	var got Hit
+	if !tab.Lookup(&reply, 0x12, 2, &got) || got.Verdict != 0xc0000005 || got.Service != 7 {
+		t.Fatalf("lookup after SetVerdict: %+v, want verdict 0xc0000005 and service 7 kept", got)
+	}
+	other := Tuple{Src: 0x0a000009, Dst: 0x0a000002, SrcPort: 1000, DstPort: 80, Proto: 6}
+	if tab.SetVerdict(&other, &h, 1) {
+		t.Fatal("SetVerdict with another flow's tuple changed the record")
+	}
+	tab.Flush()
+	if tab.SetVerdict(&orig, &h, 1) {
+		t.Fatal("SetVerdict on a freed record")
+	}
+}
