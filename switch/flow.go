@@ -10,11 +10,11 @@ import (
 // after it. It never settles a verdict itself.
 //
 // Tracked: IPv4 TCP and UDP that is not a fragment (a later fragment has
-// no ports; weft does not reassemble) and carries its L4 header. Today
-// only flows that service NAT handled are inserted (the policy stage will
-// insert the rest when it lands); while the table is empty, or when the
-// packet's addresses and ports are no service's frontend or backend, the
-// lookup is skipped.
+// no ports; weft does not reassemble) and carries its L4 header. Service
+// NAT inserts the flows it translates, the policy stage (while some pod is
+// isolated) every flow it allows; while the table is empty, or when no
+// policy isolates a pod and the packet's addresses and ports are no
+// service's frontend or backend, the lookup is skipped.
 func (c *frameCtx) conntrack(f []byte) bool {
 	fl := &c.flow
 	fl.tracked, fl.found = false, false
@@ -50,7 +50,10 @@ func (c *frameCtx) conntrack(f []byte) bool {
 	}
 	sp, dp := packet.Ports(l4)
 	fl.tuple = conntrack.Tuple{Src: ip4Key(ip.Src4()), Dst: ip4Key(ip.Dst4()), SrcPort: sp, DstPort: dp, Proto: proto}
-	if c.s.ct.Len() == 0 || !c.services.mayTrack(fl.tuple.Src, fl.tuple.Dst, sp, dp, proto) {
+	// With the policy stage active every flow may be tracked; otherwise
+	// only service flows are.
+	policyTracks := c.pol != nil && c.pol.Active()
+	if c.s.ct.Len() == 0 || (!policyTracks && !c.services.mayTrack(fl.tuple.Src, fl.tuple.Dst, sp, dp, proto)) {
 		return true
 	}
 	if c.dry {
