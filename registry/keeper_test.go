@@ -151,16 +151,26 @@ func TestKeeperRenewsPastTTL(t *testing.T) {
 	}
 }
 
+// TestKeeperDegradedThenRecovers: a store outage makes the keeper degraded
+// (logged once) while it keeps the last known lease, and its end makes it
+// ok again (logged once) on the same subnet. An outage that ends while the
+// lease is still valid is bridged by renewal (one acquire in all); one that
+// lasts past the lease's expiry makes the keeper acquire again (two).
+//
+// The outages are defined by conditions, not by sleeps, so that a loaded
+// machine cannot turn one case into the other: the short one ends as soon
+// as two attempts have failed, with a lease of 20 s renewed every 200 ms
+// (it would take a 20 s stall to expire it); the long one lasts until the
+// last lease the keeper got has expired.
 func TestKeeperDegradedThenRecovers(t *testing.T) {
 	tests := []struct {
-		name string
-		// outage is how long the store fails: shorter than the TTL (renewal
-		// resumes) or longer (the lease expires and is acquired again).
-		ttl, outage  time.Duration
-		wantAcquires int32
+		name            string
+		ttl, renewEvery time.Duration
+		outlastExpiry   bool // keep failing until the lease has expired
+		wantAcquires    int32
 	}{
-		{"short outage", 3 * time.Second, 300 * time.Millisecond, 1},
-		{"outage past expiry", time.Second, 2 * time.Second, 2},
+		{"short outage", 20 * time.Second, 200 * time.Millisecond, false, 1},
+		{"outage past expiry", time.Second, 0, true, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -171,6 +181,7 @@ func TestKeeperDegradedThenRecovers(t *testing.T) {
 			req.TTL = tc.ttl
 			k, err := registry.NewKeeper(reg, registry.KeeperConfig{
 				Request:    req,
+				RenewEvery: tc.renewEvery,
 				MinBackoff: 50 * time.Millisecond,
 				Logger:     slog.New(logs),
 			})
@@ -185,11 +196,21 @@ func TestKeeperDegradedThenRecovers(t *testing.T) {
 			if !strings.Contains(h.LastError, errInjected.Error()) || h.Since.IsZero() {
 				t.Errorf("degraded health %+v: want the injected error and a start time", h)
 			}
-			if l, ok := k.Lease(); !ok || l.Subnet != before.Subnet {
-				t.Errorf("Lease() while degraded = %+v, %v; want the last known lease", l, ok)
+			last, ok := k.Lease()
+			if !ok || last.Subnet != before.Subnet {
+				t.Errorf("Lease() while degraded = %+v, %v; want the last known lease", last, ok)
 			}
-			time.Sleep(tc.outage)
 			h = waitHealth(t, k, "retried", func(h registry.Health) bool { return h.Failures >= 2 })
+			if tc.outlastExpiry {
+				// No renewal succeeds during the outage, so last is the lease
+				// the store holds; wait until it has run out (plus a margin
+				// for the two clocks' reads).
+				for time.Now().Before(last.Expiry.Add(200 * time.Millisecond)) {
+					time.Sleep(20 * time.Millisecond)
+				}
+			} else if time.Now().After(last.Expiry) {
+				t.Fatalf("the short outage outlasted the lease (expiry %s): the machine stalled for %s", last.Expiry, tc.ttl)
+			}
 			reg.fail.Store(false)
 
 			waitHealth(t, k, "recovered", func(h registry.Health) bool { return h.State == registry.HealthOK })

@@ -91,8 +91,22 @@ func TestCaptureCrossNode(t *testing.T) {
 	if err := udpExchange(ctx, p1, p2, 9101, 5); err != nil {
 		t.Errorf("udp: %v", err)
 	}
-	// tcpdump drops what it has not read yet when interrupted.
-	time.Sleep(500 * time.Millisecond)
+	// tcpdump drops what it has not read yet when interrupted: stop it
+	// once the file holds the last answers (it writes each packet at once,
+	// -U), or after 10 s; the checks below then say what is missing.
+	want := map[string]int{"icmp": 2 * 3, "udp": 2 * 5}
+	waitDeadline := time.Now().Add(10 * time.Second)
+	for {
+		counts, err := readCapture(file, n1.Underlay, n2.Underlay, p1.IP(), p2.IP())
+		if err == nil && counts["icmp"] >= want["icmp"] && counts["udp"] >= want["udp"] && counts["tcp"] > 0 {
+			break
+		}
+		if time.Now().After(waitDeadline) {
+			t.Logf("capture incomplete after 10 s (%v, %v; want at least %v and some tcp); stopping tcpdump", counts, err, want)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	dump.Process.Signal(os.Interrupt)
 	t.Logf("tcpdump: %s", <-dumpDone)
 	if err := dump.Wait(); err != nil {
@@ -182,24 +196,34 @@ func udpExchange(ctx context.Context, a, b *Pod, port uint16, count int) error {
 // two underlay addresses whose inner addresses are the two pods'.
 func decodeCapture(t *testing.T, file string, u1, u2, a, b netip.Addr) map[string]int {
 	t.Helper()
-	f, err := os.Open(file)
+	counts, err := readCapture(file, u1, u2, a, b)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return counts
+}
+
+// readCapture is decodeCapture for a capture tcpdump may still be
+// writing: a packet record cut short at the end is not counted.
+func readCapture(file string, u1, u2, a, b netip.Addr) (map[string]int, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
 	}
 	defer f.Close()
 	r, err := pcapgo.NewReader(f)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	counts := map[string]int{}
 	pair := func(x, y netip.Addr, p, q netip.Addr) bool { return (x == p && y == q) || (x == q && y == p) }
 	for {
 		data, _, err := r.ReadPacketData()
-		if errors.Is(err, io.EOF) {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			break
 		}
 		if err != nil {
-			t.Fatal(err)
+			return counts, err
 		}
 		counts["frames"]++
 		pkt := gopacket.NewPacket(data, layers.LayerTypeEthernet, gopacket.Default)
@@ -235,5 +259,5 @@ func decodeCapture(t *testing.T, file string, u1, u2, a, b netip.Addr) map[strin
 			counts["udp"]++
 		}
 	}
-	return counts
+	return counts, nil
 }

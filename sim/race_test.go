@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -39,17 +40,7 @@ func TestDataPathRace(t *testing.T) {
 	}
 	a, b := c.Nodes[0].Pods[0], c.Nodes[1].Pods[0]
 	for _, dir := range [][2]*Pod{{a, b}, {b, a}} {
-		client, server := dir[0], dir[1]
-		srv := Command(ctx, server.Netns, "iperf3", "-s", "-1", "-B", server.IP().String(), "-p", "5299")
-		if err := srv.Start(); err != nil {
-			t.Fatalf("iperf3 server: %v", err)
-		}
-		time.Sleep(300 * time.Millisecond) // the server binds asynchronously
-		out, err := Command(ctx, client.Netns, "iperf3", "-c", server.IP().String(), "-p", "5299", "-t", "2", "-P", "4").CombinedOutput()
-		srv.Wait()
-		if err != nil {
-			t.Errorf("iperf3 %s -> %s: %v\n%s", client.Name, server.Name, err, out)
-		}
+		bulkTCP(ctx, t, dir[0], dir[1])
 	}
 	for _, n := range c.Nodes {
 		log, err := os.ReadFile(n.Log)
@@ -60,4 +51,54 @@ func TestDataPathRace(t *testing.T) {
 			t.Errorf("weftd on %s reported a data race:\n%s", n.Name, string(log[i:min(len(log), i+4000)]))
 		}
 	}
+}
+
+// bulkTCP runs iperf3 (4 streams, 2 s) from client to a one-off iperf3
+// server in server. It starts the client once the server listens (seen
+// with ss in the server's namespace, not guessed with a sleep), and stops
+// the server by PID if it has not ended 10 s after the client did (a
+// client that never connected leaves a -1 server waiting forever).
+func bulkTCP(ctx context.Context, t *testing.T, client, server *Pod) {
+	t.Helper()
+	const port = "5299"
+	var srvOut bytes.Buffer
+	srv := Command(ctx, server.Netns, "iperf3", "-s", "-1", "-B", server.IP().String(), "-p", port)
+	srv.Stdout, srv.Stderr = &srvOut, &srvOut
+	if err := srv.Start(); err != nil {
+		t.Fatalf("iperf3 server: %v", err)
+	}
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Wait() }()
+	defer func() {
+		select {
+		case <-srvDone:
+		case <-time.After(10 * time.Second):
+			t.Errorf("iperf3 server in %s still running 10 s after the client ended; stopping pid %d", server.Name, srv.Process.Pid)
+			srv.Process.Kill()
+			<-srvDone
+		}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for !tcpListening(ctx, server.Netns, port) {
+		select {
+		case err := <-srvDone:
+			srvDone <- err
+			t.Fatalf("iperf3 server in %s exited before listening: %v\n%s", server.Name, err, srvOut.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("iperf3 server in %s not listening on %s after 30 s", server.Name, port)
+		}
+	}
+	out, err := Command(ctx, client.Netns, "iperf3", "-c", server.IP().String(), "-p", port, "-t", "2", "-P", "4").CombinedOutput()
+	if err != nil {
+		t.Errorf("iperf3 %s -> %s: %v\n%s", client.Name, server.Name, err, out)
+		srv.Process.Kill() // it waits for a client that will not come
+	}
+}
+
+// tcpListening reports whether a TCP socket listens on port in netns.
+func tcpListening(ctx context.Context, netns, port string) bool {
+	out, err := Command(ctx, netns, "ss", "-Hltn", "sport = :"+port).Output()
+	return err == nil && len(bytes.TrimSpace(out)) > 0
 }
