@@ -16,6 +16,8 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
+
+	"github.com/weftnet/weft/internal/childproc"
 )
 
 // captureOutEnv, when set, names where TestCaptureCrossNode copies its
@@ -47,11 +49,17 @@ func TestCaptureCrossNode(t *testing.T) {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	dump := Command(cctx, c.underlayNS(), "tcpdump", "-i", n1.Name, "-n", "-s", "0", "--immediate-mode", "-U", "-c", "1000", "-w", file)
-	stderr, err := dump.StderrPipe()
+	// A pipe of our own rather than StderrPipe: childproc reaps tcpdump
+	// as soon as it exits, and the reader below must still get all of it.
+	stderr, stderrW, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := dump.Start(); err != nil {
+	defer stderr.Close()
+	dump.Stderr = stderrW
+	proc, err := childproc.Start(dump) // dies with the test binary
+	stderrW.Close()
+	if err != nil {
 		t.Fatal(err)
 	}
 	listening := make(chan string, 2)
@@ -109,7 +117,7 @@ func TestCaptureCrossNode(t *testing.T) {
 	}
 	dump.Process.Signal(os.Interrupt)
 	t.Logf("tcpdump: %s", <-dumpDone)
-	if err := dump.Wait(); err != nil {
+	if err := proc.Wait(); err != nil {
 		t.Logf("tcpdump: %v", err)
 	}
 

@@ -59,6 +59,11 @@ type Options struct {
 	ExtraArgs []string
 	// Progress, if set, is told what is happening ("node n1 up").
 	Progress func(format string, args ...any)
+	// DieWithCaller ties the weftds and the etcd to the process that
+	// starts them (a parent-death signal, internal/childproc): tests set
+	// it, so that a test binary that panics or times out leaves no daemon
+	// running. `weft sim up` does not: its daemons outlive it by design.
+	DieWithCaller bool
 }
 
 // Cluster is a running (or recorded) simulation.
@@ -77,7 +82,8 @@ type Cluster struct {
 	Etcd  *EtcdProc `json:"etcd,omitempty"`
 	Nodes []*Node   `json:"nodes"`
 
-	progress func(format string, args ...any)
+	progress      func(format string, args ...any)
+	dieWithCaller bool
 }
 
 // Node is one simulated node.
@@ -222,6 +228,7 @@ func New(opts Options) (*Cluster, error) {
 		Name: opts.Name, Dir: opts.Dir, Weftd: opts.Weftd, Registry: opts.Registry,
 		EtcdEndpoints: opts.EtcdEndpoints, UnderlayNet: opts.UnderlayNet.Masked(),
 		LeaseTTL: Duration(opts.LeaseTTL), ExtraArgs: opts.ExtraArgs, progress: opts.Progress,
+		dieWithCaller: opts.DieWithCaller,
 	}
 	if etcdBin != "" {
 		c.Etcd = &EtcdProc{Bin: etcdBin}

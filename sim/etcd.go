@@ -73,11 +73,11 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group, as weftd's: the etcd outlives `weft sim up`.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	pid, err := c.startDaemon(cmd)
+	if err != nil {
 		return fmt.Errorf("etcd: start %s: %w", e.Bin, err)
 	}
-	e.PID = cmd.Process.Pid
-	go cmd.Wait()
+	e.PID = pid
 	if err := c.save(); err != nil {
 		return err
 	}

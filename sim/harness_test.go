@@ -23,12 +23,16 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	testenv.RecordPath(dir) // removed by the next run if this one is killed
 	weftdBin = filepath.Join(dir, "weftd")
 	out, err := exec.Command("go", "build", "-o", weftdBin, "github.com/weftnet/weft/cmd/weftd").CombinedOutput()
 	if err != nil {
 		os.Stderr.Write(out)
 		os.RemoveAll(dir)
 		panic("build weftd: " + err.Error())
+	}
+	if os.Getenv(crashedRunEnv) != "" {
+		crashedRun()
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -47,6 +51,8 @@ func newTestCluster(t *testing.T, opts Options) *Cluster {
 		opts.Dir = filepath.Join(t.TempDir(), "sim")
 	}
 	opts.Weftd = weftdBin
+	opts.DieWithCaller = true
+	testenv.RecordPath(opts.Dir)
 	if opts.Progress == nil {
 		opts.Progress = func(format string, args ...any) { t.Logf(format, args...) }
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/internal/childproc"
 )
 
 // TestDataPathRace runs weftd built with the race detector under real
@@ -64,26 +66,24 @@ func bulkTCP(ctx context.Context, t *testing.T, client, server *Pod) {
 	var srvOut bytes.Buffer
 	srv := Command(ctx, server.Netns, "iperf3", "-s", "-1", "-B", server.IP().String(), "-p", port)
 	srv.Stdout, srv.Stderr = &srvOut, &srvOut
-	if err := srv.Start(); err != nil {
+	p, err := childproc.Start(srv) // dies with the test binary
+	if err != nil {
 		t.Fatalf("iperf3 server: %v", err)
 	}
-	srvDone := make(chan error, 1)
-	go func() { srvDone <- srv.Wait() }()
 	defer func() {
 		select {
-		case <-srvDone:
+		case <-p.Done():
 		case <-time.After(10 * time.Second):
-			t.Errorf("iperf3 server in %s still running 10 s after the client ended; stopping pid %d", server.Name, srv.Process.Pid)
+			t.Errorf("iperf3 server in %s still running 10 s after the client ended; stopping pid %d", server.Name, p.Pid())
 			srv.Process.Kill()
-			<-srvDone
+			p.Wait()
 		}
 	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for !tcpListening(ctx, server.Netns, port) {
 		select {
-		case err := <-srvDone:
-			srvDone <- err
-			t.Fatalf("iperf3 server in %s exited before listening: %v\n%s", server.Name, err, srvOut.String())
+		case <-p.Done():
+			t.Fatalf("iperf3 server in %s exited before listening: %v\n%s", server.Name, p.Wait(), srvOut.String())
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/internal/childproc"
 	"github.com/weftnet/weft/netdev"
 )
 
@@ -44,13 +45,14 @@ func (c *Cluster) StartNode(ctx context.Context, n *Node) error {
 	// Its own process group: a Ctrl-C on `weft sim up` must not kill the
 	// daemons the sim is meant to leave running.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	// nsenter execs weftd in place, so the PID is weftd's. startDaemon
+	// reaps it in the background so a killed weftd does not linger as a
+	// zombie.
+	pid, err := c.startDaemon(cmd)
+	if err != nil {
 		return fmt.Errorf("node %s: start weftd: %w", n.Name, err)
 	}
-	n.PID = cmd.Process.Pid
-	// nsenter execs weftd in place, so the PID is weftd's. Reap it in the
-	// background so a killed weftd does not linger as a zombie.
-	go cmd.Wait()
+	n.PID = pid
 	if err := c.save(); err != nil {
 		return err
 	}
@@ -60,6 +62,23 @@ func (c *Cluster) StartNode(ctx context.Context, n *Node) error {
 	}
 	c.logf("node %s: ready, subnet %s, host address %s", n.Name, n.Subnet, n.HostAddr)
 	return c.save()
+}
+
+// startDaemon starts cmd, tied to this process if the cluster says so
+// (Options.DieWithCaller), and reaps it when it exits.
+func (c *Cluster) startDaemon(cmd *exec.Cmd) (pid int, err error) {
+	if c.dieWithCaller {
+		p, err := childproc.Start(cmd)
+		if err != nil {
+			return 0, err
+		}
+		return p.Pid(), nil
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	go cmd.Wait()
+	return cmd.Process.Pid, nil
 }
 
 // WaitReady polls node n's API until it reports a registry lease.

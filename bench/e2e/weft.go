@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/weftnet/weft/internal/childproc"
 )
 
 // simCluster is what the benchmark needs of a running sim, read from
@@ -44,7 +46,7 @@ type weftSim struct {
 	pod1, pod2 string // namespaces
 	pod2IP     string
 	pids       []int // the two weftds
-	server     *exec.Cmd
+	server     *childproc.Proc
 }
 
 // weftCmd runs `weft sim SUB --name NAME ARGS...`.
@@ -100,15 +102,13 @@ func upWeft(ctx context.Context, cfg *config, name string, progress io.Writer) (
 // down stops the iperf3 server and takes the sim down. It uses a fresh
 // context: it must run even after the run's context was cancelled.
 func (s *weftSim) down(progress io.Writer) {
-	if s.server != nil && s.server.Process != nil {
-		s.server.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { s.server.Wait(); close(done) }()
+	if s.server != nil {
+		s.server.Cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-done:
+		case <-s.server.Done():
 		case <-time.After(3 * time.Second):
-			s.server.Process.Kill()
-			<-done
+			s.server.Cmd.Process.Kill()
+			s.server.Wait()
 		}
 		s.server = nil
 	}
@@ -130,12 +130,12 @@ func (s *weftSim) startServer(ctx context.Context) error {
 		return err
 	}
 	srv.Stdout, srv.Stderr = logf, logf
-	if err := srv.Start(); err != nil {
-		logf.Close()
+	p, err := childproc.Start(srv) // dies with bench-e2e, however it ends
+	logf.Close()
+	if err != nil {
 		return fmt.Errorf("iperf3 server: %w", err)
 	}
-	logf.Close()
-	s.server = srv
+	s.server = p
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		if inNetns(ctx, s.pod1, "ping", "-c", "1", "-W", "1", "-q", s.pod2IP).Run() == nil {

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/internal/childproc"
 	"github.com/weftnet/weft/internal/testenv"
 	"github.com/weftnet/weft/netdev"
 	"github.com/weftnet/weft/sim"
@@ -71,6 +72,7 @@ func startContainerd(t *testing.T, n *sim.Node, binDir string, conflist []byte) 
 	if err := os.Mkdir(root, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	testenv.RecordPath(root) // if this test is killed, the next run stops what names root and removes it
 	c := &containerd{root: root, socket: filepath.Join(root, "containerd.sock")}
 	undo := hostPathsUndo(t)
 	t.Cleanup(func() {
@@ -125,11 +127,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 	cmd := exec.Command("nsenter", "--net="+netdev.NetnsPath(n.Netns), "containerd", "--config", cfgPath, "--log-level", "info")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	p, err := childproc.Start(cmd) // dies with the test binary
+	if err != nil {
 		t.Fatal(err)
 	}
-	c.pid = cmd.Process.Pid
-	go cmd.Wait()
+	c.pid = p.Pid()
 	t.Cleanup(func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(root, "containerd.log"))

@@ -53,6 +53,7 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	testenv.RecordPath(dir) // removed by the next run if this one is killed
 	weftdBin = filepath.Join(dir, "weftd")
 	ctdRoot = filepath.Join(dir, "ctd")
 	pluginDir = filepath.Join(dir, "cni")
@@ -88,7 +89,8 @@ func simCluster(t *testing.T) *sim.Cluster {
 			clusterErr = err
 			return
 		}
-		c, err := sim.New(sim.Options{Name: testenv.UniqueName("wcn"), Dir: dir, Weftd: weftdBin,
+		testenv.RecordPath(dir)
+		c, err := sim.New(sim.Options{Name: testenv.UniqueName("wcn"), Dir: dir, Weftd: weftdBin, DieWithCaller: true,
 			ExtraArgs: []string{"--netns-roots=" + ctdNetnsDir()}})
 		if err != nil {
 			os.RemoveAll(dir)

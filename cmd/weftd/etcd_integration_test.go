@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/internal/childproc"
 	"github.com/weftnet/weft/registry/etcd/etcdtest"
 	"github.com/weftnet/weft/sim"
 )
@@ -101,11 +102,11 @@ func TestEtcdOutage(t *testing.T) {
 	restarted = sim.Command(context.Background(), underlayNS, argv...)
 	restarted.Stdout, restarted.Stderr = logf, logf
 	restarted.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := restarted.Start(); err != nil {
+	p, err := childproc.Start(restarted) // dies with the test binary
+	if err != nil {
 		t.Fatalf("restart etcd: %v", err)
 	}
-	go restarted.Wait()
-	c.Etcd.PID = restarted.Process.Pid // so that Down stops this one
+	c.Etcd.PID = p.Pid() // so that Down stops this one
 	waitFor(t, 30*time.Second, "nodes report the registry ok again", registryState(api.RegistryOK))
 	for i, cl := range cls {
 		st := status(t, cl)

@@ -57,6 +57,7 @@ func weftdBinary(t *testing.T) string {
 		if weftdErr != nil {
 			return
 		}
+		testenv.RecordPath(weftdDir)
 		weftdPath = filepath.Join(weftdDir, "weftd")
 		out, err := exec.Command("go", "build", "-o", weftdPath, "github.com/weftnet/weft/cmd/weftd").CombinedOutput()
 		if err != nil {
@@ -79,7 +80,9 @@ func upCluster(t *testing.T, opts sim.Options, nodes, pods int) *sim.Cluster {
 		opts.Name = testenv.UniqueName("wit")
 	}
 	opts.Dir = filepath.Join(t.TempDir(), "sim")
+	testenv.RecordPath(opts.Dir)
 	opts.Weftd = weftdBinary(t)
+	opts.DieWithCaller = true
 	if opts.Progress == nil {
 		opts.Progress = func(format string, args ...any) { t.Logf("sim: "+format, args...) }
 	}

@@ -28,7 +28,7 @@ var allowed = map[string][]string{
 	"netdev":  {"packet"},
 	"ipam":    {"packet"},
 	// registry holds leases (packet's MAC) and will hold objects' kinds.
-	"registry": {"packet", "ipam", "objects"},
+	"registry": {"packet", "ipam", "objects", "internal/childproc", "internal/testenv"},
 	// api is a leaf of wire types, server and client that never reaches
 	// into a running node.
 	"api":      {"packet", "objects"},
@@ -39,9 +39,9 @@ var allowed = map[string][]string{
 	// node implements api.Service over api's wire types.
 	"node": {"datapath", "switch", "overlay", "netdev", "ipam", "registry", "api", "packet", "objects", "service"},
 	// sim runs weftd as processes: it talks to them through api, never node.
-	"sim": {"api", "netdev", "registry", "ipam", "packet", "objects", "policy"},
+	"sim": {"api", "netdev", "registry", "ipam", "packet", "objects", "policy", "internal/childproc"},
 	// bench replays captures through datapath over fakes.
-	"bench":          {"datapath", "switch", "overlay", "netdev", "packet"},
+	"bench":          {"datapath", "switch", "overlay", "netdev", "packet", "internal/childproc"},
 	"cmd/weftd":      {"node", "api", "registry", "ipam", "netdev", "overlay", "packet", "objects"},
 	"cmd/weft":       {"api", "sim", "packet", "objects"},
 	"cmd/weft-cni":   {"api", "netdev", "packet"},
@@ -50,10 +50,13 @@ var allowed = map[string][]string{
 	// byte slices and integers, importing no weft package but packet (and
 	// never the switch that uses them). An entry for a package below a
 	// top-level one overrides the top-level entry.
-	"switch/maglev":     {"packet"},
-	"switch/conntrack":  {"packet"},
-	"internal/testenv":  {},
-	"internal/archtest": {},
+	"switch/maglev":    {"packet"},
+	"switch/conntrack": {"packet"},
+	"internal/testenv": {},
+	// childproc starts the daemons tests and the sim run, tied to their
+	// starter by a parent-death signal (registry's etcdtest, sim, bench/e2e).
+	"internal/childproc": {},
+	"internal/archtest":  {},
 	// policy is the NetworkPolicy engine (and policy/policytest, its proof
 	// harness): pure Go over the objects/ schema, no syscalls; the data path
 	// and the control plane call into it, never the other way.

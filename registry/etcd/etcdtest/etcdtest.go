@@ -16,6 +16,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/internal/childproc"
+	"github.com/weftnet/weft/internal/testenv"
 )
 
 // Binary is the etcd executable looked up on PATH.
@@ -47,7 +50,7 @@ type Server struct {
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
+	done <-chan struct{} // closed when cmd has exited
 }
 
 // Start starts etcd (Require decides what happens without a binary),
@@ -95,6 +98,7 @@ func start(t testing.TB, bin, dir string) *Server {
 func dataDir(t testing.TB) string {
 	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
 		if dir, err := os.MkdirTemp("/dev/shm", "weft-etcdtest-"); err == nil {
+			testenv.RecordPath(dir) // the next run removes it if this one is killed
 			t.Cleanup(func() { os.RemoveAll(dir) })
 			return dir
 		}
@@ -142,19 +146,17 @@ func (s *Server) start() error {
 	cmd.Stdout, cmd.Stderr = &s.logs, &s.logs
 	// Its own process group: a Ctrl-C of `go test` is not delivered to it
 	// twice, and nothing else is ever signalled.
+	// And a parent-death signal: a test binary that panics or times out
+	// takes its etcd with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", s.bin, err)
+	p, err := childproc.Start(cmd)
+	if err != nil {
+		return err
 	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
 	s.mu.Lock()
-	s.cmd, s.done = cmd, done
+	s.cmd, s.done = cmd, p.Done()
 	s.mu.Unlock()
-	return s.waitHealthy(done)
+	return s.waitHealthy(p.Done())
 }
 
 // waitHealthy polls /health until etcd has a leader, up to 15 s.
