@@ -3,6 +3,7 @@ package datapath
 import (
 	"bytes"
 	"encoding/binary"
+	"net/netip"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -203,5 +204,30 @@ func TestTransmitUDPSuperFrame(t *testing.T) {
 	}
 	if !bytes.Equal(got, data) {
 		t.Errorf("peer got %d bytes, not the %d sent in order", len(got), len(data))
+	}
+}
+
+// TestReceiveForeignChecksum: from a foreign peer, an inner TCP segment
+// whose checksum does not verify is counted on the peer and still
+// delivered (the pod's stack drops it); from a weft peer nothing is
+// checked.
+func TestReceiveForeignChecksum(t *testing.T) {
+	for _, foreign := range []bool{true, false} {
+		r := newRig(t, -1, false)
+		must(t, r.peers.Set([]overlay.Peer{{Name: "b", Underlay: underB, RouterMAC: peerMAC,
+			Subnet: netip.MustParsePrefix("10.244.2.0/24"), VNI: testVNI, Foreign: foreign}}))
+		seg := tcpSegment(t, 1, 100)
+		seg[len(seg)-1] ^= 0xff // payload changed after the checksum
+		d := vxlan(seg, testVNI)
+		receive(t, r, srcRead{data: d, segSize: len(d), from: fromB})
+		got, _ := readAll(t, r.podA)
+		p, _ := r.peers.Lookup(underB.As4())
+		want := uint64(0)
+		if foreign {
+			want = 1
+		}
+		if len(got) != 1 || p.Stats().RxBadL4Checksum.Load() != want {
+			t.Errorf("foreign=%v: %d frames delivered, bad checksums counted %d, want 1 and %d", foreign, len(got), p.Stats().RxBadL4Checksum.Load(), want)
+		}
 	}
 }

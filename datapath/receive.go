@@ -83,7 +83,8 @@ func (r *Receiver) Run() error {
 //     into one buffer; a plain read is a run of one;
 //  2. split each run into its datagrams (a short one not at the end is
 //     copied into a slot of its own, so the switch may build an answer in
-//     place), and decap each: known peer, our VNI, sane header;
+//     place), and decap each: known peer, our VNI, sane header (and, from
+//     a foreign peer, count an inner checksum that does not verify);
 //  3. decide: Switch.Process over the inner frames, entering on the
 //     overlay port;
 //  4. emit: deliver (coalescing segments for virtio-header TAPs),
@@ -119,6 +120,9 @@ func (r *Receiver) Receive() error {
 			inner, peer, reason := r.dp.decap.Decap(dgram, r.from[i])
 			if reason != overlay.DropNone {
 				continue // counted by the Decapper
+			}
+			if peer.Foreign {
+				overlay.CheckForeignInner(peer, inner) // counted; forwarded either way
 			}
 			st := peer.Stats()
 			st.RxFrames.Add(1)

@@ -24,8 +24,7 @@ import (
 //
 // Where: on the receive path, after Decapper.Decap accepted the datagram,
 // for each inner frame: `if peer.Foreign { overlay.CheckForeignInner(peer,
-// inner) }` (node/dataplane.go runUnderlay and node/offload_rx.go
-// runUnderlayOffload). It is a plain function over the frame: no
+// inner) }` (datapath Receiver.Receive). It is a plain function over the frame: no
 // allocation, one pass over the L4 bytes, foreign peers only.
 func CheckForeignInner(peer *Peer, inner []byte) bool {
 	if peer == nil || !peer.Foreign || len(inner) < packet.EthHdrLen+packet.IPv4MinHdrLen ||
