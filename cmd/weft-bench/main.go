@@ -6,6 +6,7 @@
 //	weft-bench gen -all -dir DIR
 //	weft-bench replay [-pcap FILE [-as-node ADDR|auto|none] | -scenario NAME] [-routes N] [-fdb N] [-duration 5s] [-runs 1]
 //	weft-bench scenarios
+//	weft-bench medians [FILE...]
 //
 // A capture of underlay VXLAN traffic (taken between nodes, e.g. on a `weft
 // sim` underlay bridge) is replayed as one of its nodes, with the topology
@@ -44,6 +45,8 @@ const usage = `usage:
   weft-bench replay [flags]                            replay a pcap (any Ethernet pcap/pcapng) and print the figures;
                                                        a capture of underlay VXLAN replays as one node (-as-node)
   weft-bench scenarios                                 list the scenarios
+  weft-bench medians [FILE...]                         median [min–max] of each benchmark's runs in raw
+                                                       'go test -bench -count N' output (files or stdin)
 `
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -56,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return gen(args[1:], stdout, stderr)
 	case "replay":
 		return replay(args[1:], stdout, stderr)
+	case "medians":
+		return medians(args[1:], stdout, stderr)
 	case "scenarios":
 		for _, s := range bench.Scenarios {
 			fmt.Fprintf(stdout, "%-18s %s\n", s.Name, s.Doc)
