@@ -69,7 +69,7 @@ type ForeignNode struct {
 // its subnet via its <subnet>.0 on-link, a permanent neighbour giving that
 // address the node's router MAC, and an FDB entry sending that MAC to the
 // node's underlay address (flannel's vxlan backend, the form
-// cmd/weftd's TestForeignNode runs).
+// cmd/weftd's TestKernelVXLANPeer runs).
 func (f *ForeignNode) Commands(dev, underlayDev string) [][]string {
 	net0 := f.Subnet.Masked().Addr()
 	cmds := [][]string{

@@ -45,6 +45,7 @@ func TestCluster(t *testing.T) {
 	t.Run("spoofed_source", func(t *testing.T) { testSpoofed(t, c, cl1, st1) })
 	t.Run("vxlan_untrusted", func(t *testing.T) { testVXLANUntrusted(t, c, cl2, st1, st2) })
 	t.Run("drops_exported", func(t *testing.T) { testDropsExported(t, c, cl2, st1, st2) })
+	t.Run("pod_guards", func(t *testing.T) { testPodGuards(t, cl1, p11, p12) })
 	t.Run("attach_detach", func(t *testing.T) { testAttachDetach(t, n1, cl1, p12) })
 	t.Run("restart_sigterm", func(t *testing.T) {
 		testRestart(t, c, n1, cl1, st2, func() error { return c.Stop(n1) })
@@ -398,7 +399,9 @@ func testSpoofed(t *testing.T, c *sim.Cluster, cl1 *api.Client, st1 api.Status) 
 // testVXLANUntrusted sends VXLAN datagrams to n2 carrying an inner echo
 // request for n2-p1: from n1's underlay address with the right VNI (the
 // control: delivered), from an address no node leases, and with the wrong
-// VNI. The last two must be dropped, counted, and never reach the pod.
+// VNI, and (issue 12 item 7) from n1's address with inner sources n1 does
+// not own: a public address, and n2's own host address. All but the first
+// must be dropped, counted, and never reach the pod.
 func testVXLANUntrusted(t *testing.T, c *sim.Cluster, cl2 *api.Client, st1, st2 api.Status) {
 	n1 := c.Nodes[0]
 	p11, p21 := n1.Pods[0], c.Nodes[1].Pods[0]
@@ -420,15 +423,22 @@ func testVXLANUntrusted(t *testing.T, c *sim.Cluster, cl2 *api.Client, st1, st2 
 		netns   string
 		from    netip.Addr
 		vni     uint32
-		counter string // "" = delivered
+		counter string     // "" = delivered
+		src     netip.Addr // inner source; zero = n1-p1's
 	}{
-		{"known_peer_control", n1.Netns, st1.Underlay, st2.VNI, ""},
-		{"unknown_peer", underlayNS, stranger, st2.VNI, "drop.vxlan_unknown_peer"},
-		{"wrong_vni", n1.Netns, st1.Underlay, st2.VNI + 1, "drop.vxlan_wrong_vni"},
+		{"known_peer_control", n1.Netns, st1.Underlay, st2.VNI, "", netip.Addr{}},
+		{"unknown_peer", underlayNS, stranger, st2.VNI, "drop.vxlan_unknown_peer", netip.Addr{}},
+		{"wrong_vni", n1.Netns, st1.Underlay, st2.VNI + 1, "drop.vxlan_wrong_vni", netip.Addr{}},
+		{"inner_source_public", n1.Netns, st1.Underlay, st2.VNI, "drop.vxlan_spoofed_inner_src", netip.MustParseAddr("8.8.8.8")},
+		{"inner_source_receivers_host", n1.Netns, st1.Underlay, st2.VNI, "drop.vxlan_spoofed_inner_src", st2.HostAddr},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := uint16(0x7800 + i)
-			inner := echoFrame(t, st2.RouterMAC, st1.RouterMAC, p11.IP(), p21.IP(), 64, id)
+			src := tc.src
+			if !src.IsValid() {
+				src = p11.IP()
+			}
+			inner := echoFrame(t, st2.RouterMAC, st1.RouterMAC, src, p21.IP(), 64, id)
 			payloads := make([][]byte, count)
 			for k := range payloads {
 				payloads[k] = vxlanPayload(tc.vni, inner)
@@ -442,7 +452,7 @@ func testVXLANUntrusted(t *testing.T, c *sim.Cluster, cl2 *api.Client, st1, st2 
 				if seen != count {
 					t.Errorf("%s saw %d of %d echo requests sent over VXLAN from %s", p21.Name, seen, count, tc.from)
 				}
-				for _, name := range []string{"drop.vxlan_unknown_peer", "drop.vxlan_wrong_vni"} {
+				for _, name := range []string{"drop.vxlan_unknown_peer", "drop.vxlan_wrong_vni", "drop.vxlan_spoofed_inner_src"} {
 					if d := counter(t, c1, name) - counter(t, c0, name); d != 0 {
 						t.Errorf("%s grew by %d", name, d)
 					}
