@@ -20,6 +20,7 @@ import (
 	"github.com/weftnet/weft/registry"
 	"github.com/weftnet/weft/service"
 	vswitch "github.com/weftnet/weft/switch"
+	"github.com/weftnet/weft/switch/conntrack"
 )
 
 // Config is everything a node needs; cmd/weftd builds it from flags and the
@@ -85,6 +86,11 @@ type Config struct {
 	// FloodRate and FloodBurst: the switch's per-port flood budget
 	// (vswitch.Config); 0 = DefaultFloodRate, DefaultFloodBurst.
 	FloodRate, FloodBurst int
+
+	// ConntrackSize bounds the connection tracking table (flows) and
+	// MaglevSize is the Maglev table size per service frontend (a prime);
+	// 0 = DefaultConntrackSize, DefaultMaglevSize.
+	ConntrackSize, MaglevSize int
 }
 
 // The switch's defaults for Config.FloodRate and FloodBurst, for weftd's
@@ -92,6 +98,9 @@ type Config struct {
 const (
 	DefaultFloodRate  = vswitch.DefaultFloodRate
 	DefaultFloodBurst = vswitch.DefaultFloodBurst
+
+	DefaultConntrackSize = conntrack.DefaultSize // 262144 flows, 24 MiB
+	DefaultMaglevSize    = vswitch.DefaultMaglevSize
 )
 
 // Switch port numbers. The overlay and the host port are fixed so that
@@ -228,7 +237,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 
 	if n.sw, err = vswitch.New(vswitch.Config{RouterMAC: n.routerMAC, Subnet: subnet, Gateway: ipam.Gateway(subnet), MTU: n.mtu,
-		FloodRate: n.cfg.FloodRate, FloodBurst: n.cfg.FloodBurst, ServiceCIDR: n.cfg.ServiceCIDR}); err != nil {
+		FloodRate: n.cfg.FloodRate, FloodBurst: n.cfg.FloodBurst, ServiceCIDR: n.cfg.ServiceCIDR,
+		MaglevSize: n.cfg.MaglevSize, Conntrack: conntrack.Config{Size: n.cfg.ConntrackSize}}); err != nil {
 		return fmt.Errorf("switch: %w", err)
 	}
 	if n.ipam, err = ipam.Open(filepath.Join(n.cfg.StateDir, "ipam"), subnet); err != nil {

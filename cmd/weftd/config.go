@@ -82,6 +82,11 @@ type Config struct {
 	// may have flooded to the others: a token bucket per port.
 	FloodRate  int `yaml:"flood_rate"`
 	FloodBurst int `yaml:"flood_burst"`
+	// ConntrackSize bounds the connection tracking table (flows; 96 bytes
+	// each, allocated at start); MaglevSize is the Maglev lookup table
+	// per service frontend (a prime; 2 bytes a slot).
+	ConntrackSize int `yaml:"conntrack_size"`
+	MaglevSize    int `yaml:"maglev_size"`
 
 	// File is the --config file that was read, "" if none.
 	File string `yaml:"-"`
@@ -167,6 +172,9 @@ func DefaultConfig() Config {
 		TapQueues:   1,
 		FloodRate:   node.DefaultFloodRate,
 		FloodBurst:  node.DefaultFloodBurst,
+
+		ConntrackSize: node.DefaultConntrackSize,
+		MaglevSize:    node.DefaultMaglevSize,
 	}
 }
 
@@ -398,6 +406,12 @@ func (c Config) Validate() error {
 	}
 	if c.FloodBurst < 1 || c.FloodBurst > maxFlood {
 		return bad("flood-burst", "%d is out of range 1..%d", c.FloodBurst, maxFlood)
+	}
+	if c.ConntrackSize < 16 || c.ConntrackSize > 1<<24 {
+		return bad("conntrack-size", "%d is out of range 16..%d", c.ConntrackSize, 1<<24)
+	}
+	if c.MaglevSize < 7 || c.MaglevSize > 131071 || !isPrime(c.MaglevSize) {
+		return bad("maglev-size", "%d is not a prime in 7..131071 (e.g. 16381, 65521)", c.MaglevSize)
 	}
 	return nil
 }
@@ -653,6 +667,10 @@ var flagSpecs = []flagSpec{
 		func(c *Config, _ *string) flag.Value { return (*listValue)(&c.NetnsRoots) }},
 	{"flood-rate", "N", "flood_rate", "", "broadcast, multicast and unknown-unicast frames per second each pod (and the host port) may have flooded to the others; the excess is dropped as flood_rate_limited",
 		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.FloodRate) }},
+	{"conntrack-size", "N", "conntrack_size", "", "flows the connection tracking table holds (96 bytes each, allocated at start); a new service flow beyond it is dropped as conntrack_full",
+		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.ConntrackSize) }},
+	{"maglev-size", "N", "maglev_size", "", "Maglev table size per service frontend, a prime (16381 as Cilium; up to 131071): more slots spread more evenly and move fewer flows when backends change",
+		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.MaglevSize) }},
 	{"flood-burst", "N", "flood_burst", "", "frames a port may flood back to back before --flood-rate applies",
 		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.FloodBurst) }},
 	{"version", "", "", "", "print the version and exit",
@@ -783,4 +801,17 @@ func (v *listValue) Set(s string) error {
 	}
 	*v = out
 	return nil
+}
+
+// isPrime reports whether n is prime (trial division; n is small).
+func isPrime(n int) bool {
+	if n < 2 {
+		return false
+	}
+	for d := 2; d*d <= n; d++ {
+		if n%d == 0 {
+			return false
+		}
+	}
+	return true
 }

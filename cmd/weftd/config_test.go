@@ -54,6 +54,9 @@ func TestDefaults(t *testing.T) {
 		TapQueues:   1,
 		FloodRate:   1000,
 		FloodBurst:  500,
+
+		ConntrackSize: 262144,
+		MaglevSize:    16381,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", cfg, want)
@@ -94,6 +97,9 @@ func TestFullFile(t *testing.T) {
 		FloodRate:   200,
 		FloodBurst:  50,
 		File:        "testdata/full.yaml",
+
+		ConntrackSize: 1000000,
+		MaglevSize:    65521,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("full.yaml:\n got %+v\nwant %+v", cfg, want)
@@ -259,6 +265,8 @@ func TestErrors(t *testing.T) {
 		{"workers", []string{"--workers", "-1"}, "config: workers: -1 is out of range 0..256 (0 = one per CPU)"},
 		{"tap queues", []string{"--tap-queues", "0"}, "config: tap-queues: 0 is out of range 1..16"},
 		{"flood rate", []string{"--flood-rate", "0"}, "config: flood-rate: 0 is out of range 1..10000000"},
+		{"conntrack size", []string{"--conntrack-size", "8"}, "config: conntrack-size: 8 is out of range 16..16777216"},
+		{"maglev size not prime", []string{"--maglev-size", "16383"}, "config: maglev-size: 16383 is not a prime in 7..131071 (e.g. 16381, 65521)"},
 		{"flood burst", []string{"--flood-burst", "-1"}, "config: flood-burst: -1 is out of range 1..10000000"},
 		{"tap queues plain", []string{"--tap-queues", "2", "--offload=false"}, "config: tap-queues: 2 queues need --offload (multi-queue TAPs carry virtio headers)"},
 

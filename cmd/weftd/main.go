@@ -70,6 +70,7 @@ func run(args []string) int {
 		DisableTSO: !cfg.TSO, DisableUSO: !cfg.USO, DisableGRO: !cfg.GRO, RxWorkers: cfg.RxWorkers(), TapQueues: cfg.TapQueues,
 		NetnsRoots: cfg.NetnsRoots,
 		FloodRate:  cfg.FloodRate, FloodBurst: cfg.FloodBurst,
+		ConntrackSize: cfg.ConntrackSize, MaglevSize: cfg.MaglevSize,
 	})
 	if err != nil {
 		log.Error("node", "err", err)
