@@ -37,7 +37,8 @@ var allowed = map[string][]string{
 	// devices, registry or node.
 	"service": {"switch", "packet", "objects"},
 	// node implements api.Service over api's wire types.
-	"node": {"datapath", "switch", "overlay", "netdev", "ipam", "registry", "api", "packet", "objects", "service"},
+	// node sizes the switch's conntrack table (switch/conntrack.Config).
+	"node": {"datapath", "switch", "switch/conntrack", "overlay", "netdev", "ipam", "registry", "api", "packet", "objects", "service"},
 	// sim runs weftd as processes: it talks to them through api, never node.
 	"sim": {"api", "netdev", "registry", "ipam", "packet", "objects", "policy", "internal/childproc"},
 	// bench replays captures through datapath over fakes.
