@@ -40,6 +40,42 @@ func Require(t testing.TB) string {
 	return ""
 }
 
+// CurrentEnv names the environment variable holding the path of a current
+// etcd (v3.5 or later), built from the Go module proxy by `make tools`
+// (tools/etcd); Debian's etcd on PATH is 3.4.
+const CurrentEnv = "WEFT_ETCD"
+
+// RequireCurrent returns the path of the current etcd named by $WEFT_ETCD.
+// If it is unset or not executable it fails t under CI (`make test`
+// builds it and sets the variable, so a missing binary is a broken set-up)
+// and skips t otherwise.
+func RequireCurrent(t testing.TB) string {
+	t.Helper()
+	path := os.Getenv(CurrentEnv)
+	err := errors.New("not set")
+	if path != "" {
+		var st os.FileInfo
+		if st, err = os.Stat(path); err == nil && (st.IsDir() || st.Mode()&0o111 == 0) {
+			err = errors.New("not an executable file")
+		}
+		if err == nil {
+			return path
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("$%s (%q): %v, and CI=%q is set: run the tests through `make test`, which builds etcd (tools/etcd) and sets it",
+			CurrentEnv, path, err, os.Getenv("CI"))
+	}
+	t.Skipf("$%s (%q): %v (`make test` builds a current etcd and sets it)", CurrentEnv, path, err)
+	return ""
+}
+
+// StartBinary is Start with the etcd binary at bin.
+func StartBinary(t testing.TB, bin string) *Server {
+	t.Helper()
+	return start(t, bin, dataDir(t))
+}
+
 // Server is one running etcd member.
 type Server struct {
 	bin        string
@@ -194,6 +230,30 @@ func (s *Server) signal(sig syscall.Signal) error {
 		return errors.New("etcd not running")
 	}
 	return cmd.Process.Signal(sig)
+}
+
+// Terminate asks etcd to stop (SIGTERM), as an init system does, and
+// waits up to 30 s for it to exit. etcd shuts down gracefully: it may
+// serve (and expire leases) for a few seconds first.
+func (s *Server) Terminate() error {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.mu.Unlock()
+	if cmd == nil {
+		return errors.New("etcd not running")
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return err
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		return errors.New("etcd did not exit within 30 s of SIGTERM")
+	}
+	s.mu.Lock()
+	s.cmd = nil
+	s.mu.Unlock()
+	return nil
 }
 
 // Pause stops the process (SIGSTOP): connections stay open and requests
