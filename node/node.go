@@ -136,6 +136,9 @@ type Node struct {
 	groOK   bool            // ... and UDP GRO
 	leases  atomic.Pointer[map[string]registry.Lease]
 	subnet  atomic.Pointer[netip.Prefix] // the lease's subnet the node took at start, for onAcquire
+
+	// view is what the lease watch accepted, rejected and holds (leases.go).
+	view peerView
 	udpHist batchHist
 	svc     *serviceState // Services and pod metadata (services.go); nil without an object store
 
@@ -307,6 +310,14 @@ func (n *Node) acquireLease(ctx context.Context) error {
 		return fmt.Errorf("registry: %w", err)
 	}
 	n.keeper = k
+	// A peer's vanished lease is believed only once this keeper's registry
+	// calls succeed again (leases.go), and after an outage only once the
+	// peers had a renewal period to come back.
+	ttl := n.cfg.LeaseTTL
+	if ttl <= 0 {
+		ttl = registry.DefaultTTL
+	}
+	n.view.health, n.view.poke, n.view.settle = k.Health, k.Poke, ttl/3
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

@@ -46,7 +46,10 @@ type Health struct {
 	Since     time.Time   `json:"since"`               // when State began
 	LastError string      `json:"lastError,omitempty"` // the latest failure while degraded
 	Failures  int         `json:"failures,omitempty"`  // consecutive failed attempts
-	Lease     Lease       `json:"lease"`               // last lease the registry returned; zero before the first
+	// LastOKStart is when the last successful Acquire or Renew was sent:
+	// the registry was healthy at some moment after it.
+	LastOKStart time.Time `json:"lastOKStart,omitzero"`
+	Lease       Lease     `json:"lease"` // last lease the registry returned; zero before the first
 }
 
 // KeeperConfig configures a Keeper.
@@ -85,6 +88,7 @@ type Keeper struct {
 	log      *slog.Logger
 	acquired chan struct{}
 	started  atomic.Bool
+	poked    chan struct{}
 
 	mu     sync.Mutex
 	health Health
@@ -120,6 +124,7 @@ func NewKeeper(reg Registry, cfg KeeperConfig) (*Keeper, error) {
 		cfg:      cfg,
 		log:      log.With("node", req.Node),
 		acquired: make(chan struct{}),
+		poked:    make(chan struct{}, 1),
 		health:   Health{State: HealthStarting, Since: time.Now()},
 	}, nil
 }
@@ -141,6 +146,16 @@ func (k *Keeper) Health() Health {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.health
+}
+
+// Poke asks for a renewal now rather than at the next period, to learn
+// whether the registry is healthy (Health().LastOKStart moves if it is).
+// It is ignored while the keeper is backing off after a failure.
+func (k *Keeper) Poke() {
+	select {
+	case k.poked <- struct{}{}:
+	default:
+	}
 }
 
 // Run keeps the lease until ctx ends, then (if ReleaseOnStop) releases it
@@ -167,15 +182,20 @@ func (k *Keeper) Run(ctx context.Context) error {
 			break
 		}
 		wait := k.cfg.RenewEvery
+		poked := k.poked
 		if err != nil {
 			k.failed(err)
 			wait = bo.Next()
+			poked = nil // back off: a poke must not turn into a retry storm
 		} else {
 			bo.Reset()
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
+			continue
+		case <-poked:
+			t.Stop()
 			continue
 		case <-ctx.Done():
 			t.Stop()
@@ -195,11 +215,12 @@ func (k *Keeper) Run(ctx context.Context) error {
 func (k *Keeper) acquire(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, k.cfg.CallTimeout)
 	defer cancel()
+	start := time.Now()
 	l, err := k.reg.Acquire(cctx, k.cfg.Request)
 	if err != nil {
 		return err
 	}
-	first := k.succeeded(l)
+	first := k.succeeded(l, start)
 	if first {
 		close(k.acquired)
 	}
@@ -212,16 +233,17 @@ func (k *Keeper) acquire(ctx context.Context) error {
 func (k *Keeper) renew(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, k.cfg.CallTimeout)
 	defer cancel()
+	start := time.Now()
 	l, err := k.reg.Renew(cctx, k.cfg.Request.Node)
 	if err != nil {
 		return err
 	}
-	k.succeeded(l)
+	k.succeeded(l, start)
 	return nil
 }
 
 // succeeded records a good lease; first reports whether it is the first.
-func (k *Keeper) succeeded(l Lease) (first bool) {
+func (k *Keeper) succeeded(l Lease, start time.Time) (first bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	h := &k.health
@@ -232,7 +254,7 @@ func (k *Keeper) succeeded(l Lease) (first bool) {
 	if h.State != HealthOK {
 		h.State, h.Since = HealthOK, time.Now()
 	}
-	h.LastError, h.Failures, h.Lease = "", 0, l
+	h.LastError, h.Failures, h.Lease, h.LastOKStart = "", 0, l, start
 	first = !k.have
 	k.have = true
 	return first
