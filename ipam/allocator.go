@@ -79,6 +79,13 @@ type Allocator struct {
 // missing. A directory that belongs to another subnet is an error wrapping
 // ErrSubnetMismatch. Files that do not parse stay reserved (see Leaked)
 // until GC removes them.
+// DirSubnet returns the subnet whose addresses the state directory dir
+// holds; ok is false if it holds none yet (or does not exist). A node that
+// restarts asks the registry for this subnet: its pods are on it.
+func DirSubnet(dir string) (subnet netip.Prefix, ok bool, err error) {
+	return readSubnetFile(dir)
+}
+
 func Open(dir string, subnet netip.Prefix) (*Allocator, error) {
 	if err := checkNodeSubnet(subnet); err != nil {
 		return nil, err

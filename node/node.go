@@ -296,11 +296,21 @@ func (n *Node) loadPeers(ctx context.Context) {
 
 // acquireLease starts the keeper and waits for the first lease: without it
 // the node does not know its subnet.
+//
+// A node that served a subnet before (its IPAM state holds one) asks for
+// exactly that one: its pods are on it. If the registry gives that subnet
+// to another node, or says this node claims another, Start fails with
+// that conflict rather than advertise a subnet it does not serve.
 func (n *Node) acquireLease(ctx context.Context) error {
+	ipamDir := filepath.Join(n.cfg.StateDir, "ipam")
+	served, _, err := ipam.DirSubnet(ipamDir)
+	if err != nil {
+		return fmt.Errorf("ipam: %w", err)
+	}
 	k, err := registry.NewKeeper(n.cfg.Registry, registry.KeeperConfig{
 		Request: registry.AcquireRequest{
 			Node: n.cfg.NodeName, Underlay: n.underlay.Addr, RouterMAC: n.routerMAC,
-			VNI: n.cfg.VNI, Port: n.cfg.Port, TTL: n.cfg.LeaseTTL,
+			VNI: n.cfg.VNI, Port: n.cfg.Port, TTL: n.cfg.LeaseTTL, Subnet: served,
 		},
 		ReleaseOnStop: n.cfg.ReleaseOnShutdown,
 		OnAcquire:     n.onAcquire,
@@ -325,11 +335,22 @@ func (n *Node) acquireLease(ctx context.Context) error {
 			n.log.Error("registry keeper stopped", "err", err)
 		}
 	}()
-	n.log.Info("acquiring node lease", "node", n.cfg.NodeName, "registry", n.cfg.RegistryBackend)
-	select {
-	case <-k.Acquired():
-	case <-ctx.Done():
-		return fmt.Errorf("waiting for the node lease: %w (registry: %s)", ctx.Err(), k.Health().LastError)
+	n.log.Info("acquiring node lease", "node", n.cfg.NodeName, "registry", n.cfg.RegistryBackend, "serves", served)
+	poll := time.NewTicker(100 * time.Millisecond)
+	defer poll.Stop()
+wait:
+	for {
+		select {
+		case <-k.Acquired():
+			break wait
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the node lease: %w (registry: %s)", ctx.Err(), k.Health().LastError)
+		case <-poll.C:
+			if h := k.Health(); errors.Is(h.Err, registry.ErrSubnetConflict) {
+				return fmt.Errorf("registry: %w (this node's pods are on %s, kept in %s: fix the registry's claims, or remove that state to start afresh)",
+					h.Err, served, ipamDir)
+			}
+		}
 	}
 	l, _ := k.Lease()
 	n.lease = l
@@ -339,9 +360,12 @@ func (n *Node) acquireLease(ctx context.Context) error {
 	return nil
 }
 
-// onAcquire runs on every (re-)acquire. The subnet only changes if our
-// claim was lost to another node; the pods' addresses are then wrong and a
-// person must look, so say it loudly rather than renumber live pods.
+// onAcquire runs on every (re-)acquire. The keeper asks for the subnet it
+// first got (registry.AcquireRequest.Subnet), so the subnet cannot change;
+// a registry that lost this node's claim makes the keeper degraded with an
+// ErrSubnetConflict instead, and the lease lapses rather than advertise
+// another subnet. Should a backend still hand out another, say it loudly
+// rather than renumber live pods.
 // It runs on the keeper's goroutine, so it reads the subnet the node took
 // from n.subnet, not from n.lease, which Start writes meanwhile.
 func (n *Node) onAcquire(l registry.Lease) {

@@ -49,6 +49,8 @@ type Health struct {
 	// LastOKStart is when the last successful Acquire or Renew was sent:
 	// the registry was healthy at some moment after it.
 	LastOKStart time.Time `json:"lastOKStart,omitzero"`
+	// Err is the latest failure while degraded, for errors.Is.
+	Err error `json:"-"`
 	Lease       Lease     `json:"lease"` // last lease the registry returned; zero before the first
 }
 
@@ -221,6 +223,9 @@ func (k *Keeper) acquire(ctx context.Context) error {
 		return err
 	}
 	first := k.succeeded(l, start)
+	// The node's data plane is built on this subnet now: acquiring again
+	// (after a lost lease) must give this one or fail, never another.
+	k.cfg.Request.Subnet = l.Subnet
 	if first {
 		close(k.acquired)
 	}
@@ -254,7 +259,7 @@ func (k *Keeper) succeeded(l Lease, start time.Time) (first bool) {
 	if h.State != HealthOK {
 		h.State, h.Since = HealthOK, time.Now()
 	}
-	h.LastError, h.Failures, h.Lease, h.LastOKStart = "", 0, l, start
+	h.LastError, h.Err, h.Failures, h.Lease, h.LastOKStart = "", nil, 0, l, start
 	first = !k.have
 	k.have = true
 	return first
@@ -269,6 +274,6 @@ func (k *Keeper) failed(err error) {
 			"err", err, "leaseExpiry", h.Lease.Expiry)
 		h.State, h.Since = HealthDegraded, time.Now()
 	}
-	h.LastError = err.Error()
+	h.LastError, h.Err = err.Error(), err
 	h.Failures++
 }

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -344,5 +347,48 @@ func TestNewKeeperRejectsBadRequest(t *testing.T) {
 	reg := openFile(t, t.TempDir(), registrytest.Subnets(1))
 	if _, err := registry.NewKeeper(reg, registry.KeeperConfig{Request: keeperRequest("bad/name", 1)}); err == nil {
 		t.Error("NewKeeper accepted a node name with a slash")
+	}
+}
+
+// TestKeeperNeverMovesSubnet is issue 12 item 4 at the keeper: a node whose
+// claim was lost (released by someone else, its subnet then taken) must
+// not re-acquire another subnet and advertise it while its pods stay on
+// the first one. The keeper asks for the subnet it first got, and reports
+// the conflict instead.
+func TestKeeperNeverMovesSubnet(t *testing.T) {
+	dir := t.TempDir()
+	reg := openFile(t, dir, registrytest.Subnets(3))
+	var mu sync.Mutex
+	var got []netip.Prefix
+	k, err := registry.NewKeeper(reg, registry.KeeperConfig{
+		Request:   keeperRequest("node-a", 1),
+		OnAcquire: func(l registry.Lease) { mu.Lock(); got = append(got, l.Subnet); mu.Unlock() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startKeeper(t, k)
+	first, _ := k.Lease()
+
+	// Someone releases node-a's claim (a forged or mistaken operation) and
+	// node-b takes its subnet.
+	other := openFile(t, dir, registrytest.Subnets(3))
+	for _, f := range []string{"nodes/node-a.json", "subnets/" + first.Subnet.Addr().String() + "_" + strconv.Itoa(first.Subnet.Bits())} {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l, err := other.Acquire(context.Background(), keeperRequest("node-b", 2)); err != nil || l.Subnet != first.Subnet {
+		t.Fatalf("node-b: %+v, %v; want node-a's old %v", l, err, first.Subnet)
+	}
+	h := waitHealth(t, k, "reports the subnet conflict", func(h registry.Health) bool {
+		return h.State == registry.HealthDegraded && strings.Contains(h.LastError, registry.ErrSubnetConflict.Error())
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range got {
+		if s != first.Subnet {
+			t.Errorf("keeper acquired %v after starting on %v (health %+v)", s, first.Subnet, h)
+		}
 	}
 }

@@ -73,6 +73,10 @@ var (
 	ErrUnavailable = errors.New("registry store unavailable")
 	// ErrClosed: the client was closed.
 	ErrClosed = errors.New("registry client closed")
+	// ErrSubnetConflict: AcquireRequest.Subnet is not the node's claim, or
+	// is claimed by another node. The node must not be moved to another
+	// subnet under its running pods; a person must look.
+	ErrSubnetConflict = errors.New("subnet conflicts with the registry's claims")
 )
 
 // Lease is one node's entry in the registry. It is a value: copy it freely.
@@ -108,6 +112,11 @@ type AcquireRequest struct {
 	Port      uint16
 	TTL       time.Duration // 0 = DefaultTTL; backends may round up (etcd: whole seconds, server minimum)
 	Foreign   bool          // see Lease.Foreign
+	// Subnet, if valid, is the subnet the node already serves: Acquire
+	// gives it exactly that one (claiming it if the node has no claim and
+	// it is free) or fails with ErrSubnetConflict, so that a lost or
+	// forged claim never makes a node advertise a subnet it does not serve.
+	Subnet netip.Prefix
 }
 
 // Normalize validates r and fills in defaults.
@@ -117,6 +126,9 @@ func (r AcquireRequest) Normalize() (AcquireRequest, error) {
 	}
 	if !r.Underlay.IsValid() || r.Underlay.IsUnspecified() {
 		return r, fmt.Errorf("node %s: underlay address %v is not a usable address", r.Node, r.Underlay)
+	}
+	if r.Subnet.IsValid() && (!r.Subnet.Addr().Is4() || r.Subnet != r.Subnet.Masked()) {
+		return r, fmt.Errorf("node %s: subnet %v is not a masked IPv4 prefix", r.Node, r.Subnet)
 	}
 	switch {
 	case r.TTL < 0:

@@ -40,6 +40,7 @@ func (r *Registry) Acquire(ctx context.Context, req registry.AcquireRequest) (re
 		VNI:       req.VNI,
 		Port:      req.Port,
 		Foreign:   req.Foreign,
+		Subnet:    req.Subnet, // wanted, if valid; claimAndPut decides
 		// The server may raise the TTL to its minimum; go by what it granted.
 		Expiry: start.Add(time.Duration(grant.TTL) * time.Second),
 	}
@@ -69,6 +70,7 @@ func (r *Registry) Acquire(ctx context.Context, req registry.AcquireRequest) (re
 // race. It returns the etcd lease of the node key it replaced, if any.
 func (r *Registry) claimAndPut(ctx context.Context, id clientv3.LeaseID, lease *registry.Lease) (replaced clientv3.LeaseID, err error) {
 	node := lease.Node
+	want := lease.Subnet
 	for range maxTxnAttempts {
 		read, err := r.cli.Txn(ctx).Then(
 			clientv3.OpGet(r.claimKey(node)),
@@ -93,8 +95,22 @@ func (r *Registry) claimAndPut(ctx context.Context, id clientv3.LeaseID, lease *
 			if err != nil {
 				return 0, err
 			}
+			if want.IsValid() && c.Subnet != want {
+				return 0, fmt.Errorf("the registry says %s claims %s, but it serves %s: %w", node, c.Subnet, want, registry.ErrSubnetConflict)
+			}
 			lease.Subnet = c.Subnet
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(r.claimKey(node)), "=", claimKVs[0].ModRevision))
+		} else if want.IsValid() {
+			for _, kv := range subnetKVs {
+				p, err := netip.ParsePrefix(string(kv.Key[len(r.subnetsPrefix()):]))
+				if err == nil && p.Overlaps(want) {
+					return 0, fmt.Errorf("%s serves %s, which %s claims: %w", node, want, kv.Value, registry.ErrSubnetConflict)
+				}
+			}
+			cmps = append(cmps,
+				clientv3.Compare(clientv3.CreateRevision(r.subnetKey(want)), "=", 0),
+				clientv3.Compare(clientv3.CreateRevision(r.claimKey(node)), "=", 0))
+			ops = append(ops, clientv3.OpPut(r.subnetKey(want), node))
 		} else {
 			claimed := make(map[netip.Prefix]bool, len(subnetKVs))
 			for _, kv := range subnetKVs {

@@ -4,13 +4,16 @@
 // Layout:
 //
 //	DIR/lock              flock(2)ed around every change
-//	DIR/nodes/NAME.json   the node's lease, which is also its subnet claim
+//	DIR/nodes/NAME.json   the node's lease
+//	DIR/subnets/A.B.C.D_N the claim index: the name of the node owning that subnet
 //
 // A node file is written to a temporary file, fsynced and renamed over the
 // old one (and the directory fsynced), so readers never see half a record
-// and need no lock. The file outlives the lease's expiry: it is the claim
-// that gives the node its subnet back (see the registry package). It goes
-// away on Release, or when another node reclaims the subnet.
+// and need no lock. The claim (the index entry, see claims.go) outlives the
+// lease's expiry: it gives the node its subnet back (see the registry
+// package), even if its node file was damaged meanwhile. Both go away on
+// Release, or when another node reclaims the subnet. A lease whose subnet
+// the index gives to another node is not listed.
 //
 // Liveness is decided by comparing a lease's expiry with the clock, not by
 // the file's presence, so one machine's clock is the only clock involved.
@@ -26,9 +29,11 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -57,6 +62,7 @@ type Config struct {
 // registry.Registry.
 type Registry struct {
 	nodesDir     string
+	claimsDir    string
 	lockPath     string
 	pollInterval time.Duration
 	subnets      registry.SubnetSource
@@ -80,8 +86,9 @@ var _ registry.Registry = (*Registry)(nil)
 // written into the record (so a record another client wrote over is
 // recognised) and the TTL asked for.
 type holding struct {
-	token string
-	ttl   time.Duration
+	token  string
+	ttl    time.Duration
+	subnet netip.Prefix // a record naming another one was not written by this client
 }
 
 // record is a node file: the lease plus the token of the client holding it.
@@ -98,6 +105,7 @@ func Open(cfg Config) (*Registry, error) {
 	}
 	r := &Registry{
 		nodesDir:     filepath.Join(cfg.Dir, "nodes"),
+		claimsDir:    filepath.Join(cfg.Dir, "subnets"),
 		lockPath:     filepath.Join(cfg.Dir, "lock"),
 		pollInterval: cfg.PollInterval,
 		subnets:      cfg.Subnets,
@@ -136,14 +144,26 @@ func (r *Registry) Acquire(ctx context.Context, req registry.AcquireRequest) (re
 	}
 	defer unlock()
 
-	recs, err := r.readAll()
+	recs, bad, err := r.readRecords()
 	if err != nil {
 		return registry.Lease{}, fmt.Errorf("acquire %s: %w", req.Node, err)
 	}
-	now := time.Now()
-	subnet, err := r.claimFor(req.Node, recs, now)
+	idx, err := r.readClaims()
 	if err != nil {
 		return registry.Lease{}, fmt.Errorf("acquire %s: %w", req.Node, err)
+	}
+	if err := r.indexLegacy(recs, bad, &idx); err != nil {
+		return registry.Lease{}, fmt.Errorf("acquire %s: %w", req.Node, err)
+	}
+	now := time.Now()
+	subnet, err := r.claimFor(req.Node, req.Subnet, recs, bad, idx, now)
+	if err != nil {
+		return registry.Lease{}, fmt.Errorf("acquire %s: %w", req.Node, err)
+	}
+	if idx.byNode[req.Node] != subnet {
+		if err := r.writeClaim(subnet, req.Node); err != nil {
+			return registry.Lease{}, fmt.Errorf("acquire %s: %w", req.Node, err)
+		}
 	}
 	rec := record{
 		Lease: registry.Lease{
@@ -162,29 +182,67 @@ func (r *Registry) Acquire(ctx context.Context, req registry.AcquireRequest) (re
 		return registry.Lease{}, fmt.Errorf("acquire %s: %w", req.Node, err)
 	}
 	r.mu.Lock()
-	r.held[req.Node] = holding{token: rec.Holder, ttl: req.TTL}
+	r.held[req.Node] = holding{token: rec.Holder, ttl: req.TTL, subnet: subnet}
 	r.mu.Unlock()
 	return rec.Lease, nil
 }
 
-// claimFor returns the subnet node may use: its own claim, else the first
-// never-claimed subnet of the pool, else the subnet of the claim that has
-// been dead longest, if that is longer than reclaimAfter (its file is
-// removed). Must hold the directory lock.
-func (r *Registry) claimFor(node string, recs map[string]record, now time.Time) (netip.Prefix, error) {
-	if own, ok := recs[node]; ok {
-		return own.Subnet, nil
+// claimFor returns the subnet node may use: its claim in the index, else
+// the first subnet of the pool nobody claims, else the subnet of the claim
+// that has been dead longest, if that is longer than reclaimAfter (its file
+// and index entry are removed). With want valid it is want or an
+// ErrSubnetConflict. While an unreadable node file's subnet is unknown, no
+// new subnet is handed out: it may be that one. Must hold the directory
+// lock.
+func (r *Registry) claimFor(node string, want netip.Prefix, recs map[string]record, bad map[string]badFile, idx claimIndex, now time.Time) (netip.Prefix, error) {
+	if own, ok := idx.byNode[node]; ok {
+		if want.IsValid() && own != want {
+			return netip.Prefix{}, fmt.Errorf("the registry says %s claims %s, but it serves %s: %w", node, own, want, registry.ErrSubnetConflict)
+		}
+		return own, nil
 	}
-	claimed := make(map[netip.Prefix]bool, len(recs))
-	for _, rec := range recs {
-		claimed[rec.Subnet] = true
+	claimed := make(map[netip.Prefix]string, len(recs)+len(idx.bySubnet))
+	for p, owner := range idx.bySubnet {
+		claimed[p] = owner
 	}
-	p, ok, err := backend.FirstFree(r.subnets, claimed)
+	for _, name := range slices.Sorted(maps.Keys(recs)) {
+		if _, ok := claimed[recs[name].Subnet]; !ok {
+			claimed[recs[name].Subnet] = name
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(bad)) {
+		if p := bad[name].subnet; p.IsValid() {
+			if _, ok := claimed[p]; !ok {
+				claimed[p] = name
+			}
+		}
+	}
+	if unknown := unknownClaims(bad, idx); len(unknown) > 0 {
+		return netip.Prefix{}, fmt.Errorf("node files %s are unreadable and their subnets unknown; no subnet is given to a new node until they are fixed or removed: %w",
+			strings.Join(unknown, ", "), registry.ErrSubnetConflict)
+	}
+	if want.IsValid() {
+		for p, owner := range claimed {
+			if p.Overlaps(want) {
+				return netip.Prefix{}, fmt.Errorf("%s serves %s, which %q claims: %w", node, want, owner, registry.ErrSubnetConflict)
+			}
+		}
+		return want, nil
+	}
+	taken := make(map[netip.Prefix]bool, len(claimed))
+	for p := range claimed {
+		taken[p] = true
+	}
+	p, ok, err := backend.FirstFree(r.subnets, taken)
 	if err != nil || ok {
 		return p, err
 	}
 	var victim *record
-	for _, rec := range recs {
+	for _, name := range slices.Sorted(maps.Keys(recs)) {
+		rec := recs[name]
+		if !idx.owns(name, rec.Subnet) {
+			continue
+		}
 		if rec.Expiry.Add(r.reclaimAfter).Before(now) && (victim == nil || rec.Expiry.Before(victim.Expiry)) {
 			victim = &rec
 		}
@@ -196,9 +254,30 @@ func (r *Registry) claimFor(node string, recs map[string]record, now time.Time) 
 	if err := r.remove(victim.Node); err != nil {
 		return netip.Prefix{}, fmt.Errorf("reclaim %s from %s: %w", victim.Subnet, victim.Node, err)
 	}
+	if err := r.removeClaim(victim.Subnet, victim.Node); err != nil {
+		return netip.Prefix{}, fmt.Errorf("reclaim %s from %s: %w", victim.Subnet, victim.Node, err)
+	}
 	r.log.Info("reclaimed subnet of a long-dead node", "subnet", victim.Subnet,
 		"from", victim.Node, "expired", victim.Expiry, "to", node)
 	return victim.Subnet, nil
+}
+
+// releaseClaims removes node's claims from the index: the one the index
+// gives it and subnet (its record's), each only if the index names node.
+// Must hold the directory lock.
+func (r *Registry) releaseClaims(node string, subnet netip.Prefix) error {
+	idx, err := r.readClaims()
+	if err != nil {
+		return err
+	}
+	for _, p := range []netip.Prefix{idx.byNode[node], subnet} {
+		if p.IsValid() {
+			if err := r.removeClaim(p, node); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Renew implements registry.Registry.
@@ -224,10 +303,15 @@ func (r *Registry) Renew(ctx context.Context, node string) (registry.Lease, erro
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		lost = "released"
+	case errors.Is(err, errCorrupt):
+		// Acquire rewrites it from the claim index.
+		lost = "in an unreadable node file (" + err.Error() + ")"
 	case err != nil:
 		return registry.Lease{}, fmt.Errorf("renew %s: %w", node, err)
 	case rec.Holder != h.token:
 		lost = "acquired by another client"
+	case rec.Subnet != h.subnet:
+		lost = fmt.Sprintf("rewritten with subnet %s, not the %s this client acquired", rec.Subnet, h.subnet)
 	case !rec.Live(now):
 		lost = "expired at " + rec.Expiry.Format(time.RFC3339Nano)
 	}
@@ -262,14 +346,23 @@ func (r *Registry) Release(ctx context.Context, node string) error {
 	rec, err := r.read(node)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
+		// No lease; a claim may remain in the index.
+		if err := r.releaseClaims(node, netip.Prefix{}); err != nil {
+			return fmt.Errorf("release %s: %w", node, err)
+		}
 		r.forget(node, h.token)
 		return nil
+	case errors.Is(err, errCorrupt):
+		// Nobody can renew an unreadable lease: end it with its claim.
 	case err != nil:
 		return fmt.Errorf("release %s: %w", node, err)
 	case rec.Holder != h.token && rec.Live(time.Now()):
 		return fmt.Errorf("release %s: live lease held by another client: %w", node, registry.ErrLeaseLost)
 	}
 	if err := r.remove(node); err != nil {
+		return fmt.Errorf("release %s: %w", node, err)
+	}
+	if err := r.releaseClaims(node, rec.Subnet); err != nil {
 		return fmt.Errorf("release %s: %w", node, err)
 	}
 	r.forget(node, h.token)
@@ -284,11 +377,10 @@ func (r *Registry) List(ctx context.Context) ([]registry.Lease, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("list: %w", err)
 	}
-	recs, err := r.readAll()
+	live, err := r.liveView(time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("list: %w", err)
 	}
-	live := liveLeases(recs, time.Now())
 	out := make([]registry.Lease, 0, len(live))
 	for _, l := range live {
 		out = append(out, l)
@@ -303,13 +395,13 @@ func (r *Registry) Watch(ctx context.Context) (<-chan registry.Event, error) {
 	if err := r.checkOpen(); err != nil {
 		return nil, fmt.Errorf("watch: %w", err)
 	}
-	recs, err := r.readAll()
+	live, err := r.liveView(time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("watch: %w", err)
 	}
 	ch := make(chan registry.Event, 16)
 	r.watchers.Add(1)
-	go r.watch(ctx, ch, liveLeases(recs, time.Now()))
+	go r.watch(ctx, ch, live)
 	return ch, nil
 }
 
@@ -339,7 +431,7 @@ func (r *Registry) watch(ctx context.Context, ch chan<- registry.Event, prev map
 		case <-r.closed:
 			return
 		}
-		recs, err := r.readAll()
+		next, err := r.liveView(time.Now())
 		if err != nil {
 			// Keep the last view: peers stay reachable while the directory
 			// is unreadable, as they do while etcd is down.
@@ -353,7 +445,6 @@ func (r *Registry) watch(ctx context.Context, ch chan<- registry.Event, prev map
 			r.log.Info("watch: registry directory readable again")
 			failing = false
 		}
-		next := liveLeases(recs, time.Now())
 		for _, ev := range registry.Diff(prev, next) {
 			if !send(ev) {
 				return
@@ -388,14 +479,31 @@ func (r *Registry) forget(node, token string) {
 	r.mu.Unlock()
 }
 
-func liveLeases(recs map[string]record, now time.Time) map[string]registry.Lease {
+// liveView returns the live leases whose subnet the claim index lets their
+// node advertise (a forged or stale file naming another node's subnet is
+// left out and logged once).
+func (r *Registry) liveView(now time.Time) (map[string]registry.Lease, error) {
+	recs, _, err := r.readRecords()
+	if err != nil {
+		return nil, err
+	}
+	idx, err := r.readClaims()
+	if err != nil {
+		return nil, err
+	}
 	live := make(map[string]registry.Lease, len(recs))
 	for name, rec := range recs {
-		if rec.Live(now) {
-			live[name] = rec.Lease
+		if !rec.Live(now) {
+			continue
 		}
+		if !idx.owns(name, rec.Subnet) {
+			r.warnOnce(fmt.Errorf("node file %s.json: subnet %s is not its claim (the claim index gives %s to %q, and %q %s); not listed",
+				name, rec.Subnet, rec.Subnet, idx.bySubnet[rec.Subnet], name, idx.byNode[name]))
+			continue
+		}
+		live[name] = rec.Lease
 	}
-	return live
+	return live, nil
 }
 
 // lock takes the directory's exclusive flock. flock(2) cannot be
@@ -445,26 +553,28 @@ func (r *Registry) read(node string) (record, error) {
 func decode(node string, b []byte) (record, error) {
 	var rec record
 	if err := json.Unmarshal(b, &rec); err != nil {
-		return record{}, fmt.Errorf("node file %s.json: %w", node, err)
+		return record{}, fmt.Errorf("node file %s.json: %w: %w", node, errCorrupt, err)
 	}
 	if rec.Node != node {
-		return record{}, fmt.Errorf("node file %s.json: names node %q", node, rec.Node)
+		return record{}, fmt.Errorf("node file %s.json: %w: names node %q", node, errCorrupt, rec.Node)
 	}
 	if !rec.Subnet.IsValid() {
-		return record{}, fmt.Errorf("node file %s.json: no valid subnet", node)
+		return record{}, fmt.Errorf("node file %s.json: %w: no valid subnet", node, errCorrupt)
 	}
 	return rec, nil
 }
 
-// readAll returns every record in the directory. A file that cannot be
-// decoded is logged once and skipped, so one bad file cannot stop the
-// cluster; its node writes a good one on its next acquire.
-func (r *Registry) readAll() (map[string]record, error) {
+// readRecords returns every record in the directory, and the node files
+// that cannot be decoded (logged once each). A bad file cannot stop the
+// cluster: its node rewrites it on its next acquire, and the claim index
+// keeps its subnet claimed meanwhile.
+func (r *Registry) readRecords() (map[string]record, map[string]badFile, error) {
 	entries, err := os.ReadDir(r.nodesDir)
 	if err != nil {
-		return nil, fmt.Errorf("read registry directory: %w", err)
+		return nil, nil, fmt.Errorf("read registry directory: %w", err)
 	}
 	recs := make(map[string]record, len(entries))
+	bad := map[string]badFile{}
 	for _, e := range entries {
 		name := e.Name()
 		node, ok := strings.CutSuffix(name, ".json")
@@ -483,8 +593,11 @@ func (r *Registry) readAll() (map[string]record, error) {
 			}
 		}
 		r.warnOnce(err)
+		if registry.ValidateNodeName(node) == nil {
+			bad[node] = badFile{err: err, subnet: salvageSubnet(b)}
+		}
 	}
-	return recs, nil
+	return recs, bad, nil
 }
 
 func (r *Registry) warnOnce(err error) {
@@ -504,31 +617,39 @@ func (r *Registry) write(rec record) error {
 	if err != nil {
 		return fmt.Errorf("encode node record: %w", err)
 	}
-	b = append(b, '\n')
-	tmp, err := os.CreateTemp(r.nodesDir, "."+rec.Node+".tmp-*")
-	if err != nil {
+	if err := writeAtomic(r.nodesDir, r.path(rec.Node), append(b, '\n')); err != nil {
 		return fmt.Errorf("write node record: %w", err)
+	}
+	return nil
+}
+
+// writeAtomic replaces path (in dir) with b: temp file, fsync, rename,
+// fsync dir. Readers see the old content or the new, never a mix.
+func writeAtomic(dir, path string, b []byte) error {
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
 	}
 	defer os.Remove(tmp.Name()) // no-op after a successful rename
 	if _, err := tmp.Write(b); err != nil {
 		tmp.Close()
-		return fmt.Errorf("write node record: %w", err)
+		return err
 	}
 	if err := tmp.Chmod(0o644); err != nil {
 		tmp.Close()
-		return fmt.Errorf("write node record: %w", err)
+		return err
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return fmt.Errorf("write node record: fsync: %w", err)
+		return fmt.Errorf("fsync: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write node record: %w", err)
+		return err
 	}
-	if err := os.Rename(tmp.Name(), r.path(rec.Node)); err != nil {
-		return fmt.Errorf("write node record: %w", err)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
 	}
-	return r.syncDir()
+	return syncDir(dir)
 }
 
 func (r *Registry) remove(node string) error {
@@ -538,8 +659,10 @@ func (r *Registry) remove(node string) error {
 	return r.syncDir()
 }
 
-func (r *Registry) syncDir() error {
-	d, err := os.Open(r.nodesDir)
+func (r *Registry) syncDir() error { return syncDir(r.nodesDir) }
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("fsync registry directory: %w", err)
 	}

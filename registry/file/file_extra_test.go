@@ -34,7 +34,10 @@ func req(node string) registry.AcquireRequest {
 }
 
 // TestSkipsJunkFiles: a corrupt record, a leftover temp file and a
-// mismatched name must neither stop the registry nor count as leases.
+// mismatched name must neither stop the registry nor count as leases. A
+// node file whose subnet cannot be told at all (issue 12 item 3) blocks
+// new claims, with an error naming it, until it is fixed or removed: its
+// subnet may be any.
 func TestSkipsJunkFiles(t *testing.T) {
 	dir := t.TempDir()
 	var logBuf bytes.Buffer
@@ -55,6 +58,12 @@ func TestSkipsJunkFiles(t *testing.T) {
 		}
 	}
 	ctx := context.Background()
+	_, err := r.Acquire(ctx, req("node-a"))
+	if !errors.Is(err, registry.ErrSubnetConflict) || !strings.Contains(err.Error(), "corrupt.json") || !strings.Contains(err.Error(), "nosubnet.json") {
+		t.Fatalf("Acquire with files of unknown subnet present: %v, want ErrSubnetConflict naming corrupt.json and nosubnet.json", err)
+	}
+	os.Remove(filepath.Join(nodes, "corrupt.json"))
+	os.Remove(filepath.Join(nodes, "nosubnet.json"))
 	l, err := r.Acquire(ctx, req("node-a"))
 	if err != nil {
 		t.Fatalf("Acquire with junk present: %v", err)
@@ -70,6 +79,12 @@ func TestSkipsJunkFiles(t *testing.T) {
 	}
 	if n := strings.Count(logBuf.String(), "corrupt.json"); n != 1 {
 		t.Errorf("corrupt file logged %d times over several reads, want once:\n%s", n, logBuf.String())
+	}
+	// renamed.json still names its subnet: that stays claimed.
+	for _, node := range []string{"node-b", "node-c"} {
+		if l, err := r.Acquire(ctx, req(node)); err != nil || l.Subnet == netip.MustParsePrefix("10.244.3.0/24") {
+			t.Errorf("%s: %+v, %v; 10.244.3.0/24 is renamed.json's", node, l, err)
+		}
 	}
 }
 
@@ -121,5 +136,115 @@ func TestRecordIsDurableJSON(t *testing.T) {
 func TestOpenNeedsDir(t *testing.T) {
 	if _, err := file.Open(file.Config{}); err == nil {
 		t.Error("Open with no directory succeeded")
+	}
+}
+
+// TestDamagedNodeFileKeepsClaim is issue 12 item 3: a truncated or garbage
+// node file was skipped when claims were counted, so its subnet looked
+// free and a new node took a running node's /24; and the node whose file
+// it was could never renew nor rewrite it (degraded for ever).
+func TestDamagedNodeFileKeepsClaim(t *testing.T) {
+	for _, damage := range []struct{ name, content string }{
+		{"garbage", "\x00\x01 not json at all"},
+		{"truncated", `{"node": "node-a", "underlay": "192.0.2.1", "subn`},
+		{"empty", ""},
+	} {
+		t.Run(damage.name, func(t *testing.T) {
+			dir := t.TempDir()
+			ctx := context.Background()
+			a := open(t, dir, nil)
+			la, err := a.Acquire(ctx, req("node-a"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "nodes", "node-a.json"), []byte(damage.content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			other := open(t, dir, nil)
+			for _, node := range []string{"node-b", "node-c"} {
+				l, err := other.Acquire(ctx, req(node))
+				if err != nil {
+					t.Fatalf("%s: %v", node, err)
+				}
+				if l.Subnet == la.Subnet {
+					t.Fatalf("%s got %s, node-a's subnet, while node-a's file is damaged", node, l.Subnet)
+				}
+			}
+			// node-a's keeper: renewing tells it to acquire again, which
+			// rewrites its file with its own subnet.
+			if _, err := a.Renew(ctx, "node-a"); !errors.Is(err, registry.ErrLeaseLost) {
+				t.Fatalf("Renew over a damaged file: %v, want ErrLeaseLost (so the keeper acquires again)", err)
+			}
+			l, err := a.Acquire(ctx, req("node-a"))
+			if err != nil || l.Subnet != la.Subnet {
+				t.Fatalf("node-a acquiring again: %+v, %v; want its %s", l, err, la.Subnet)
+			}
+			leases, err := other.List(ctx)
+			if err != nil || len(leases) != 3 {
+				t.Fatalf("List = %+v, %v; want node-a, node-b, node-c", leases, err)
+			}
+			seen := map[netip.Prefix]string{}
+			for _, l := range leases {
+				if prev, dup := seen[l.Subnet]; dup {
+					t.Errorf("%s and %s both have %s", prev, l.Node, l.Subnet)
+				}
+				seen[l.Subnet] = l.Node
+			}
+		})
+	}
+}
+
+// TestForgedFileCannotTakeSubnet: the claim index, not a node file, says
+// who owns a subnet. A file forged to give one node another's subnet is
+// not listed, and the node it names rewrites its own file with its own
+// subnet at its next renewal (issue 12 items 3 and 4: a forged file made a
+// node advertise one /24 while serving another).
+func TestForgedFileCannotTakeSubnet(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	a, b := open(t, dir, nil), open(t, dir, nil)
+	la, err := a.Acquire(ctx, req("node-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, err := b.Acquire(ctx, req("node-b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// node-b's file rewritten to claim node-a's subnet, keeping node-b's
+	// holder token (it is in the file for anyone to read).
+	path := filepath.Join(dir, "nodes", "node-b.json")
+	body, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := strings.Replace(string(body), lb.Subnet.String(), la.Subnet.String(), 1)
+	if err := os.WriteFile(path, []byte(forged), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// And a node nobody runs, claiming node-a's subnet too.
+	ghost := `{"node":"ghost","underlay":"192.0.2.9","subnet":"` + la.Subnet.String() + `","expiry":"2999-01-01T00:00:00Z","holder":"x"}`
+	if err := os.WriteFile(filepath.Join(dir, "nodes", "ghost.json"), []byte(ghost), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	leases, err := open(t, dir, nil).List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range leases {
+		if l.Subnet == la.Subnet && l.Node != "node-a" {
+			t.Errorf("List shows %s with node-a's subnet %s", l.Node, l.Subnet)
+		}
+	}
+	if _, err := b.Renew(ctx, "node-b"); !errors.Is(err, registry.ErrLeaseLost) {
+		t.Fatalf("node-b renewing its forged file: %v, want ErrLeaseLost", err)
+	}
+	pinned := req("node-b")
+	pinned.Subnet = lb.Subnet
+	if l, err := b.Acquire(ctx, pinned); err != nil || l.Subnet != lb.Subnet {
+		t.Fatalf("node-b acquiring again: %+v, %v; want its own %s", l, err, lb.Subnet)
+	}
+	if l, err := open(t, dir, nil).Acquire(ctx, req("node-c")); err != nil || l.Subnet == la.Subnet || l.Subnet == lb.Subnet {
+		t.Fatalf("node-c: %+v, %v", l, err)
 	}
 }

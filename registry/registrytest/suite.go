@@ -53,6 +53,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"ExpiryRemoves", testExpiryRemoves},
 		{"WatchEvents", testWatchEvents},
 		{"ReleaseFreesSubnet", testReleaseFrees},
+		{"PinnedSubnetNeverMoves", testPinnedSubnet},
 		{"ConcurrentClients", testConcurrentClients},
 		{"CloseEndsWatch", testClose},
 		{"RejectsBadRequests", testBadRequests},
@@ -475,6 +476,47 @@ func testReleaseFrees(t *testing.T, newStore NewStore) {
 	b := mustAcquire(t, client(t, open), request("node-b", 2, 30*time.Second))
 	if b.Subnet != a.Subnet {
 		t.Errorf("node-b got %v, want the released %v", b.Subnet, a.Subnet)
+	}
+}
+
+// testPinnedSubnet: a node that asks for the subnet it serves
+// (AcquireRequest.Subnet) gets that one or ErrSubnetConflict, never
+// another (issue 12 item 4: a node re-acquired a different subnet and
+// advertised it while its pods stayed on the old one).
+func testPinnedSubnet(t *testing.T, newStore NewStore) {
+	open := newStore(t, Params{Subnets: Subnets(4)})
+	c := client(t, open)
+	pinned := func(node string, i int, subnet netip.Prefix) registry.AcquireRequest {
+		r := request(node, i, 30*time.Second)
+		r.Subnet = subnet
+		return r
+	}
+	a := mustAcquire(t, c, request("node-a", 1, 30*time.Second))
+	if l := mustAcquire(t, c, pinned("node-a", 1, a.Subnet)); l.Subnet != a.Subnet {
+		t.Fatalf("node-a pinned to %v got %v", a.Subnet, l.Subnet)
+	}
+	other, _ := Subnets(4).Nth(3)
+	if l, err := c.Acquire(testCtx(t), pinned("node-a", 1, other)); !errors.Is(err, registry.ErrSubnetConflict) {
+		t.Fatalf("node-a claiming %v but pinned to %v: got %+v, %v; want ErrSubnetConflict", a.Subnet, other, l, err)
+	}
+	if err := c.Release(testCtx(t), "node-a"); err != nil {
+		t.Fatal(err)
+	}
+	b := mustAcquire(t, c, request("node-b", 2, 30*time.Second))
+	if b.Subnet != a.Subnet {
+		t.Fatalf("node-b got %v, want the released %v", b.Subnet, a.Subnet)
+	}
+	if l, err := c.Acquire(testCtx(t), pinned("node-a", 1, a.Subnet)); !errors.Is(err, registry.ErrSubnetConflict) {
+		t.Fatalf("node-a pinned to %v that node-b now claims: got %+v, %v; want ErrSubnetConflict", a.Subnet, l, err)
+	}
+	// A node with no claim gets the free subnet it asks for.
+	if l := mustAcquire(t, c, pinned("node-c", 3, other)); l.Subnet != other {
+		t.Fatalf("node-c pinned to the free %v got %v", other, l.Subnet)
+	}
+	for _, l := range list(t, c) {
+		if l.Node == "node-a" {
+			t.Errorf("a refused Acquire left a lease: %+v", l)
+		}
 	}
 }
 
