@@ -136,11 +136,11 @@ type Node struct {
 	groOK   bool            // ... and UDP GRO
 	leases  atomic.Pointer[map[string]registry.Lease]
 	subnet  atomic.Pointer[netip.Prefix] // the lease's subnet the node took at start, for onAcquire
+	udpHist batchHist
+	svc     *serviceState // Services and pod metadata (services.go); nil without an object store
 
 	// view is what the lease watch accepted, rejected and holds (leases.go).
 	view peerView
-	udpHist batchHist
-	svc     *serviceState // Services and pod metadata (services.go); nil without an object store
 
 	// ports by switch port ID; the hot path reads them without locks.
 	ports  [vswitch.MaxPorts]atomic.Pointer[port]

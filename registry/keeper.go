@@ -49,9 +49,9 @@ type Health struct {
 	// LastOKStart is when the last successful Acquire or Renew was sent:
 	// the registry was healthy at some moment after it.
 	LastOKStart time.Time `json:"lastOKStart,omitzero"`
+	Lease       Lease     `json:"lease"` // last lease the registry returned; zero before the first
 	// Err is the latest failure while degraded, for errors.Is.
 	Err error `json:"-"`
-	Lease       Lease     `json:"lease"` // last lease the registry returned; zero before the first
 }
 
 // KeeperConfig configures a Keeper.
