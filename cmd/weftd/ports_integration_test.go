@@ -15,6 +15,7 @@ import (
 	"github.com/weftnet/weft/internal/testenv"
 	"github.com/weftnet/weft/netdev"
 	"github.com/weftnet/weft/sim"
+	"golang.org/x/sys/unix"
 )
 
 // podNetns creates a namespace for a hand-attached pod, deleted when the
@@ -113,11 +114,7 @@ func TestAttachRefusesOddInput(t *testing.T) {
 	c := upCluster(t, sim.Options{Name: testenv.UniqueName("r1")}, 1, 0)
 	cl := nodeClient(t, c.Nodes[0])
 	name, path := podNetns(t)
-	sleeper := exec.Command("nsenter", "--net="+path, "sleep", "60")
-	if err := sleeper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	sleeper := sleepIn(t, path)
 	pid := strconv.Itoa(sleeper.Process.Pid)
 	for _, tc := range []struct {
 		name  string
@@ -146,6 +143,32 @@ func TestAttachRefusesOddInput(t *testing.T) {
 	attach(t, cl, api.AttachRequest{PodID: "r1-bind", Netns: path, IfName: "net1"})
 }
 
+// sleepIn starts a process inside the namespace at path and returns once
+// /proc/PID/ns/net is that namespace: until nsenter has switched, the
+// path names the test's own (the root) namespace, where nothing may be
+// attached. It is killed when the test ends.
+func sleepIn(t *testing.T, path string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("nsenter", "--net="+path, "sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	var want, got unix.Stat_t
+	if err := unix.Stat(path, &want); err != nil {
+		t.Fatal(err)
+	}
+	proc := "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/net"
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if unix.Stat(proc, &got) == nil && got.Ino == want.Ino {
+			return cmd
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not enter %s within 5 s", proc, path)
+		}
+	}
+}
+
 func ipamHeld(t *testing.T, cl *api.Client) int {
 	t.Helper()
 	ctx, cancel := apiCtx()
@@ -169,11 +192,7 @@ func TestRestartKeepsAddressOfUnreachablePod(t *testing.T) {
 	cl := nodeClient(t, n)
 	_, path := podNetns(t)
 	_, other := podNetns(t)
-	sleeper := exec.Command("nsenter", "--net="+path, "sleep", "60")
-	if err := sleeper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	sleeper := sleepIn(t, path)
 	procPath := "/proc/" + strconv.Itoa(sleeper.Process.Pid) + "/ns/net"
 	gone := attach(t, cl, api.AttachRequest{PodID: "r1-proc", Netns: procPath})
 
