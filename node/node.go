@@ -138,6 +138,7 @@ type Node struct {
 	subnet  atomic.Pointer[netip.Prefix] // the lease's subnet the node took at start, for onAcquire
 	udpHist batchHist
 	svc     *serviceState // Services and pod metadata (services.go); nil without an object store
+	pol     *policyState  // NetworkPolicy (policy.go); nil without an object store
 
 	// view is what the lease watch accepted, rejected and holds (leases.go).
 	view peerView
@@ -244,6 +245,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		MaglevSize: n.cfg.MaglevSize, Conntrack: conntrack.Config{Size: n.cfg.ConntrackSize}}); err != nil {
 		return fmt.Errorf("switch: %w", err)
 	}
+	n.startPolicy(ipam.HostAddr(subnet))
 	if n.ipam, err = ipam.Open(filepath.Join(n.cfg.StateDir, "ipam"), subnet); err != nil {
 		return fmt.Errorf("ipam: %w", err)
 	}
@@ -521,7 +523,9 @@ func (n *Node) addPodPort(r PortRecord, tap *netdev.Tap) error {
 	if err != nil {
 		return err
 	}
+	n.policyLocalPod(r, false) // in the policy snapshot before its first packet
 	if err := n.sw.AddPort(vswitch.PortConfig{ID: id, Kind: vswitch.PortPod, MAC: r.MAC, IPv4: r.Addr.Addr(), MTU: r.MTU}); err != nil {
+		n.policyLocalPod(r, true)
 		return err
 	}
 	p := &port{Port: datapath.Port{ID: id, Dev: tap}, name: r.IfName, mac: r.MAC, addr: r.Addr, rec: r, since: r.Since}
@@ -529,6 +533,7 @@ func (n *Node) addPodPort(r PortRecord, tap *netdev.Tap) error {
 		if rerr := n.sw.RemovePort(id); rerr != nil {
 			n.log.Error("remove switch port", "pod", r.PodID, "err", rerr)
 		}
+		n.policyLocalPod(r, true)
 		return err
 	}
 	n.byKey[ipam.Key{PodID: r.PodID, IfName: r.IfName}] = p

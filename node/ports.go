@@ -121,6 +121,7 @@ func (n *Node) Detach(ctx context.Context, req api.DetachRequest) error {
 		n.log.Error("detach: remove switch port", "pod", req.PodID, "err", err)
 	}
 	n.stopPort(p)
+	n.policyLocalPod(p.rec, true)
 	delete(n.byKey, key)
 	if err := netdev.DeleteTap(p.rec.IfName, p.rec.Netns); err != nil {
 		n.log.Warn("detach: delete tap", "pod", req.PodID, "err", err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/objects"
+	"github.com/weftnet/weft/policy"
 	"github.com/weftnet/weft/registry"
 	"github.com/weftnet/weft/service"
 )
@@ -140,6 +141,7 @@ func (n *Node) compileServices() {
 	if !s.synced {
 		return
 	}
+	n.policySetObjects(s.view.Sorted())
 	live := n.liveNodeNames()
 	liveSet := make(map[string]bool, len(live))
 	for _, name := range live {
@@ -225,6 +227,9 @@ func (n *Node) Apply(ctx context.Context, req api.ApplyRequest) ([]api.ApplyResu
 	}
 	objs, err = service.CheckApply(stored, objs, s.cidrs)
 	if err != nil {
+		return nil, api.BadRequest("documents", err.Error())
+	}
+	if err := policy.ValidateObjects(objs); err != nil {
 		return nil, api.BadRequest("documents", err.Error())
 	}
 	byKey := make(map[string]objects.Object, len(stored))
