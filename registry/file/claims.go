@@ -108,7 +108,7 @@ func (r *Registry) writeClaim(p netip.Prefix, node string) error {
 	if err := os.MkdirAll(r.claimsDir, 0o755); err != nil {
 		return fmt.Errorf("claim index: %w", err)
 	}
-	if err := writeAtomic(r.claimsDir, r.claimPath(p), []byte(node+"\n")); err != nil {
+	if err := writeFileSynced(r.claimsDir, claimFileName(p), []byte(node+"\n")); err != nil {
 		return fmt.Errorf("claim index: %w", err)
 	}
 	return nil

@@ -617,39 +617,10 @@ func (r *Registry) write(rec record) error {
 	if err != nil {
 		return fmt.Errorf("encode node record: %w", err)
 	}
-	if err := writeAtomic(r.nodesDir, r.path(rec.Node), append(b, '\n')); err != nil {
+	if err := writeFileSynced(r.nodesDir, rec.Node+".json", append(b, '\n')); err != nil {
 		return fmt.Errorf("write node record: %w", err)
 	}
 	return nil
-}
-
-// writeAtomic replaces path (in dir) with b: temp file, fsync, rename,
-// fsync dir. Readers see the old content or the new, never a mix.
-func writeAtomic(dir, path string, b []byte) error {
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("fsync: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
 }
 
 func (r *Registry) remove(node string) error {
