@@ -32,6 +32,7 @@ func TestDefaults(t *testing.T) {
 	want := Config{
 		NodeName:    hostNodeName(t),
 		ClusterCIDR: "10.244.0.0/16",
+		ServiceCIDR: "10.96.0.0/12",
 		NodeMask:    24,
 		VNI:         1,
 		Port:        4789,
@@ -72,6 +73,7 @@ func TestFullFile(t *testing.T) {
 		NodeName:    "node-a.example",
 		Underlay:    "192.168.50.10",
 		ClusterCIDR: "10.200.0.0/16",
+		ServiceCIDR: "10.100.0.0/16",
 		NodeMask:    26,
 		VNI:         42,
 		Port:        8472,
