@@ -270,6 +270,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// must not answer its pods' first packets with net-unreachable while
 	// the watch is still starting.
 	n.loadPeers(ctx)
+	n.loadServices(ctx)
 	n.restorePorts()
 	n.applyPendingReleases()
 

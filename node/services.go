@@ -52,9 +52,12 @@ type serviceState struct {
 	pods   *podPublisher
 }
 
-// startServices starts the object watch, the compiler and the pod
-// publisher, if the registry has an object store.
-func (n *Node) startServices() {
+// loadServices sets up the service state and, before any pod traffic
+// flows, compiles the Services the store holds now: a restarted weftd must
+// not answer its pods' packets to a cluster IP with "unreachable" (or reset
+// established flows) while its watch is still starting. If the store does
+// not answer, the watch compiles when it does.
+func (n *Node) loadServices(ctx context.Context) {
 	if n.cfg.Objects == nil {
 		n.log.Info("registry has no object store: no Services, no pod metadata")
 		return
@@ -66,6 +69,27 @@ func (n *Node) startServices() {
 		warned: map[string]bool{},
 	}
 	n.svc.pods = newPodPublisher(n)
+	lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	objs, err := n.svc.store.List(lctx)
+	if err != nil {
+		n.log.Warn("object store list failed; services arrive with the watch", "err", err)
+		return
+	}
+	n.svc.mu.Lock()
+	n.svc.view.Apply(registry.ObjectEvent{Type: registry.ObjectSnapshot, Objects: objs})
+	n.svc.synced = true
+	n.svc.mu.Unlock()
+	n.compileServices()
+}
+
+// startServices starts the object watch with its compiler, and the pod
+// publisher (after the ports are restored: it unpublishes the pods this
+// node does not run).
+func (n *Node) startServices() {
+	if n.svc == nil {
+		return
+	}
 	n.wg.Add(2)
 	go n.watchObjects()
 	go n.svc.pods.run()
