@@ -294,8 +294,9 @@ func TestServiceSpreading(t *testing.T) {
 
 // TestServiceEndpointsFollow: behaviour 3. A backend removed from the
 // Service stops getting new flows once the nodes recompiled (one registry
-// poll), and a UDP flow to it is flushed: the next datagram on the same
-// socket goes to a live backend (kube-proxy's stale-conntrack DNS bug).
+// poll), a UDP flow to it is flushed: the next datagram on the same socket
+// goes to a live backend (kube-proxy's stale-conntrack DNS bug), and an
+// established TCP flow to it is reset.
 func TestServiceEndpointsFollow(t *testing.T) {
 	s := newSvcSim(t)
 	s.apply(service("sv-follow", "10.96.0.23", "") + s.slice("sv-follow-1", "sv-follow", "n2-p1"))
@@ -308,6 +309,19 @@ func TestServiceEndpointsFollow(t *testing.T) {
 	defer conn.Close()
 	if got, err := whoUDP(conn); err != nil || got != "n2-p1" {
 		t.Fatalf("first datagram answered by %q, %v; want n2-p1", got, err)
+	}
+	// An established TCP flow to the backend about to leave.
+	dctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	tcp, err := DialIn(dctx, client.Netns, "tcp4", "10.96.0.23:80")
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	tcpRd := bufio.NewReader(tcp)
+	tcp.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if got, err := tcpRd.ReadString('\n'); err != nil || got != "n2-p1:8080\n" {
+		t.Fatalf("TCP flow before the swap answered by %q, %v; want n2-p1", got, err)
 	}
 	// Swap the backend: n2-p1 out, n1-p1 in.
 	from := time.Now()
@@ -333,6 +347,15 @@ func TestServiceEndpointsFollow(t *testing.T) {
 	}
 	if got, err := whoUDP(conn); err != nil || got != "n1-p1" {
 		t.Errorf("next datagram on the old UDP socket answered by %q, %v; want n1-p1 (the flow to the removed backend flushed)", got, err)
+	}
+	// The TCP flow to the removed backend was flushed too: its next segment
+	// reaches the new backend, which knows no such connection and resets it
+	// (the switch's documented choice: reset, not left to time out).
+	tcp.SetDeadline(time.Now().Add(3 * time.Second))
+	_, werr := tcp.Write([]byte("x"))
+	_, rerr := tcpRd.ReadString('\n')
+	if !errors.Is(werr, syscall.ECONNRESET) && !errors.Is(rerr, syscall.ECONNRESET) {
+		t.Errorf("established TCP flow to the removed backend: write %v, read %v; want it reset", werr, rerr)
 	}
 }
 
