@@ -58,6 +58,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /v1/counters", handleGet(s, s.svc.Counters))
 	s.mux.HandleFunc("POST /v1/trace", handlePost(s, (*TraceRequest).Normalize, s.svc.Trace))
 	s.objectRoutes()
+	s.policyRoutes()
 	s.conntrackRoutes()
 	s.foreignRoutes()
 }

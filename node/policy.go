@@ -1,11 +1,16 @@
 package node
 
 import (
+	"context"
+	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 
+	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/objects"
 	"github.com/weftnet/weft/policy"
 )
@@ -120,4 +125,41 @@ func (n *Node) warnPolicyOnce(err error) {
 		n.pol.warned[msg] = true
 		n.log.Warn("policy: enforcing fail-closed or skipping", "err", err)
 	}
+}
+
+// Policies implements api.PolicyService.
+func (n *Node) Policies(ctx context.Context) (api.PolicyList, error) {
+	if n.pol == nil {
+		return api.PolicyList{}, fmt.Errorf("registry %s has no object store, so no NetworkPolicies: %w", n.cfg.RegistryBackend, api.ErrNotImplemented)
+	}
+	n.pol.mu.Lock()
+	byKey := make(map[string]*networkingv1.NetworkPolicy)
+	for _, o := range n.pol.objs {
+		if o.NetworkPolicy != nil {
+			byKey[o.NetworkPolicy.Namespace+"/"+o.NetworkPolicy.Name] = o.NetworkPolicy
+		}
+	}
+	synced := n.pol.synced
+	n.pol.mu.Unlock()
+	snap := n.pol.eng.Load()
+	out := api.PolicyList{Ready: synced, Generation: snap.Generation(), Policies: []api.PolicyInfo{}}
+	for _, p := range snap.Policies() {
+		var dirs []string
+		if p.Ingress {
+			dirs = append(dirs, "Ingress")
+		}
+		if p.Egress {
+			dirs = append(dirs, "Egress")
+		}
+		info := api.PolicyInfo{Namespace: p.Namespace, Name: p.Name, Isolates: strings.Join(dirs, ","),
+			IngressRules: p.IngressRules, EgressRules: p.EgressRules, Selects: p.Selects, Problem: p.Problem}
+		if info.Selects == nil {
+			info.Selects = []string{}
+		}
+		if np := byKey[p.Namespace+"/"+p.Name]; np != nil {
+			info.Fingerprint = policy.Fingerprint(np)
+		}
+		out.Policies = append(out.Policies, info)
+	}
+	return out, nil
 }

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -106,4 +108,16 @@ func InputFromObjects(objs []objects.Object, hosts []netip.Addr) (Input, error) 
 		}
 	}
 	return in, errors.Join(errs...)
+}
+
+// Fingerprint identifies a policy's content: sha256 of its canonical
+// encoding (objects.Encode), 12 hex digits. `weft policies` shows it, so
+// whoever applied a policy can tell which version a node enforces.
+func Fingerprint(np *networkingv1.NetworkPolicy) string {
+	b, err := objects.Encode(objects.Object{Kind: objects.KindNetworkPolicy, NetworkPolicy: np})
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:6])
 }

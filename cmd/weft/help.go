@@ -34,7 +34,7 @@ func init() {
 	commands = []*command{
 		statusCmd, portsCmd, attachCmd, detachCmd,
 		peersCmd, subnetsCmd, fdbCmd, routesCmd, neighCmd, ipamCmd, countersCmd,
-		applyCmd, deleteCmd, servicesCmd, conntrackCmd,
+		applyCmd, deleteCmd, servicesCmd, policiesCmd, conntrackCmd,
 		traceCmd, nodeCmd, simCmd, versionCmd, helpCmd,
 	}
 }
