@@ -264,16 +264,7 @@ func (w *objectWatch) send(ev registry.ObjectEvent) bool {
 	}
 }
 
-func (w *objectWatch) pause() bool {
-	t := time.NewTimer(w.bo.Next())
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-w.ctx.Done():
-		return false
-	}
-}
+func (w *objectWatch) pause() bool { return w.bo.Wait(w.ctx) }
 
 func (w *objectWatch) broken(err error) {
 	if w.ctx.Err() == nil && !w.failing {

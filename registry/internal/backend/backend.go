@@ -3,6 +3,7 @@
 package backend
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -62,6 +63,18 @@ func (b *Backoff) Next() time.Duration {
 	}
 	jitter := 0.8 + 0.4*mrand.Float64()
 	return time.Duration(float64(b.cur) * jitter)
+}
+
+// Wait waits out Next; false if ctx ended first.
+func (b *Backoff) Wait(ctx context.Context) bool {
+	t := time.NewTimer(b.Next())
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // Reset starts the next failure streak at Min again.
