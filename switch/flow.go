@@ -9,7 +9,8 @@ import (
 // frame's flow, once, and leaves what it found in c.flow for the stages
 // after it. It never settles a verdict itself.
 //
-// Tracked: IPv4 TCP and UDP that is not a fragment (a later fragment has
+// With no service and no policy isolating a pod (c.stateless) nothing
+// needs a flow and the stage does nothing. Tracked: IPv4 TCP and UDP that is not a fragment (a later fragment has
 // no ports; weft does not reassemble) and carries its L4 header. Service
 // NAT inserts the flows it translates, the policy stage (while some pod is
 // isolated) every flow it allows; while the table is empty, or when no
@@ -18,7 +19,7 @@ import (
 func (c *frameCtx) conntrack(f []byte) bool {
 	fl := &c.flow
 	fl.tracked, fl.found = false, false
-	if c.et != packet.EtherTypeIPv4 || c.s.ct == nil {
+	if c.stateless || c.et != packet.EtherTypeIPv4 {
 		return true
 	}
 	ip := packet.IPv4(f[packet.EthHdrLen:])
@@ -52,7 +53,7 @@ func (c *frameCtx) conntrack(f []byte) bool {
 	fl.tuple = conntrack.Tuple{Src: ip4Key(ip.Src4()), Dst: ip4Key(ip.Dst4()), SrcPort: sp, DstPort: dp, Proto: proto}
 	// With the policy stage active every flow may be tracked; otherwise
 	// only service flows are.
-	policyTracks := c.pol != nil && c.pol.Active()
+	policyTracks := c.pol != nil && c.pol.Active() // not stateless: services or policy
 	if c.s.ct.Len() == 0 || (!policyTracks && !c.services.mayTrack(fl.tuple.Src, fl.tuple.Dst, sp, dp, proto)) {
 		return true
 	}

@@ -107,7 +107,7 @@ func (c *frameCtx) route(fp *[]byte, v *Verdict) {
 	copy(f[0:6], nextMAC[:])
 	copy(f[6:12], s.routerMAC[:])
 	*v = out
-	c.trace(StageL3, step{kind: stepRouted, ip: dst, mac: macKey(nextMAC), n: int(ip.TTL())})
+	c.trace(StageL3, step{kind: stepRouted, ip: dst, mac: macKey(nextMAC), n: int32(ip.TTL())})
 }
 
 // headerChecksumOK is packet.IPv4.HeaderChecksumOK with the common
@@ -296,7 +296,7 @@ func (c *frameCtx) icmpErrorFrom(fp *[]byte, v *Verdict, stage string, from [4]b
 	v.Reason = cause
 	v.Reply = true
 	c.answer = answerICMPError
-	c.trace(stage, step{kind: stepICMPError, reason: cause, n: int(typ)<<8 | int(code), ip: ip4Key(src)})
+	c.trace(stage, step{kind: stepICMPError, reason: cause, n: int32(typ)<<8 | int32(code), ip: ip4Key(src)})
 }
 
 // noICMPAbout returns why no ICMP error may answer ip (RFC 1812 §4.3.2.7),

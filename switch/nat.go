@@ -60,10 +60,10 @@ func (c *frameCtx) serviceNAT(fp *[]byte, v *Verdict) bool {
 			fr.stats.noBackend.Add(1)
 		}
 		if fr.local && len(fr.eligible.list) > 0 {
-			c.trace(StageService, step{kind: stepSvcNoLocal, svc: fr})
+			c.trace(StageService, step{kind: stepSvcNoLocal, svc: fr.id})
 			return c.drop(v, DropSvcNoLocal, StageService)
 		}
-		c.trace(StageService, step{kind: stepSvcReject, svc: fr})
+		c.trace(StageService, step{kind: stepSvcReject, svc: fr.id})
 		var vip [4]byte
 		binary.BigEndian.PutUint32(vip[:], fr.vip)
 		c.icmpErrorFrom(fp, v, StageService, vip, DropSvcNoEndpoints, packet.ICMPDestUnreachable, icmpCodePortUnreach, 0)
@@ -75,7 +75,7 @@ func (c *frameCtx) serviceNAT(fp *[]byte, v *Verdict) bool {
 		reply.Dst = ip4Key(c.s.gw4) // hairpin: masquerade to the gateway
 		why += ", hairpin: source NAT to the gateway"
 	}
-	c.trace(StageService, step{kind: stepSvcNew, svc: fr, be: be, why: why})
+	c.trace(StageService, step{kind: stepSvcNew, svc: fr.id, ip: be.ip, n: int32(be.port), why: why})
 	if c.dry {
 		fl.hit = conntrack.Hit{Dir: conntrack.DirOriginal, Other: reply, Service: fr.id}
 	} else {

@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/packet"
 	"github.com/weftnet/weft/switch/conntrack"
@@ -70,6 +73,9 @@ func benchFrames(b *testing.B, s *Switch, templates [][]byte, in PortID, want Ac
 	}
 	out := make([]Verdict, benchBatch)
 	b.ReportAllocs()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cpu0 := threadCPU(b)
 	now, n, at := int64(sec), 0, 0
 	for b.Loop() {
 		for i := range frames {
@@ -85,10 +91,23 @@ func benchFrames(b *testing.B, s *Switch, templates [][]byte, in PortID, want Ac
 		now += 100_000
 		n += benchBatch
 	}
+	cpu := threadCPU(b) - cpu0
 	if out[0].Action != want {
 		b.Fatalf("verdict %+v want %s", out[0], want)
 	}
 	reportPerFrame(b, n)
+	b.ReportMetric(float64(cpu)/float64(n), "CPU-ns/frame")
+}
+
+// threadCPU is the calling thread's CPU time in ns: on a shared machine it
+// leaves out the time the benchmark waited for a core, as bench/'s replay
+// does (CLOCK_THREAD_CPUTIME_ID).
+func threadCPU(b *testing.B) int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		b.Fatal(err)
+	}
+	return ts.Nano()
 }
 
 var benchSizes = []struct {
@@ -99,27 +118,45 @@ var benchSizes = []struct {
 // BenchmarkServiceHit: packets of established service flows, conntrack
 // hit + NAT + route, at 1k/100k/1M tracked flows.
 //
-//	hot:     one flow, DNAT, route to the peer (compare RouteToPeer64)
+//	base:    the same frames with no service and an empty table: route
+//	         to the peer, and from the overlay to pod A
+//	hot:     one flow, DNAT, route to the peer (compare base/route)
 //	spread:  1024 random flows of the table, DNAT, route to the peer
 //	reply:   1024 random flows, reverse NAT from the overlay to pod A
-//	         (compare RouteOverlayToPod64)
+//	         (compare base/overlay-to-pod)
 //	nosvc:   plain pod -> peer pod routing with the table populated: the
 //	         conntrack miss + service lookup every non-service packet pays
 func BenchmarkServiceHit(b *testing.B) {
+	b.Run("base/route", func(b *testing.B) {
+		s := newTestSwitch(b, nil)
+		f := l4Frame(b, routerMAC, podAMAC, podAIP, 999, peerPodIP, 80, packet.IPProtoTCP, packet.TCPFlagACK, 10)
+		benchFrames(b, s, [][]byte{f}, portA, ActionEncap)
+	})
+	b.Run("base/overlay-to-pod", func(b *testing.B) {
+		s := newTestSwitch(b, nil)
+		f := l4Frame(b, routerMAC, peerMAC, peerPodIP, 80, podAIP, 999, packet.IPProtoTCP, packet.TCPFlagACK, 10)
+		benchFrames(b, s, [][]byte{f}, portOverlay, ActionDeliver)
+	})
 	for _, sz := range benchSizes {
-		s := populatedSwitch(b, sz.flows)
+		var s *Switch // built on first use, so a -bench filter skips the others
+		get := func(b *testing.B) *Switch {
+			if s == nil {
+				s = populatedSwitch(b, sz.flows)
+			}
+			return s
+		}
 		b.Run(sz.name+"/hot", func(b *testing.B) {
-			benchFrames(b, s, flowFrames(b, sz.flows, 1, false), portA, ActionEncap)
+			benchFrames(b, get(b), flowFrames(b, sz.flows, 1, false), portA, ActionEncap)
 		})
 		b.Run(sz.name+"/spread", func(b *testing.B) {
-			benchFrames(b, s, flowFrames(b, sz.flows, 1024, false), portA, ActionEncap)
+			benchFrames(b, get(b), flowFrames(b, sz.flows, 1024, false), portA, ActionEncap)
 		})
 		b.Run(sz.name+"/reply", func(b *testing.B) {
-			benchFrames(b, s, flowFrames(b, sz.flows, 1024, true), portOverlay, ActionDeliver)
+			benchFrames(b, get(b), flowFrames(b, sz.flows, 1024, true), portOverlay, ActionDeliver)
 		})
 		b.Run(sz.name+"/nosvc", func(b *testing.B) {
 			f := l4Frame(b, routerMAC, podAMAC, podAIP, 999, peerPodIP, 80, packet.IPProtoTCP, packet.TCPFlagACK, 10)
-			benchFrames(b, s, [][]byte{f}, portA, ActionEncap)
+			benchFrames(b, get(b), [][]byte{f}, portA, ActionEncap)
 		})
 	}
 }
@@ -144,6 +181,9 @@ func BenchmarkServiceNewFlow(b *testing.B) {
 			// the populated ones.
 			host := hostIP.As4()
 			b.ReportAllocs()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			var cpu int64
 			now, n, next := int64(sec), 0, 0
 			for b.Loop() {
 				if next+benchBatch > room {
@@ -152,6 +192,7 @@ func BenchmarkServiceNewFlow(b *testing.B) {
 					next = 0
 					b.StartTimer()
 				}
+				cpu0 := threadCPU(b)
 				for i := range frames {
 					f := frames[i][:len(tmpl)]
 					copy(f, tmpl)
@@ -162,6 +203,7 @@ func BenchmarkServiceNewFlow(b *testing.B) {
 				}
 				next += benchBatch
 				s.Process(frames, portHost, out, now)
+				cpu += threadCPU(b) - cpu0
 				now += 100_000
 				n += benchBatch
 			}
@@ -169,6 +211,7 @@ func BenchmarkServiceNewFlow(b *testing.B) {
 				b.Fatalf("verdict %+v", out[0])
 			}
 			reportPerFrame(b, n)
+			b.ReportMetric(float64(cpu)/float64(n), "CPU-ns/frame")
 		})
 	}
 }

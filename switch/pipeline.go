@@ -41,9 +41,12 @@ type frameCtx struct {
 	static   *neighSnap
 	services *svcTable
 	pol      *policy.Snapshot // nil: no policy stage
-	now      int64
-	tr       *tracer
-	dry      bool
+	// stateless: no service frontend and no policy isolating a pod, so no
+	// stage needs a flow: the conntrack stage does nothing.
+	stateless bool
+	now       int64
+	tr        *tracer
+	dry       bool
 
 	// per frame
 	et      uint16 // EtherType
@@ -68,6 +71,7 @@ func (s *Switch) newCtx(in PortID, now int64, tr *tracer) frameCtx {
 	c := frameCtx{s: s, inID: in, ports: s.ports.Load(), routes: s.routes.Load(), static: s.static.Load(),
 		services: s.services.Load(), pol: s.policy.Load(), now: now, tr: tr, dry: tr != nil}
 	c.in = c.ports.get(in)
+	c.stateless = len(c.services.fronts) == 0 && (c.pol == nil || !c.pol.Active())
 	return c
 }
 
@@ -217,7 +221,7 @@ func (c *frameCtx) ingress(f []byte, v *Verdict) bool {
 			}
 		}
 	}
-	c.trace(StageIngress, step{kind: stepAccepted, port: p.id, n: int(c.et)})
+	c.trace(StageIngress, step{kind: stepAccepted, port: p.id, n: int32(c.et)})
 	return true
 }
 
@@ -339,7 +343,7 @@ func (c *frameCtx) snoopARP(a packet.ARP) {
 // the router produced count apart.
 func (c *frameCtx) output(f []byte, v *Verdict) {
 	if c.dry {
-		c.trace(StageOutput, step{kind: stepVerdict, frame: f, verdict: v})
+		c.traceVerdict(f, v)
 		return
 	}
 	ctr := &c.s.ctr

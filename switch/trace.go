@@ -45,7 +45,6 @@ const (
 	stepNoICMP
 	stepNoICMPRoute
 	stepICMPError
-	stepVerdict
 	stepUntracked
 	stepCTHit
 	stepCTMiss
@@ -59,31 +58,39 @@ const (
 	stepPolicyICMPError
 )
 
-// step is one decision, as data.
+// step is one decision, as data: small, so that building one for a nil
+// tracer costs a few register moves.
 type step struct {
-	kind    stepKind
-	reason  DropReason
-	port    PortID
-	mac     uint64
-	ip      uint32
-	n       int
-	why     string // a constant string, never formatted on the hot path
-	frame   []byte
-	verdict *Verdict
-	svc     *frontend
-	be      backendVal
-	pol     *policyTrace
+	kind   stepKind
+	reason DropReason
+	port   PortID
+	n      int32  // a number: TTL, EtherType, ICMP type<<8|code, backend port
+	ip     uint32 // an address (key form)
+	svc    uint32 // a service frontend id
+	mac    uint64 // a MAC (key form)
+	why    string // a constant string, never formatted on the hot path
+	// pol is the policy stage's decision; it is built only when tracing
+	// (the stage checks c.tr first, the decision being a heap object).
+	pol *policyTrace
 }
 
-// trace reports a stage's decision; a no-op unless tracing.
+// trace reports a stage's decision; a no-op unless tracing (inlined: one
+// nil check on the hot path).
 func (c *frameCtx) trace(stage string, st step) {
 	if c.tr != nil {
 		c.record(stage, &st)
 	}
 }
 
+//go:noinline
 func (c *frameCtx) record(stage string, st *step) {
 	c.tr.steps = append(c.tr.steps, TraceStep{Stage: stage, Decision: c.describe(st)})
+}
+
+// traceVerdict reports the output stage's description of the frame as it
+// leaves (dry runs only).
+func (c *frameCtx) traceVerdict(f []byte, v *Verdict) {
+	c.tr.steps = append(c.tr.steps, TraceStep{Stage: StageOutput, Decision: c.describeVerdict(f, v)})
 }
 
 // describe turns a step into the text weft trace prints.
@@ -125,8 +132,6 @@ func (c *frameCtx) describe(st *step) string {
 		return fmt.Sprintf("no ICMP error: no peer route back to %s", keyIP4(st.ip))
 	case stepICMPError:
 		return fmt.Sprintf("%s: ICMP type %d code %d to %s", st.reason, st.n>>8, st.n&0xff, keyIP4(st.ip))
-	case stepVerdict:
-		return c.describeVerdict(st.frame, st.verdict)
 	case stepUntracked:
 		return "not tracked: " + st.why
 	case stepCTMiss:
@@ -139,14 +144,14 @@ func (c *frameCtx) describe(st *step) string {
 		}
 		return fmt.Sprintf("%s: flow found (%s direction, %s)", c.flow.tuple, dir, h.State)
 	case stepSvcNew:
-		return fmt.Sprintf("service %s: new flow, backend %s:%d (%s)", st.svc.spec.Name, keyIP4(st.be.ip), st.be.port, st.why)
+		return fmt.Sprintf("service %s: new flow, backend %s:%d (%s)", c.svcName(st.svc), keyIP4(st.ip), st.n, st.why)
 	case stepSvcHit:
 		return fmt.Sprintf("service %s: conntrack hit, backend %s:%d", c.svcName(c.flow.hit.Service), c.flow.hit.Other.SrcAddr(), c.flow.hit.Other.SrcPort)
 	case stepSvcReply:
 		return fmt.Sprintf("service %s: reply from backend %s:%d, source rewritten to %s:%d", c.svcName(c.flow.hit.Service),
 			c.flow.tuple.SrcAddr(), c.flow.tuple.SrcPort, c.flow.hit.Other.DstAddr(), c.flow.hit.Other.DstPort)
 	case stepSvcReject:
-		return fmt.Sprintf("service %s: no ready endpoints: refuse (ICMP port unreachable from the cluster IP)", st.svc.spec.Name)
+		return fmt.Sprintf("service %s: no ready endpoints: refuse (ICMP port unreachable from the cluster IP)", c.svcName(st.svc))
 	case stepPolicy:
 		return st.pol.String()
 	case stepPolicyKept:
@@ -154,7 +159,7 @@ func (c *frameCtx) describe(st *step) string {
 	case stepPolicyICMPError:
 		return "ICMP error: passes (it belongs to a flow)"
 	case stepSvcNoLocal:
-		return fmt.Sprintf("service %s: internalTrafficPolicy Local and no endpoint on this node: drop", st.svc.spec.Name)
+		return fmt.Sprintf("service %s: internalTrafficPolicy Local and no endpoint on this node: drop", c.svcName(st.svc))
 	}
 	return fmt.Sprintf("step %d", st.kind)
 }
