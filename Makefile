@@ -33,7 +33,8 @@ TOOLS     := $(abspath $(BIN)/tools)
 CNITOOL   := github.com/containernetworking/cni/cnitool@v1.3.1
 # Go commands built from the module proxy out of a wrapper module of their
 # own, tools/NAME (its go.mod pins MODULE at the version to build, so weft's
-# go.mod never pulls them in), as NAME:MODULE. tools/gobuild.sh builds each
+# go.mod never pulls them in), as NAME:MODULE[:PKG] (PKG: the command's
+# package if it is not the wrapper's own main). tools/gobuild.sh builds each
 # into a cache outside the clone keyed by version, $(TOOLS_CACHE)/NAME-VERSION/NAME,
 # so a machine builds a version once (etcd 3.7: ~4 min on 2 cores), and links
 # it into bin/tools. Tests find them through the variables `test` passes.
@@ -70,7 +71,8 @@ tools: check-go $(GO_TOOL_BINS)
 # One rule for every GO_TOOLS entry: rebuilt (or re-linked from the cache)
 # when its wrapper module changes or the cached binary is gone.
 $(TOOLS)/%: tools/%/go.mod tools/%/go.sum | check-go
-	@GO=$(GO) tools/gobuild.sh $* $(word 2,$(subst :, ,$(filter $*:%,$(GO_TOOLS)))) $(TOOLS_CACHE) $(TOOLS)
+	@GO=$(GO) tools/gobuild.sh $* $(word 2,$(subst :, ,$(filter $*:%,$(GO_TOOLS)))) $(TOOLS_CACHE) $(TOOLS) \
+	  $(word 3,$(subst :, ,$(filter $*:%,$(GO_TOOLS))))
 
 build: check-go
 	@mkdir -p $(BIN)

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# gobuild.sh NAME MODULE CACHE LINKDIR
+# gobuild.sh NAME MODULE CACHE LINKDIR [PKG]
 #
-# Builds the Go command in the wrapper module tools/NAME (a small module of
-# its own, whose go.mod pins MODULE at the version to build, so weft's own
-# go.mod never pulls it in) into CACHE/NAME-VERSION/NAME, and links
-# LINKDIR/NAME to it. VERSION is the one tools/NAME/go.mod requires of
-# MODULE. A binary already in the cache is only linked: the cache lives
-# outside the clone, so a reused machine (CI's too) builds each version once.
+# Builds the Go command PKG (default: the wrapper module's own main, ".")
+# of the wrapper module tools/NAME into CACHE/NAME-VERSION/NAME, and links
+# LINKDIR/NAME to it. The wrapper is a small module of its own whose go.mod
+# pins MODULE at the version to build (and any replace directives the
+# command needs), so weft's own go.mod never pulls it in; VERSION is the one
+# tools/NAME/go.mod requires of MODULE. If tools/NAME/ldflags exists, its
+# words are added to -ldflags, with ${VERSION} replaced (version stamps
+# such as kube-apiserver's -X k8s.io/component-base/version.gitVersion).
+# A binary already in the cache is only linked: the cache lives outside the
+# clone, so a reused machine (CI's too) builds each version once.
 # Everything comes from the Go module proxy, as for any other module.
 set -euo pipefail
-if [ $# -ne 4 ]; then echo "usage: $0 NAME MODULE CACHE LINKDIR" >&2; exit 2; fi
-name=$1 module=$2 cache=$3 linkdir=$4
+if [ $# -lt 4 ] || [ $# -gt 5 ]; then echo "usage: $0 NAME MODULE CACHE LINKDIR [PKG]" >&2; exit 2; fi
+name=$1 module=$2 cache=$3 linkdir=$4 pkg=${5:-.}
 here=$(cd "$(dirname "$0")" && pwd)
 src=$here/$name
 [ -f "$src/go.mod" ] || { echo "gobuild: no wrapper module $src/go.mod" >&2; exit 1; }
@@ -20,12 +24,16 @@ version=$($go -C "$src" list -m -f '{{.Version}}' "$module") \
 out=$cache/$name-$version
 bin=$out/$name
 if [ ! -x "$bin" ]; then
+  ldflags="-s -w"
+  if [ -f "$src/ldflags" ]; then
+    ldflags="$ldflags $(sed "s/\${VERSION}/$version/g" "$src/ldflags" | tr '\n' ' ')"
+  fi
   mkdir -p "$out"
-  echo "gobuild: building $name ($module@$version) into $out (first time only)"
+  echo "gobuild: building $name ($module@$version, $pkg) into $out (first time only)"
   start=$(date +%s)
   tmp=$(mktemp "$out/.$name.XXXXXX")
   trap 'rm -f "$tmp"' EXIT
-  CGO_ENABLED=0 $go -C "$src" build -trimpath -ldflags "-s -w" -o "$tmp" .
+  CGO_ENABLED=0 $go -C "$src" build -trimpath -ldflags "$ldflags" -o "$tmp" "$pkg"
   chmod 0755 "$tmp"
   mv -f "$tmp" "$bin"
   trap - EXIT
