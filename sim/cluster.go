@@ -358,6 +358,13 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 
 // AddPod creates a pod namespace on node n and attaches it through n's API.
 func (c *Cluster) AddPod(ctx context.Context, n *Node) (*Pod, error) {
+	return c.AddPodMeta(ctx, n, "", "", api.PodMeta{})
+}
+
+// AddPodMeta is AddPod with the pod's Kubernetes namespace, name and
+// metadata ("" and an empty PodMeta: the sim's own, PodNamespace, the sim
+// pod's name and podLabels).
+func (c *Cluster) AddPodMeta(ctx context.Context, n *Node, namespace, name string, meta api.PodMeta) (*Pod, error) {
 	p := &Pod{Name: fmt.Sprintf("%s-p%d", n.Name, len(n.Pods)+1), Node: n.Name}
 	p.ID = c.Name + "-" + p.Name
 	p.Netns = c.Name + "-" + p.Name
@@ -372,8 +379,17 @@ func (c *Cluster) AddPod(ctx context.Context, n *Node) (*Pod, error) {
 	defer cl.Close()
 	actx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
+	if namespace == "" {
+		namespace = PodNamespace
+	}
+	if name == "" {
+		name = p.Name
+	}
+	if meta.Labels == nil {
+		meta.Labels = podLabels(p)
+	}
 	resp, err := cl.Attach(actx, api.AttachRequest{PodID: p.ID, Netns: netdev.NetnsPath(p.Netns),
-		PodNamespace: PodNamespace, PodName: p.Name, PodMeta: api.PodMeta{Labels: podLabels(p)}})
+		PodNamespace: namespace, PodName: name, PodMeta: meta})
 	if err != nil {
 		return nil, fmt.Errorf("pod %s: attach: %w", p.Name, err)
 	}

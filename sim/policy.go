@@ -5,12 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/objects"
+	"github.com/weftnet/weft/policy"
 	"github.com/weftnet/weft/policy/policytest"
 )
 
@@ -175,4 +181,150 @@ func ProbeUDP(ctx context.Context, netns string, dst netip.AddrPort, timeout tim
 		}
 	}
 	return false
+}
+
+// NewPolicySuite adds the suite's nine pods to c (model pod i on node
+// i%len(c.Nodes), attached in the model's namespaces with labels pod=<name>
+// and a named port per probe server), applies the Namespace objects, waits
+// until every node knows every pod, and returns an env whose Apply stores
+// the policies through the registry and waits until every node enforces
+// exactly them (by content fingerprint).
+func NewPolicySuite(ctx context.Context, c *Cluster, nsPrefix string) (*PolicyEnv, error) {
+	m := policytest.NewModel(nsPrefix)
+	var ports []api.ContainerPort
+	for _, pr := range policytest.Probes {
+		ports = append(ports, api.ContainerPort{Name: policytest.PortName(pr), Port: uint16(pr.Port), Protocol: string(pr.Protocol)})
+	}
+	var pods []*Pod
+	for i, mp := range m.Pods {
+		p, err := c.AddPodMeta(ctx, c.Nodes[i%len(c.Nodes)], mp.Namespace, mp.Name, api.PodMeta{Labels: mp.Labels(), ContainerPorts: ports})
+		if err != nil {
+			return nil, err
+		}
+		pods = append(pods, p)
+	}
+	var docs []string
+	for _, ns := range m.NamespaceObjects() {
+		b, err := objects.Encode(objects.Object{Kind: objects.KindNamespace, Namespace: ns})
+		if err != nil {
+			return nil, err
+		}
+		docs = append(docs, string(b))
+	}
+	if _, err := c.Apply(ctx, strings.Join(docs, "---\n")); err != nil {
+		return nil, fmt.Errorf("sim: apply the suite's namespaces: %w", err)
+	}
+	env, err := NewPolicyEnv(ctx, pods, nsPrefix)
+	if err != nil {
+		return nil, err
+	}
+	applied := map[string]string{} // ns/name -> document, in force
+	env.ApplyPolicies = func(ctx context.Context, pols []*networkingv1.NetworkPolicy) error {
+		return c.applyPolicies(ctx, pols, applied, nil)
+	}
+	// Every node must know every pod (published through the registry)
+	// before a case runs: a policy selecting a namespace's pods, allowing
+	// all egress (it isolates nothing that matters), shows it.
+	var sentinels []*networkingv1.NetworkPolicy
+	for _, k := range policytest.NamespaceKeys {
+		sentinels = append(sentinels, &networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: m.Namespaces[k], Name: "pl-sentinel"},
+			Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+				Egress: []networkingv1.NetworkPolicyEgressRule{{}}},
+		})
+	}
+	if err := c.applyPolicies(ctx, sentinels, applied, func(p api.PolicyInfo) bool { return len(p.Selects) == len(policytest.PodNames) }); err != nil {
+		env.Close()
+		return nil, fmt.Errorf("sim: waiting for every node to know the suite's pods: %w", err)
+	}
+	if err := env.Apply(nil); err != nil {
+		env.Close()
+		return nil, err
+	}
+	return env, nil
+}
+
+// applyPolicies makes pols the NetworkPolicies in force (deleting the ones
+// of applied not among them) and waits until every running node enforces
+// exactly them, and each satisfies ok if given.
+func (c *Cluster) applyPolicies(ctx context.Context, pols []*networkingv1.NetworkPolicy, applied map[string]string, ok func(api.PolicyInfo) bool) error {
+	want := map[string]string{} // ns/name -> fingerprint
+	var docs []string
+	next := map[string]string{}
+	for _, np := range pols {
+		b, err := objects.Encode(objects.Object{Kind: objects.KindNetworkPolicy, NetworkPolicy: np})
+		if err != nil {
+			return err
+		}
+		// What the registry stores is the decoded document: fingerprint that.
+		o, err := objects.DecodeOne(b)
+		if err != nil {
+			return fmt.Errorf("policy %s/%s: %w", np.Namespace, np.Name, err)
+		}
+		key := np.Namespace + "/" + np.Name
+		want[key] = policy.Fingerprint(o.NetworkPolicy)
+		next[key] = string(b)
+		docs = append(docs, string(b))
+	}
+	var gone []string
+	for key, doc := range applied {
+		if _, keep := next[key]; !keep {
+			gone = append(gone, doc)
+		}
+	}
+	if len(gone) > 0 {
+		if _, err := c.DeleteObjects(ctx, strings.Join(gone, "---\n")); err != nil {
+			return fmt.Errorf("sim: delete policies: %w", err)
+		}
+	}
+	if len(docs) > 0 {
+		if _, err := c.Apply(ctx, strings.Join(docs, "---\n")); err != nil {
+			return fmt.Errorf("sim: apply policies: %w", err)
+		}
+	}
+	clear(applied)
+	maps.Copy(applied, next)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		lag := c.policyLag(ctx, want, ok)
+		if lag == "" {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("sim: policies not in force after 30s: %s", lag)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// policyLag says which node does not yet enforce want ("" when all do).
+func (c *Cluster) policyLag(ctx context.Context, want map[string]string, ok func(api.PolicyInfo) bool) string {
+	for _, n := range c.Nodes {
+		if !pidAlive(n.PID) {
+			continue
+		}
+		cl := api.NewClient(n.Socket)
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		list, err := cl.Policies(qctx)
+		cancel()
+		cl.Close()
+		switch {
+		case err != nil:
+			return fmt.Sprintf("node %s: %v", n.Name, err)
+		case !list.Ready:
+			return fmt.Sprintf("node %s: not ready", n.Name)
+		case len(list.Policies) != len(want):
+			return fmt.Sprintf("node %s: %d policies, want %d", n.Name, len(list.Policies), len(want))
+		}
+		for _, p := range list.Policies {
+			fp, known := want[p.Namespace+"/"+p.Name]
+			if !known || fp != p.Fingerprint {
+				return fmt.Sprintf("node %s: policy %s/%s fingerprint %s, want %s", n.Name, p.Namespace, p.Name, p.Fingerprint, fp)
+			}
+			if ok != nil && !ok(p) {
+				return fmt.Sprintf("node %s: policy %s/%s selects %v", n.Name, p.Namespace, p.Name, p.Selects)
+			}
+		}
+	}
+	return ""
 }

@@ -60,3 +60,35 @@ func TestPolicyProbes(t *testing.T) {
 		t.Error("Apply with policies and no way to apply them: want an error, not a silent pass")
 	}
 }
+
+// TestPolicySuite runs every policytest case in real namespaces: nine
+// pods on three nodes, policies applied through the registry and in force
+// on every node before probing, every ordered pod pair probed on TCP/UDP
+// 80 and 81 (loopback left out, as upstream). On failure the expected and
+// observed matrices are printed.
+func TestPolicySuite(t *testing.T) {
+	c := newTestCluster(t, Options{Name: testenv.UniqueName("pl")})
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	defer cancel()
+	if err := c.Up(ctx, 3, 0); err != nil {
+		t.Fatal(err)
+	}
+	env, err := NewPolicySuite(ctx, c, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Close()
+	for _, tc := range policytest.Cases() {
+		t.Run(tc.Name, func(t *testing.T) {
+			results, err := policytest.Run(env.Model, tc, env, 32, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range results {
+				if !r.OK() {
+					t.Errorf("%s:\n%s", r, r.Reach.Report())
+				}
+			}
+		})
+	}
+}
