@@ -405,15 +405,14 @@ func (t *Table) probe(b, tag, k0, k1 uint64, tcpFlags uint8, now int64, h *Hit, 
 		if seq&1 != 0 {
 			continue
 		}
-		var q0, q1, p0, p1 uint64
-		if dir == DirOriginal {
-			q0, q1, p0, p1 = r.o0.Load(), r.o1.Load(), r.r0.Load(), r.r1.Load()
-		} else {
-			q0, q1, p0, p1 = r.r0.Load(), r.r1.Load(), r.o0.Load(), r.o1.Load()
+		mine, other := &r.o0, &r.r0
+		if dir == DirReply {
+			mine, other = &r.r0, &r.o0
 		}
-		if q0 != k0 || q1 != k1 {
+		if mine.Load() != k0 || mineHi(r, dir).Load() != k1 {
 			continue
 		}
+		p0, p1 := other.Load(), mineHi(r, 1-dir).Load()
 		st := r.state.Load()
 		aux := r.aux.Load()
 		last := r.last.Load()
@@ -425,7 +424,9 @@ func (t *Table) probe(b, tag, k0, k1 uint64, tcpFlags uint8, now int64, h *Hit, 
 			return false
 		}
 		if update {
-			st = t.advance(r, st, proto, dir, tcpFlags)
+			if !settled(st, proto, dir, tcpFlags) {
+				st = t.advance(r, st, proto, dir, tcpFlags)
+			}
 			if now-last >= refreshNs {
 				r.last.Store(now)
 			}
@@ -434,6 +435,27 @@ func (t *Table) probe(b, tag, k0, k1 uint64, tcpFlags uint8, now int64, h *Hit, 
 		return true
 	}
 	return false
+}
+
+// mineHi returns the second key word of the tuple of direction dir.
+func mineHi(r *record, dir Dir) *atomic.Uint64 {
+	if dir == DirOriginal {
+		return &r.o1
+	}
+	return &r.r1
+}
+
+// settled reports that a packet cannot change its flow's state word: the
+// common case of an established flow (and of a UDP flow that has seen a
+// reply), checked without the state machine.
+func settled(st uint32, proto uint8, dir Dir, tcpFlags uint8) bool {
+	if dir == DirReply && st&bitReplied == 0 {
+		return false
+	}
+	if proto != ProtoTCP {
+		return true
+	}
+	return State(st&0xff) == StateEstablished && tcpFlags&(FlagSYN|FlagFIN|FlagRST) == 0
 }
 
 // advance applies a packet's TCP flags (or, for any protocol, its
