@@ -19,6 +19,7 @@ import (
 func (c *frameCtx) conntrack(f []byte) bool {
 	fl := &c.flow
 	fl.tracked, fl.found = false, false
+	fl.hit = conntrack.Hit{} // set again by a lookup or an insert for this frame only
 	if c.stateless || c.et != packet.EtherTypeIPv4 {
 		return true
 	}

@@ -337,3 +337,20 @@ func BenchmarkPolicyStage(b *testing.B) {
 		}
 	}
 }
+
+// A frame must never see the conntrack hit of the frame before it in the
+// batch: a service flow followed by a new pod-to-pod flow that policy
+// denies.
+func TestPolicyStageNoStaleHitAcrossFrames(t *testing.T) {
+	s := svcSwitch(t, webService(backend(podBIP.String(), 8080, true)))
+	s.SetPolicy(polSnap(bIngress(fromApp("a"), tcpPort(intstr.FromInt32(8080)))))
+	frames := [][]byte{
+		l4Frame(t, routerMAC, podAMAC, podAIP, 1000, vipWeb, 80, packet.IPProtoTCP, packet.TCPFlagSYN, 0),   // allowed, NAT inserted
+		l4Frame(t, routerMAC, podAMAC, podAIP, 1001, podBIP, 9090, packet.IPProtoTCP, packet.TCPFlagSYN, 0), // denied: port 9090
+	}
+	out := make([]Verdict, 2)
+	s.Process(frames, portA, out, sec)
+	if out[0].Action != ActionDeliver || out[1].Reason != DropPolicyIngress {
+		t.Fatalf("verdicts %+v, want delivered then drop policy_ingress", out)
+	}
+}
