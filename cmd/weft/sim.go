@@ -173,7 +173,7 @@ type simSub struct {
 
 var simSubs = map[string]*simSub{
 	"up":       {synopsis: "[--nodes N] [--pods-per-node M] [--registry file|etcd] [--weftd PATH] [--etcd PATH] [--lease-ttl DURATION] [--keep-on-failure]", setup: simUp},
-	"test":     {synopsis: "[--workers N] [--port P] [-o json]", setup: simTest},
+	"test":     {synopsis: "[--workers N] [--port P] [--policy-suite] [-o json]", setup: simTest},
 	"status":   {synopsis: "[-o json]", setup: simStatus},
 	"exec":     {synopsis: "POD|NODE [--] CMD [ARG...]", args: -1, setup: simExec},
 	"kill":     {synopsis: "NODE", args: 1, setup: simKill},
@@ -367,10 +367,14 @@ func findWeftd(given string) (string, error) {
 func simTest(fs *flag.FlagSet, f *simFlags) func(context.Context, *cli, []string) error {
 	workers := fs.Int("workers", 8, "`N` how many checks run at once")
 	port := fs.Int("port", 7777, "`PORT` the TCP test servers listen on (the localhost check uses PORT+1)")
+	policySuite := fs.Bool("policy-suite", false, "run the NetworkPolicy suite instead: nine pods added in namespaces netpol-x, -y, -z, every case's truth table printed")
 	return func(ctx context.Context, c *cli, _ []string) error {
 		cl, err := f.load(c)
 		if err != nil {
 			return err
+		}
+		if *policySuite {
+			return runPolicySuite(ctx, c, cl, *workers, f.output == outJSON)
 		}
 		opts := sim.MatrixOptions{Workers: *workers, Port: *port}
 		if f.output == outTable {
