@@ -2,14 +2,16 @@
 # bench/ab.sh: A/B of weftd end to end. Builds weftd at BASE_REF (A) and
 # from the working tree (B), then runs each in turn REPS times in a
 # two-node `weft sim` (one pod per node): iperf3 TCP 1 stream (and 4 with
-# TCP4=1) for T seconds, then ping -c 300 -i 0.01; prints every run and the
-# medians. Alternating A and B spreads slow drifts of the machine over
+# TCP4=1, and UDP with 64-byte datagrams at full rate with UDP64=1, in
+# thousands of datagrams received per second) for T seconds, then ping -c
+# 300 -i 0.01; prints every run and the medians. Alternating A and B spreads slow drifts of the machine over
 # both. This is how the A/B figures in docs/BENCHMARKS.md were made.
 #
 #   sudo bench/ab.sh HEAD~1 4
 #   sudo ARGS_B="--workers=2" TCP4=1 bench/ab.sh HEAD 3
 #
-# Environment: T (default 5), TCP4 (1: also 4 streams), ARGS_A/ARGS_B
+# Environment: T (default 5), TCP4 (1: also 4 streams), UDP64 (1: also
+# UDP 64-byte datagrams, -u -l 64 -b 0), ARGS_A/ARGS_B
 # (extra weftd flags), ENVS_A/ENVS_B (environment for weftd, e.g.
 # GOMAXPROCS=1). Needs root, iperf3, ping, jq (make deps).
 set -euo pipefail
@@ -34,12 +36,13 @@ git -C "$ROOT" worktree add --detach "$WORK/base" "$REF" >/dev/null
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "-"}'; }
 
-# run BIN ENV ARGS: one sim, one set of measurements, printed as "tcp1 tcp4 ping".
+# run BIN ENV ARGS: one sim, one set of measurements, printed as
+# "tcp1 tcp4 ping udp64".
 run() {
 	printf '#!/bin/sh\nexec env %s %s "$@" %s\n' "$2" "$1" "$3" >"$WORK/wrap"
 	chmod +x "$WORK/wrap"
 	"$WORK/weft" sim up --name "$NAME" --nodes 2 --pods-per-node 1 --weftd "$WORK/wrap" >/dev/null
-	local j p1 p2 ip2 g1 g4=- rtt
+	local j p1 p2 ip2 g1 g4=- rtt u64=-
 	j=$("$WORK/weft" sim status --name "$NAME" -o json)
 	p1=$(jq -r '.nodes[0].pods[0].netns' <<<"$j")
 	p2=$(jq -r '.nodes[1].pods[0].netns' <<<"$j")
@@ -52,11 +55,15 @@ run() {
 	if [ "${TCP4:-}" = 1 ]; then
 		g4=$(ip netns exec "$p1" iperf3 -c "$ip2" -t "$T" -P 4 -J | jq -r '.end.sum_received.bits_per_second/1e9')
 	fi
+	if [ "${UDP64:-}" = 1 ]; then
+		u64=$(ip netns exec "$p1" iperf3 -c "$ip2" -t "$T" -u -l 64 -b 0 -J |
+			jq -r '.end.sum | ((.packets - .lost_packets) / .seconds / 1000)')
+	fi
 	rtt=$(ip netns exec "$p1" ping -c 300 -i 0.01 -q "$ip2" | tail -1 | cut -d/ -f5)
 	kill "$IPERF_PID" 2>/dev/null || true
 	IPERF_PID=
 	"$WORK/weft" sim down --name "$NAME" >/dev/null
-	echo "$g1 $g4 $rtt"
+	echo "$g1 $g4 $rtt $u64"
 }
 
 : >"$WORK/results"
@@ -70,5 +77,6 @@ for s in A B; do
 	echo "$s ($([ $s = A ] && echo "$REF" || echo "working tree")) median:" \
 		"tcp1=$(awk -v s=$s '$1==s {print $2}' "$WORK/results" | median) Gbit/s" \
 		"tcp4=$(awk -v s=$s '$1==s {print $3}' "$WORK/results" | median) Gbit/s" \
-		"ping=$(awk -v s=$s '$1==s {print $4}' "$WORK/results" | median) ms"
+		"ping=$(awk -v s=$s '$1==s {print $4}' "$WORK/results" | median) ms" \
+		"udp64=$(awk -v s=$s '$1==s {print $5}' "$WORK/results" | median) kpps"
 done

@@ -159,6 +159,12 @@ registry:
 			}
 			return ""
 		}},
+		{"offload knobs one by one", []string{"--config", file, "--offload", "--tso=false", "--gro=false"}, func(c Config) string {
+			if !c.Offload || c.TSO || !c.USO || c.GRO {
+				return "want offload on, TSO and GRO off, USO left on"
+			}
+			return ""
+		}},
 		{"flag switches backend, registry dir follows state dir", []string{"--config", file, "--registry", "file", "--etcd-endpoints", ""}, func(c Config) string {
 			if c.Registry.Backend != BackendFile || c.Registry.Dir != "/srv/file/registry" {
 				return "want the file backend in <state_dir>/registry"
