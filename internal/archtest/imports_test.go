@@ -44,7 +44,7 @@ var allowed = map[string][]string{
 	// bench replays captures through datapath over fakes.
 	"bench":          {"datapath", "switch", "overlay", "netdev", "packet", "internal/childproc"},
 	"cmd/weftd":      {"node", "api", "registry", "ipam", "netdev", "overlay", "packet", "objects"},
-	"cmd/weft":       {"api", "sim", "packet", "objects"},
+	"cmd/weft":       {"api", "sim", "policy", "packet", "objects"},
 	"cmd/weft-cni":   {"api", "netdev", "packet"},
 	"cmd/weft-bench": {"bench", "packet"},
 	// The switch's stage helpers are leaves under the switch: pure Go over
