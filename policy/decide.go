@@ -92,15 +92,7 @@ func (s *Snapshot) Decide(f Flow, check Check) Decision {
 	}
 	if check&CheckEgress != 0 && srcIsPod {
 		if t := s.pods[si].egress; t >= 0 {
-			tab := &s.tables[t]
-			var list uint32
-			if dstIsPod {
-				list = tab.byPod[di]
-			} else {
-				list = tab.byAddr(dst)
-			}
-			d.Egress = s.match(list, f.Proto, f.DstPort)
-			if d.Egress == NoRule {
+			if d.Egress = s.allowedBy(t, di, dstIsPod, dst, &f); d.Egress == NoRule {
 				d.Why = WhyEgressIsolated
 				return d
 			}
@@ -108,15 +100,7 @@ func (s *Snapshot) Decide(f Flow, check Check) Decision {
 	}
 	if check&CheckIngress != 0 && dstIsPod {
 		if t := s.pods[di].ingress; t >= 0 {
-			tab := &s.tables[t]
-			var list uint32
-			if srcIsPod {
-				list = tab.byPod[si]
-			} else {
-				list = tab.byAddr(src)
-			}
-			d.Ingress = s.match(list, f.Proto, f.DstPort)
-			if d.Ingress == NoRule {
+			if d.Ingress = s.allowedBy(t, si, srcIsPod, src, &f); d.Ingress == NoRule {
 				d.Why = WhyIngressIsolated
 				return d
 			}
@@ -137,6 +121,18 @@ func (s *Snapshot) Recheck(f Flow, check Check, old Decision) (Decision, bool) {
 	}
 	d := s.Decide(f, check)
 	return d, d.Allowed != old.Allowed
+}
+
+// allowedBy returns the first rule of table t admitting f from (ingress)
+// or to (egress) the peer: pod index peer when peerIsPod, else address
+// peerIP. NoRule: nothing does.
+func (s *Snapshot) allowedBy(t, peer int32, peerIsPod bool, peerIP uint32, f *Flow) int32 {
+	tab := &s.tables[t]
+	list := tab.byAddr(peerIP)
+	if peerIsPod {
+		list = tab.byPod[peer]
+	}
+	return s.match(list, f.Proto, f.DstPort)
 }
 
 func (s *Snapshot) isHost(ip uint32) bool {

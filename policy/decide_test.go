@@ -291,15 +291,18 @@ func TestOrderIndependent(t *testing.T) {
 	}
 }
 
+// testPorts are the protocols and ports the flow sets of the tests use.
+var testPorts = []struct {
+	proto uint8
+	port  uint16
+}{{ProtoTCP, 80}, {ProtoTCP, 8080}, {ProtoTCP, 9090}, {ProtoTCP, 1500}, {ProtoUDP, 53}, {ProtoUDP, 80}, {ProtoUDP, 81}, {1, 0}, {ProtoSCTP, 80}}
+
 func allFlows() []Flow {
 	addrs := []string{web, db, cli, node, "10.0.3.3", "192.168.1.1"}
 	var out []Flow
 	for _, a := range addrs {
 		for _, b := range addrs {
-			for _, pp := range []struct {
-				proto uint8
-				port  uint16
-			}{{ProtoTCP, 80}, {ProtoTCP, 8080}, {ProtoTCP, 9090}, {ProtoUDP, 53}, {ProtoUDP, 80}, {1, 0}, {ProtoSCTP, 80}} {
+			for _, pp := range testPorts {
 				out = append(out, flow(a, b, pp.proto, pp.port))
 			}
 		}

@@ -114,10 +114,7 @@ func fuzzFlows(in Input) []Flow {
 	var out []Flow
 	for _, a := range addrs {
 		for _, b := range addrs {
-			for _, pp := range []struct {
-				proto uint8
-				port  uint16
-			}{{ProtoTCP, 80}, {ProtoTCP, 8080}, {ProtoTCP, 1500}, {ProtoUDP, 53}, {ProtoUDP, 81}, {1, 0}, {ProtoSCTP, 80}} {
+			for _, pp := range testPorts {
 				out = append(out, Flow{Src: a, Dst: b, Proto: pp.proto, DstPort: pp.port})
 			}
 		}
