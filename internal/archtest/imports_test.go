@@ -38,7 +38,10 @@ var allowed = map[string][]string{
 	"service": {"switch", "packet", "objects"},
 	// node implements api.Service over api's wire types.
 	// node sizes the switch's conntrack table (switch/conntrack.Config).
-	"node": {"datapath", "switch", "switch/conntrack", "overlay", "netdev", "ipam", "registry", "api", "packet", "objects", "service", "policy"},
+	"node": {"datapath", "switch", "switch/conntrack", "overlay", "netdev", "ipam", "registry", "api", "packet", "objects", "service", "policy", "nft"},
+	// nft keeps weftd's own nftables table (egress, hostPort): a leaf that
+	// node alone imports.
+	"nft": {},
 	// sim runs weftd as processes: it talks to them through api, never node.
 	"sim": {"api", "netdev", "registry", "ipam", "packet", "objects", "policy", "internal/childproc"},
 	// bench replays captures through datapath over fakes.

@@ -1,0 +1,290 @@
+package nft_test
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+
+	"github.com/weftnet/weft/internal/testenv"
+	"github.com/weftnet/weft/netdev"
+	"github.com/weftnet/weft/nft"
+	"github.com/weftnet/weft/sim"
+)
+
+// topo is three namespaces standing for a pod, its node and a host outside
+// the cluster:
+//
+//	pod  eth0 10.244.1.5/24, default via .2 ---- node weft0 10.244.1.2/24
+//	node u0 198.51.100.1/24 ------------------- out  eth0 198.51.100.2/24
+//
+// The outside host has no route to 10.244.0.0/16: a pod reaches it only
+// masqueraded. The veth named weft0 stands for weftd's host port (the
+// rules only look at its name).
+type topo struct {
+	pod, node, out string
+	podIP, nodeIP  netip.Addr
+	outIP          netip.Addr
+}
+
+var cluster = netip.MustParsePrefix("10.244.0.0/16")
+
+func newTopo(t *testing.T) *topo {
+	t.Helper()
+	testenv.RequireRoot(t)
+	tp := &topo{
+		pod: testenv.UniqueName("egp"), node: testenv.UniqueName("egn"), out: testenv.UniqueName("ego"),
+		podIP: netip.MustParseAddr("10.244.1.5"), nodeIP: netip.MustParseAddr("198.51.100.1"),
+		outIP: netip.MustParseAddr("198.51.100.2"),
+	}
+	for _, ns := range []string{tp.pod, tp.node, tp.out} {
+		if _, err := netdev.NewNetns(ns); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { netdev.DeleteNetns(ns) })
+	}
+	p := netdev.NetnsPath
+	if err := netdev.NewVeth(
+		netdev.VethEnd{Name: "eth0", NetnsPath: p(tp.pod), Addr: netip.MustParsePrefix("10.244.1.5/24")},
+		netdev.VethEnd{Name: "weft0", NetnsPath: p(tp.node), Addr: netip.MustParsePrefix("10.244.1.2/24")},
+	); err != nil {
+		t.Fatal(err)
+	}
+	if err := netdev.NewVeth(
+		netdev.VethEnd{Name: "u0", NetnsPath: p(tp.node), Addr: netip.MustParsePrefix("198.51.100.1/24")},
+		netdev.VethEnd{Name: "eth0", NetnsPath: p(tp.out), Addr: netip.MustParsePrefix("198.51.100.2/24")},
+	); err != nil {
+		t.Fatal(err)
+	}
+	if err := netdev.AddRoute(p(tp.pod), "eth0", netip.MustParsePrefix("0.0.0.0/0"), netip.MustParseAddr("10.244.1.2")); err != nil {
+		t.Fatal(err)
+	}
+	// Forwarding in the test's own node namespace, never the root one.
+	if err := netdev.Do(p(tp.node), func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return tp
+}
+
+func (tp *topo) open(t *testing.T) *nft.Table {
+	t.Helper()
+	tab, err := nft.Open(nft.Options{NetnsPath: netdev.NetnsPath(tp.node)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tab.Close)
+	return tab
+}
+
+func (tp *topo) ruleset(hps ...nft.HostPort) nft.Ruleset {
+	return nft.Ruleset{
+		HostIface: "weft0", Cluster: cluster, Masquerade: true,
+		NonMasquerade: []netip.Prefix{cluster, nft.LinkLocal}, HostPorts: hps,
+	}
+}
+
+// serve runs an echo server reporting the peer it saw (sim's helper
+// protocol) in netns on addr until the test ends.
+func serve(t *testing.T, netns, addr string) {
+	t.Helper()
+	ln, err := sim.ListenIn(netns, "tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go sim.ServeEcho(ln)
+}
+
+// probe connects from netns to dst and returns the address the server saw.
+func probe(t *testing.T, netns string, dst netip.AddrPort) (netip.Addr, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	conn, err := sim.DialIn(ctx, netns, "tcp4", dst.String())
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer conn.Close()
+	peer, err := sim.EchoProbe(conn, 4096, time.Now().Add(3*time.Second))
+	return peer.Addr(), err
+}
+
+func TestEgressMasquerade(t *testing.T) {
+	tp := newTopo(t)
+	serve(t, tp.out, ":7000")
+	dst := netip.AddrPortFrom(tp.outIP, 7000)
+	// Without weft's table the outside host cannot answer the pod.
+	if _, err := probe(t, tp.pod, dst); err == nil {
+		t.Fatal("pod reached the outside host with no masquerade rule; the topology does not test anything")
+	}
+	tab := tp.open(t)
+	if err := tab.Apply(tp.ruleset()); err != nil {
+		t.Fatal(err)
+	}
+	seen, err := probe(t, tp.pod, dst)
+	if err != nil {
+		t.Fatalf("pod -> outside with egress masquerade: %v", err)
+	}
+	if seen != tp.nodeIP {
+		t.Errorf("outside server saw %s, want the node's address %s", seen, tp.nodeIP)
+	}
+	c, err := tab.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Masqueraded.Packets < 1 || c.Out.Packets < 3 || c.In.Packets < 3 {
+		t.Errorf("counters after one masqueraded connection: %+v; want masqueraded >= 1, out and in >= 3 packets", c)
+	}
+
+	// Pod-to-pod (the cluster CIDR) stays un-NATed: a second pod stands in
+	// on the outside host's side with a cluster address.
+	if err := netdev.AddAddr(netdev.NetnsPath(tp.out), "eth0", netip.MustParsePrefix("10.244.2.9/32")); err != nil {
+		t.Fatal(err)
+	}
+	if err := netdev.AddRoute(netdev.NetnsPath(tp.out), "eth0", netip.MustParsePrefix("10.244.1.0/24"), tp.nodeIP); err != nil {
+		t.Fatal(err)
+	}
+	if err := netdev.AddRoute(netdev.NetnsPath(tp.node), "u0", netip.MustParsePrefix("10.244.2.0/24"), tp.outIP); err != nil {
+		t.Fatal(err)
+	}
+	seen, err = probe(t, tp.pod, netip.AddrPortFrom(netip.MustParseAddr("10.244.2.9"), 7000))
+	if err != nil {
+		t.Fatalf("pod -> cluster address: %v", err)
+	}
+	if seen != tp.podIP {
+		t.Errorf("server at a cluster address saw %s, want the pod's own %s (no NAT inside the cluster)", seen, tp.podIP)
+	}
+
+	// Masquerade off: the pod leaves with its own address, which the
+	// outside host now routes back (it has a route to 10.244.1.0/24).
+	rs := tp.ruleset()
+	rs.Masquerade = false
+	if err := tab.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	if seen, err = probe(t, tp.pod, dst); err != nil || seen != tp.podIP {
+		t.Errorf("masquerade off: server saw %s (err %v), want the pod's %s", seen, err, tp.podIP)
+	}
+}
+
+func TestHostPort(t *testing.T) {
+	tp := newTopo(t)
+	serve(t, tp.pod, ":80")
+	tab := tp.open(t)
+	hp := nft.HostPort{Proto: nft.TCP, Port: 8080, Pod: tp.podIP, PodPort: 80, Owner: "eg-pod"}
+	if err := tab.Apply(tp.ruleset(hp)); err != nil {
+		t.Fatal(err)
+	}
+	front := netip.AddrPortFrom(tp.nodeIP, 8080)
+	// From outside: the pod sees the client's own address.
+	if seen, err := probe(t, tp.out, front); err != nil || seen != tp.outIP {
+		t.Errorf("outside -> node:8080: pod saw %s (err %v), want the client %s", seen, err, tp.outIP)
+	}
+	// From the node's own processes (the output hook).
+	if seen, err := probe(t, tp.node, front); err != nil || seen != tp.nodeIP {
+		t.Errorf("node -> node:8080: pod saw %s (err %v), want the node's %s", seen, err, tp.nodeIP)
+	}
+	// The pod to its own hostPort: hairpin, answered through the node.
+	if seen, err := probe(t, tp.pod, front); err != nil || seen != netip.MustParseAddr("10.244.1.2") {
+		t.Errorf("pod -> its own hostPort: pod saw %s (err %v), want the host port's 10.244.1.2 (hairpin masquerade)", seen, err)
+	}
+	c, err := tab.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.HostPorts[hp.String()]; got.Packets != 3 {
+		t.Errorf("hostPort %s counted %d connections, want 3 (%+v)", hp, got.Packets, c.HostPorts)
+	}
+	if c.Hairpin.Packets != 1 {
+		t.Errorf("hairpin counted %d connections, want 1", c.Hairpin.Packets)
+	}
+	// A specific host address: only that one answers.
+	hp2 := nft.HostPort{Proto: nft.TCP, HostIP: netip.MustParseAddr("10.244.1.2"), Port: 9090, Pod: tp.podIP, PodPort: 80}
+	if err := tab.SetHostPorts([]nft.HostPort{hp2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := probe(t, tp.out, front); err == nil {
+		t.Error("node:8080 still answers after its mapping was removed")
+	}
+	if _, err := probe(t, tp.out, netip.AddrPortFrom(tp.nodeIP, 9090)); err == nil {
+		t.Error("node's u0 address answers a mapping for host IP 10.244.1.2 only")
+	}
+	if seen, err := probe(t, tp.node, netip.AddrPortFrom(netip.MustParseAddr("10.244.1.2"), 9090)); err != nil || seen != netip.MustParseAddr("10.244.1.2") {
+		t.Errorf("node -> 10.244.1.2:9090: pod saw %s (err %v)", seen, err)
+	}
+	// The egress counters survive a hostPort rewrite.
+	c2, err := tab.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2.Hairpin.Packets < c.Hairpin.Packets {
+		t.Errorf("hairpin counter went from %d to %d across SetHostPorts", c.Hairpin.Packets, c2.Hairpin.Packets)
+	}
+}
+
+// TestApplyOwnsOnlyItsTable writes a foreign table first, then weft's twice
+// (a restart), then removes weft's: the foreign table is never touched, and
+// a rewrite leaves exactly the new rules.
+func TestApplyOwnsOnlyItsTable(t *testing.T) {
+	tp := newTopo(t)
+	fd, err := os.Open(netdev.NetnsPath(tp.node))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(fd.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := c.AddTable(&nftables.Table{Name: "eg-other", Family: nftables.TableFamilyIPv4})
+	c.AddChain(&nftables.Chain{Name: "keep", Table: other})
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	tab := tp.open(t)
+	if ok, err := tab.Exists(); err != nil || ok {
+		t.Fatalf("Exists before Apply = %v, %v; want false", ok, err)
+	}
+	hp := nft.HostPort{Proto: nft.UDP, Port: 53, Pod: tp.podIP, PodPort: 53}
+	if err := tab.Apply(tp.ruleset(hp, hp)); err == nil || !strings.Contains(err.Error(), "given twice") {
+		t.Errorf("Apply with a mapping given twice: err %v", err)
+	}
+	if ok, _ := tab.Exists(); ok {
+		t.Error("a refused Apply wrote the table")
+	}
+	for range 2 {
+		if err := tab.Apply(tp.ruleset(hp)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rules, err := c.GetRules(&nftables.Table{Name: nft.DefaultName, Family: nftables.TableFamilyIPv4}, &nftables.Chain{Name: "ports"})
+	if err != nil || len(rules) != 1 {
+		t.Errorf("ports chain after two Applies: %d rules (err %v), want 1", len(rules), err)
+	}
+	if err := tab.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := tab.Exists(); err != nil || ok {
+		t.Errorf("Exists after Remove = %v, %v; want false", ok, err)
+	}
+	if err := tab.Remove(); err != nil {
+		t.Errorf("Remove of a removed table: %v", err)
+	}
+	if _, err := c.ListTableOfFamily("eg-other", nftables.TableFamilyIPv4); err != nil {
+		t.Errorf("the foreign table is gone: %v", err)
+	}
+}
+
+func TestOpenMissingNetns(t *testing.T) {
+	_, err := nft.Open(nft.Options{NetnsPath: filepath.Join(t.TempDir(), "nope")})
+	if err == nil || !strings.Contains(err.Error(), "nope") {
+		t.Errorf("Open of a missing netns: %v", err)
+	}
+}
