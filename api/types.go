@@ -36,6 +36,9 @@ type Status struct {
 	Offload string `json:"offload"`
 	// RxWorkers is how many sockets (and workers) receive VXLAN.
 	RxWorkers int `json:"rx_workers,omitempty"`
+	// Egress is the way out and in through the node's stack (nil from a
+	// weftd that predates it).
+	Egress *Egress `json:"egress,omitempty"`
 }
 
 // Registry states.
@@ -73,6 +76,9 @@ type Port struct {
 	TxBytes      uint64       `json:"tx_bytes"`
 	Since        time.Time    `json:"since"`            // attach time
 	Queues       int          `json:"queues,omitempty"` // the TAP's queues, each with a worker (offload mode; 0 for a plain TAP)
+
+	// PortMappings are the pod's hostPorts.
+	PortMappings []PortMapping `json:"port_mappings,omitempty"`
 }
 
 // DefaultIfName is the pod interface name when a request gives none.
@@ -94,6 +100,10 @@ type AttachRequest struct {
 	// person with `weft attach`), so that a runtime's garbage collection
 	// only ever removes the ports it made.
 	Owner string `json:"owner,omitempty"`
+	// PortMappings are hostPorts for the pod (CNI's portMappings). A
+	// mapping another pod holds on that host address and protocol fails
+	// the attach with ErrConflict.
+	PortMappings []PortMapping `json:"port_mappings,omitempty"`
 }
 
 // OwnerCNI marks ports attached by the CNI plugin.
@@ -113,6 +123,9 @@ func (r *AttachRequest) Normalize() error {
 		return err
 	}
 	if err := r.PodMeta.check(); err != nil {
+		return err
+	}
+	if err := normalizePortMappings(r.PortMappings); err != nil {
 		return err
 	}
 	return checkIfName(r.IfName)

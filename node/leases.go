@@ -127,6 +127,7 @@ func (n *Node) applyLeases(live map[string]registry.Lease) {
 		routes = append(routes, vswitch.Route{Prefix: l.Subnet, Kind: vswitch.RoutePeer, Peer: l.Underlay, PeerMAC: l.RouterMAC})
 		peers = append(peers, overlay.Peer{Name: l.Node, Underlay: l.Underlay, RouterMAC: l.RouterMAC, Subnet: l.Subnet, VNI: n.cfg.VNI, Foreign: l.Foreign})
 	}
+	routes = append(routes, n.egressRoutes()...)
 	// Peers first: a route is only useful once the peer's VXLAN is accepted.
 	// Every lease was checked above, so these fail only on a bug.
 	if err := n.peers.Set(peers); err != nil {

@@ -91,6 +91,8 @@ type Config struct {
 	// MaglevSize is the Maglev table size per service frontend (a prime);
 	// 0 = DefaultConntrackSize, DefaultMaglevSize.
 	ConntrackSize, MaglevSize int
+	// Egress: pod traffic leaving the cluster, and hostPorts (egress.go).
+	Egress EgressConfig
 }
 
 // The switch's defaults for Config.FloodRate and FloodBurst, for weftd's
@@ -139,6 +141,7 @@ type Node struct {
 	udpHist batchHist
 	svc     *serviceState // Services and pod metadata (services.go); nil without an object store
 	pol     *policyState  // NetworkPolicy (policy.go); nil without an object store
+	egress  egressState   // weftd's nftables table (egress.go)
 
 	// view is what the lease watch accepted, rejected and holds (leases.go).
 	view peerView
@@ -270,8 +273,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// must not answer its pods' first packets with net-unreachable while
 	// the watch is still starting.
 	n.loadPeers(ctx)
+	// The table before the Services: their first compilation writes the
+	// node ports into it.
+	if err := n.startEgress(); err != nil {
+		return err
+	}
 	n.loadServices(ctx)
 	n.restorePorts()
+	n.syncRestoredHostPorts()
 	n.applyPendingReleases()
 
 	n.startUnderlayWorkers()
@@ -573,6 +582,7 @@ func (n *Node) Stop() {
 		}
 	}
 	n.wg.Wait()
+	n.stopEgress()
 	if n.ipam != nil {
 		n.ipam.Close()
 	}

@@ -42,6 +42,9 @@ func (n *Node) Attach(ctx context.Context, req api.AttachRequest) (api.AttachRes
 	if err != nil {
 		return api.AttachResponse{}, api.BadRequest("netns", err.Error())
 	}
+	if err := n.checkPortMappings(req); err != nil {
+		return api.AttachResponse{}, err
+	}
 	alloc, err := n.ipam.Allocate(key, ipam.Meta{PodNamespace: req.PodNamespace, PodName: req.PodName})
 	if err != nil {
 		if errors.Is(err, ipam.ErrExhausted) {
@@ -53,7 +56,8 @@ func (n *Node) Attach(ctx context.Context, req api.AttachRequest) (api.AttachRes
 		PodID: req.PodID, IfName: req.IfName, Netns: req.Netns,
 		PodNamespace: req.PodNamespace, PodName: req.PodName, Owner: req.Owner, PodMeta: req.PodMeta,
 		Addr: alloc.Prefix, MAC: PodMAC(alloc.Addr), MTU: n.mtu, Since: time.Now().UTC(),
-		NetnsIno: nsIno,
+		NetnsIno:     nsIno,
+		PortMappings: req.PortMappings,
 	}
 	undo := func(what string, err error) (api.AttachResponse, error) {
 		if rerr := n.ipam.Release(key); rerr != nil {
@@ -77,10 +81,21 @@ func (n *Node) Attach(ctx context.Context, req api.AttachRequest) (api.AttachRes
 		netdev.DeleteTap(rec.IfName, rec.Netns)
 		return undo("write port record", err)
 	}
+	if len(rec.PortMappings) > 0 {
+		if err := n.syncHostPorts(rec); err != nil {
+			tap.Close()
+			netdev.DeleteTap(rec.IfName, rec.Netns)
+			n.records.remove(rec.PodID, rec.IfName)
+			return undo("program host ports", err)
+		}
+	}
 	if err := n.addPodPort(rec, tap); err != nil {
 		tap.Close()
 		netdev.DeleteTap(rec.IfName, rec.Netns)
 		n.records.remove(rec.PodID, rec.IfName)
+		if len(rec.PortMappings) > 0 {
+			n.resyncHostPorts("attach rollback")
+		}
 		return undo("add switch port", err)
 	}
 	delete(n.dormant, key) // attached again: the new record replaced the old
@@ -123,6 +138,9 @@ func (n *Node) Detach(ctx context.Context, req api.DetachRequest) error {
 	n.stopPort(p)
 	n.policyLocalPod(p.rec, true)
 	delete(n.byKey, key)
+	if len(p.rec.PortMappings) > 0 {
+		n.resyncHostPorts("detach")
+	}
 	if err := netdev.DeleteTap(p.rec.IfName, p.rec.Netns); err != nil {
 		n.log.Warn("detach: delete tap", "pod", req.PodID, "err", err)
 	}
@@ -157,7 +175,7 @@ func (n *Node) apiPort(p *port) api.Port {
 		MTU: p.rec.MTU, PortID: int(p.ID),
 		RxFrames: p.RxFrames.Load(), TxFrames: p.TxFrames.Load(),
 		RxBytes: p.RxBytes.Load(), TxBytes: p.TxBytes.Load(), Since: p.since,
-		Queues: p.Queues(),
+		Queues: p.Queues(), PortMappings: p.rec.PortMappings,
 	}
 }
 
@@ -192,6 +210,9 @@ func (n *Node) detachDormant(key ipam.Key, r PortRecord) error {
 		return err
 	}
 	delete(n.dormant, key)
+	if len(r.PortMappings) > 0 {
+		n.resyncHostPorts("detach")
+	}
 	if err := n.ipam.Release(key); err != nil {
 		return fmt.Errorf("release %s: %w", r.Addr.Addr(), err)
 	}

@@ -43,6 +43,7 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 		ClusterCIDR: n.cfg.ClusterCIDR, StartedAt: n.start,
 		Uptime:   api.Duration(time.Since(n.start).Truncate(time.Second)),
 		Registry: reg, Ports: nports, Peers: n.peers.Len(), Offload: n.offloadStatus(), RxWorkers: len(n.rx),
+		Egress: n.egressStatus(),
 	}, nil
 }
 

@@ -34,6 +34,10 @@ type PortRecord struct {
 	MTU          int            `json:"mtu"`
 	Since        time.Time      `json:"since"`
 	Extra        map[string]any `json:"extra,omitempty"`
+
+	// PortMappings are the pod's hostPorts: a restarted weftd writes
+	// them into its nftables table again.
+	PortMappings []api.PortMapping `json:"port_mappings,omitempty"`
 }
 
 // recordStore keeps one JSON file per port under dir. Writes are

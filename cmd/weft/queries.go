@@ -62,6 +62,9 @@ Examples:
 				if s.RxWorkers > 1 {
 					t.kv("rx workers", strconv.Itoa(s.RxWorkers))
 				}
+				if s.Egress != nil {
+					egressLines(t, s.Egress)
+				}
 			})
 		}
 	},

@@ -87,6 +87,9 @@ type Config struct {
 	// per service frontend (a prime; 2 bytes a slot).
 	ConntrackSize int `yaml:"conntrack_size"`
 	MaglevSize    int `yaml:"maglev_size"`
+	// Egress is the way out of the cluster (and hostPorts in) through the
+	// node's own stack.
+	Egress EgressConfig `yaml:"egress"`
 
 	// File is the --config file that was read, "" if none.
 	File string `yaml:"-"`
@@ -109,6 +112,34 @@ type RegistryConfig struct {
 	// ReleaseOnShutdown gives the node's subnet back on a clean stop;
 	// off by default so that a restarted node keeps its subnet and pods.
 	ReleaseOnShutdown bool `yaml:"release_on_shutdown"`
+}
+
+// EgressConfig says how pods reach addresses outside the cluster.
+type EgressConfig struct {
+	// Enabled routes pod traffic for addresses outside the cluster to the
+	// node's stack and keeps weftd's nftables table (ip weft).
+	Enabled bool `yaml:"enabled"`
+	// Masquerade gives that traffic the node's address.
+	Masquerade bool `yaml:"masquerade"`
+	// NonMasqueradeCIDRs are destinations pods reach with their own
+	// address; empty means the cluster CIDR (ip-masq-agent's default).
+	NonMasqueradeCIDRs []string `yaml:"non_masquerade_cidrs"`
+	// MasqueradeLinkLocal masquerades 169.254.0.0/16 too.
+	MasqueradeLinkLocal bool `yaml:"masquerade_link_local"`
+	// KeepIPForward: never turn net.ipv4.ip_forward on; fail if it is off.
+	KeepIPForward bool `yaml:"keep_ip_forward"`
+}
+
+// NonMasqueradePrefixes returns NonMasqueradeCIDRs parsed (nil for
+// none); valid after Validate.
+func (e EgressConfig) NonMasqueradePrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range e.NonMasqueradeCIDRs {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
 }
 
 // Registry backends.
@@ -175,6 +206,7 @@ func DefaultConfig() Config {
 
 		ConntrackSize: node.DefaultConntrackSize,
 		MaglevSize:    node.DefaultMaglevSize,
+		Egress:        EgressConfig{Enabled: true, Masquerade: true},
 	}
 }
 
@@ -283,8 +315,11 @@ func yamlErrorLine(err error) string {
 	msg := oneLine(te.Errors[0])
 	if m := unknownKeyRE.FindStringSubmatch(msg); m != nil {
 		where := ""
-		if m[3] == "RegistryConfig" {
+		switch m[3] {
+		case "RegistryConfig":
 			where = " under registry"
+		case "EgressConfig":
+			where = " under egress"
 		}
 		msg = fmt.Sprintf("%s: unknown key %q%s", m[1], m[2], where)
 	}
@@ -412,6 +447,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaglevSize < 7 || c.MaglevSize > 131071 || !isPrime(c.MaglevSize) {
 		return bad("maglev-size", "%d is not a prime in 7..131071 (e.g. 16381, 65521)", c.MaglevSize)
+	}
+	for _, s := range c.Egress.NonMasqueradeCIDRs {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || !p.Addr().Is4() {
+			return bad("non-masquerade-cidrs", "%q is not an IPv4 CIDR such as %s", s, defaultClusterCIDR)
+		}
 	}
 	return nil
 }
@@ -673,6 +714,16 @@ var flagSpecs = []flagSpec{
 		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.MaglevSize) }},
 	{"flood-burst", "N", "flood_burst", "", "frames a port may flood back to back before --flood-rate applies",
 		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.FloodBurst) }},
+	{"egress", "", "egress.enabled", "", "route pod traffic for addresses outside the cluster to the node's own stack, and keep weftd's nftables table (ip weft: masquerade, hostPorts); --egress=false: pods reach only the cluster",
+		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.Egress.Enabled) }},
+	{"masquerade", "", "egress.masquerade", "", "give pod traffic leaving the node the node's address (masquerade random,fully-random)",
+		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.Egress.Masquerade) }},
+	{"non-masquerade-cidrs", "CIDR,...", "egress.non_masquerade_cidrs", "the cluster CIDR", "destinations pods reach with their own address, as ip-masq-agent's nonMasqueradeCIDRs",
+		func(c *Config, _ *string) flag.Value { return (*listValue)(&c.Egress.NonMasqueradeCIDRs) }},
+	{"masquerade-link-local", "", "egress.masquerade_link_local", "", "masquerade traffic to 169.254.0.0/16 too (not masqueraded by default)",
+		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.Egress.MasqueradeLinkLocal) }},
+	{"keep-ip-forward", "", "egress.keep_ip_forward", "", "never turn on net.ipv4.ip_forward (weftd turns it on in its own network namespace by default); start fails if it is off",
+		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.Egress.KeepIPForward) }},
 	{"version", "", "", "", "print the version and exit",
 		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.ShowVersion) }},
 }

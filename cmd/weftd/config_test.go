@@ -58,6 +58,7 @@ func TestDefaults(t *testing.T) {
 
 		ConntrackSize: 262144,
 		MaglevSize:    16381,
+		Egress:        EgressConfig{Enabled: true, Masquerade: true},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", cfg, want)
@@ -98,10 +99,14 @@ func TestFullFile(t *testing.T) {
 		TapQueues:   1, // the default: full.yaml sets no tap_queues
 		FloodRate:   200,
 		FloodBurst:  50,
-		File:        "testdata/full.yaml",
 
 		ConntrackSize: 1000000,
 		MaglevSize:    65521,
+		Egress: EgressConfig{
+			Enabled: false, Masquerade: false, NonMasqueradeCIDRs: []string{"10.0.0.0/8", "192.168.0.0/16"},
+			MasqueradeLinkLocal: true, KeepIPForward: true,
+		},
+		File: "testdata/full.yaml",
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("full.yaml:\n got %+v\nwant %+v", cfg, want)
@@ -277,6 +282,8 @@ func TestErrors(t *testing.T) {
 		{"maglev size not prime", []string{"--maglev-size", "16383"}, "config: maglev-size: 16383 is not a prime in 7..131071 (e.g. 16381, 65521)"},
 		{"flood burst", []string{"--flood-burst", "-1"}, "config: flood-burst: -1 is out of range 1..10000000"},
 		{"tap queues plain", []string{"--tap-queues", "2", "--offload=false"}, "config: tap-queues: 2 queues need --offload (multi-queue TAPs carry virtio headers)"},
+		{"non-masquerade cidr", []string{"--non-masquerade-cidrs", "10.0.0.0/8,fd00::/64"}, `config: non-masquerade-cidrs: "fd00::/64" is not an IPv4 CIDR such as 10.244.0.0/16`},
+		{"non-masquerade junk", []string{"--non-masquerade-cidrs", "nope"}, `config: non-masquerade-cidrs: "nope" is not an IPv4 CIDR such as 10.244.0.0/16`},
 
 		// The file.
 		{"missing file", []string{"--config", "testdata/nope.yaml"}, "config: --config: open testdata/nope.yaml: no such file or directory"},

@@ -71,6 +71,11 @@ func run(args []string) int {
 		NetnsRoots: cfg.NetnsRoots,
 		FloodRate:  cfg.FloodRate, FloodBurst: cfg.FloodBurst,
 		ConntrackSize: cfg.ConntrackSize, MaglevSize: cfg.MaglevSize,
+		Egress: node.EgressConfig{
+			Enabled: cfg.Egress.Enabled, Masquerade: cfg.Egress.Masquerade,
+			NonMasqueradeCIDRs:  cfg.Egress.NonMasqueradePrefixes(),
+			MasqueradeLinkLocal: cfg.Egress.MasqueradeLinkLocal, KeepIPForward: cfg.Egress.KeepIPForward,
+		},
 	})
 	if err != nil {
 		log.Error("node", "err", err)
