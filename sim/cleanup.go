@@ -31,6 +31,9 @@ func (c *Cluster) Down() error {
 		c.logf("stopping pid %d (started by this sim, not in its record)", pid)
 		stopPID(pid)
 	}
+	if err := c.downOutside(); err != nil {
+		errs = append(errs, err)
+	}
 	for _, n := range c.Nodes {
 		for _, p := range n.Pods {
 			if err := netdev.DeleteNetns(p.Netns); err != nil {
@@ -79,7 +82,7 @@ func ownNamespace(name, ns string) bool {
 	if !ok {
 		return false
 	}
-	if rest == "u" {
+	if rest == "u" || rest == "o" {
 		return true
 	}
 	node, pod, hasPod := strings.Cut(rest, "-")

@@ -64,6 +64,11 @@ type Options struct {
 	// it, so that a test binary that panics or times out leaves no daemon
 	// running. `weft sim up` does not: its daemons outlive it by design.
 	DieWithCaller bool
+	// Outside adds the outside host (outside.go): the nodes' default
+	// gateway with an echo server at 203.0.113.10, run by Helper (the
+	// command line that runs HelperMain, as MatrixOptions.Helper).
+	Outside bool
+	Helper  []string
 }
 
 // Cluster is a running (or recorded) simulation.
@@ -81,6 +86,8 @@ type Cluster struct {
 	// Etcd is the etcd process the sim runs itself, if any.
 	Etcd  *EtcdProc `json:"etcd,omitempty"`
 	Nodes []*Node   `json:"nodes"`
+	// Outside is the outside host, if the sim has one.
+	Outside *Outside `json:"outside,omitempty"`
 
 	progress      func(format string, args ...any)
 	dieWithCaller bool
@@ -111,6 +118,9 @@ type Pod struct {
 	Address netip.Prefix `json:"address"`
 	MAC     string       `json:"mac"`
 	Gateway netip.Addr   `json:"gateway"`
+	// HostPorts are the pod's hostPort mappings (sims with an outside
+	// host give one to the first pod of every node).
+	HostPorts []api.PortMapping `json:"host_ports,omitempty"`
 }
 
 // IP is the pod's address.
@@ -215,6 +225,9 @@ func New(opts Options) (*Cluster, error) {
 	if opts.Weftd == "" {
 		return nil, errors.New("sim: no weftd binary given")
 	}
+	if opts.Outside && len(opts.Helper) == 0 {
+		return nil, errors.New("sim: the outside host needs a helper command line")
+	}
 	if _, err := os.Stat(opts.Weftd); err != nil {
 		return nil, fmt.Errorf("sim: weftd binary: %w (run make build)", err)
 	}
@@ -232,6 +245,9 @@ func New(opts Options) (*Cluster, error) {
 	}
 	if etcdBin != "" {
 		c.Etcd = &EtcdProc{Bin: etcdBin}
+	}
+	if opts.Outside {
+		c.Outside = &Outside{Helper: opts.Helper}
 	}
 	return c, nil
 }
@@ -300,6 +316,11 @@ func (c *Cluster) Up(ctx context.Context, nodes, podsPerNode int) error {
 			return err
 		}
 	}
+	if c.Outside != nil {
+		if err := c.upOutside(ctx, c.Outside.Helper); err != nil {
+			return err
+		}
+	}
 	for range nodes {
 		if _, err := c.AddNode(ctx); err != nil {
 			return err
@@ -350,6 +371,9 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 	if err := runIn(c.underlayNS(), "ip", "link", "set", n.Name, "master", "br0", "up"); err != nil {
 		return nil, err
 	}
+	if err := c.routeOutside(n); err != nil {
+		return nil, err
+	}
 	if err := c.StartNode(ctx, n); err != nil {
 		return nil, err
 	}
@@ -365,7 +389,7 @@ func (c *Cluster) AddPod(ctx context.Context, n *Node) (*Pod, error) {
 // metadata ("" and an empty PodMeta: the sim's own, PodNamespace, the sim
 // pod's name and podLabels).
 func (c *Cluster) AddPodMeta(ctx context.Context, n *Node, namespace, name string, meta api.PodMeta) (*Pod, error) {
-	p := &Pod{Name: fmt.Sprintf("%s-p%d", n.Name, len(n.Pods)+1), Node: n.Name}
+	p := &Pod{Name: fmt.Sprintf("%s-p%d", n.Name, len(n.Pods)+1), Node: n.Name, HostPorts: c.podPortMappings(len(n.Pods))}
 	p.ID = c.Name + "-" + p.Name
 	p.Netns = c.Name + "-" + p.Name
 	n.Pods = append(n.Pods, p)
@@ -389,7 +413,7 @@ func (c *Cluster) AddPodMeta(ctx context.Context, n *Node, namespace, name strin
 		meta.Labels = podLabels(p)
 	}
 	resp, err := cl.Attach(actx, api.AttachRequest{PodID: p.ID, Netns: netdev.NetnsPath(p.Netns),
-		PodNamespace: namespace, PodName: name, PodMeta: meta})
+		PodNamespace: namespace, PodName: name, PodMeta: meta, PortMappings: p.HostPorts})
 	if err != nil {
 		return nil, fmt.Errorf("pod %s: attach: %w", p.Name, err)
 	}

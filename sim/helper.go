@@ -30,7 +30,9 @@ const (
 )
 
 // IsHelper reports whether arg names a helper subcommand.
-func IsHelper(arg string) bool { return arg == HelperTCPServer || arg == HelperTCPClient }
+func IsHelper(arg string) bool {
+	return arg == HelperTCPServer || arg == HelperTCPClient || arg == HelperOutside
+}
 
 // HelperMain runs a helper subcommand (args[0] is its name) and returns the
 // process exit code.
@@ -55,8 +57,16 @@ func HelperMain(args []string, stdout, stderr io.Writer) int {
 	expect := fs.String("expect-peer", "", "IP the server must report")
 	n := fs.Int("bytes", 16<<10, "bytes to echo")
 	timeout := fs.Duration("timeout", 0, "give up after this long (server default 2m, client 5s)")
+	fs.String("sim-dir", "", "the sim this server belongs to (marks the process as the sim's for Down)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
+	}
+	if args[0] == HelperOutside {
+		if err := outsideServer(*listen, stdout); err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", HelperOutside, err)
+			return 1
+		}
+		return 0
 	}
 	if args[0] == HelperTCPServer {
 		if *timeout == 0 {
@@ -127,9 +137,11 @@ func tcpServer(addr string, timeout time.Duration, stdout io.Writer) error {
 }
 
 // serveEcho reports the peer and echoes until EOF, for at most 30 s.
-func serveEcho(conn net.Conn) {
+func serveEcho(conn net.Conn) { serveEchoFor(conn, 30*time.Second) }
+
+func serveEchoFor(conn net.Conn, life time.Duration) {
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	conn.SetDeadline(time.Now().Add(life))
 	if _, err := fmt.Fprintf(conn, "peer %s\n", conn.RemoteAddr()); err != nil {
 		return
 	}

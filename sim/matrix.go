@@ -320,6 +320,7 @@ func RunMatrix(ctx context.Context, c *Cluster, opts MatrixOptions) (*Report, er
 	r.Checks = append(r.Checks, localhostCheck(ctx, c, opts))
 	r.Checks = append(r.Checks, mtuCheck(ctx, c))
 	r.Checks = append(r.Checks, serviceChecks(ctx, c, r.Endpoints, opts)...)
+	r.Checks = append(r.Checks, outsideChecks(ctx, c, opts)...)
 	r.Elapsed = time.Since(start)
 	return r, nil
 }

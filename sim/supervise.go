@@ -208,6 +208,8 @@ func (c *Cluster) ownsProc(pid int) bool {
 			return true
 		case args[i] == "--data-dir" && inDir && strings.Contains(bin, "etcd"):
 			return true
+		case args[i] == "--sim-dir" && inDir: // the outside host's server
+			return true
 		}
 	}
 	return false

@@ -312,9 +312,14 @@ func simUp(fs *flag.FlagSet, f *simFlags) func(context.Context, *cli, []string) 
 		if sim.Exists(dir) {
 			return &exitCodeError{code: exitError, msg: fmt.Sprintf("weft sim: sim %q is already up (record in %s): use it, take it down with `weft sim down --name %s`, or pick another --name", f.name, dir, f.name)}
 		}
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("sim up: find own executable for the outside host's server: %w", err)
+		}
 		cl, err := sim.New(sim.Options{
 			Name: f.name, Dir: dir, Weftd: bin, Registry: *registry, Etcd: *etcd,
 			LeaseTTL: *ttl, ExtraArgs: strings.Fields(*weftdArgs), Progress: c.progress,
+			Outside: true, Helper: []string{exe, "sim"},
 		})
 		if err != nil {
 			return err

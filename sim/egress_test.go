@@ -1,0 +1,239 @@
+package sim
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/internal/testenv"
+	"github.com/weftnet/weft/netdev"
+	"github.com/weftnet/weft/nft"
+)
+
+// newOutsideCluster is a test cluster with the outside host.
+func newOutsideCluster(t *testing.T, nodes, pods int) *Cluster {
+	t.Helper()
+	c := newTestCluster(t, Options{Outside: true, Helper: testHelper(t), Name: testenv.UniqueName("egs")})
+	if err := c.Up(context.Background(), nodes, pods); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// tableExists reports whether weftd's nftables table is in node n's
+// namespace.
+func tableExists(t *testing.T, n *Node) bool {
+	t.Helper()
+	tab, err := nft.Open(nft.Options{NetnsPath: netdev.NetnsPath(n.Netns)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tab.Close()
+	ok, err := tab.Exists()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+// TestEgressAndHostPortMatrix: `weft sim test`'s outside cells pass: every
+// pod reaches the outside host masqueraded behind its node's address (TCP
+// and UDP), and the outside host reaches each node's hostPort pod with its
+// own address kept; pod-to-pod stays un-NATed.
+func TestEgressAndHostPortMatrix(t *testing.T) {
+	c := newOutsideCluster(t, 2, 2)
+	r := runMatrix(t, c)
+	var egress, hostport int
+	for _, ch := range r.Checks {
+		switch ch.Name {
+		case "egress":
+			egress++
+		case "hostport":
+			hostport++
+		}
+	}
+	if egress != 4 || hostport != 2 {
+		t.Errorf("%d egress and %d hostport checks ran, want 4 and 2", egress, hostport)
+	}
+	st := nodeStatus(t, c.Nodes[0])
+	if e := st.Egress; e == nil || !e.Enabled || !e.Masquerade || e.Masqueraded < 4 || e.HostPorts != 1 || e.OutPackets == 0 || e.InPackets == 0 {
+		t.Errorf("n1's egress status after the matrix: %+v; want on, masquerading, >= 4 connections (2 pods x tcp+udp), 1 hostPort, packets both ways", e)
+	}
+}
+
+// TestEgressStreamSurvivesRestart: a TCP stream from a pod to the outside
+// host goes on across a graceful restart of the pod's weftd: the table
+// stays while the node has pods, and the new weftd rewrites it in one
+// transaction; the translation lives in the connection's conntrack entry.
+func TestEgressStreamSurvivesRestart(t *testing.T) {
+	c := newOutsideCluster(t, 1, 1)
+	n, p := c.Nodes[0], c.Nodes[0].Pods[0]
+	ctx := context.Background()
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	conn, err := DialIn(dctx, p.Netns, "tcp4", c.Outside.AddrPort().String())
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	peer, err := EchoProbe(conn, 1024, time.Now().Add(5*time.Second))
+	if err != nil || peer.Addr() != n.Underlay {
+		t.Fatalf("before the restart: server saw %s (err %v), want %s", peer, err, n.Underlay)
+	}
+	// A record every 10 ms, echoed back in order.
+	stop := make(chan struct{})
+	werr := make(chan error, 1)
+	go func() {
+		var buf [8]byte
+		for i := uint64(0); ; i++ {
+			select {
+			case <-stop:
+				werr <- nil
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			binary.BigEndian.PutUint64(buf[:], i)
+			conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+			if _, err := conn.Write(buf[:]); err != nil {
+				werr <- err
+				return
+			}
+		}
+	}()
+	got := make(chan uint64, 1<<16)
+	rerr := make(chan error, 1)
+	go func() {
+		var buf [8]byte
+		for want := uint64(0); ; want++ {
+			conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if _, err := io.ReadFull(conn, buf[:]); err != nil {
+				rerr <- err
+				return
+			}
+			if v := binary.BigEndian.Uint64(buf[:]); v != want {
+				rerr <- errors.New("echo out of order")
+				return
+			}
+			got <- want
+		}
+	}()
+	wait := func(what string, n int) {
+		t.Helper()
+		deadline := time.After(30 * time.Second)
+		for range n {
+			select {
+			case <-got:
+			case err := <-rerr:
+				t.Fatalf("%s: stream broke: %v", what, err)
+			case <-deadline:
+				t.Fatalf("%s: fewer than %d records came back in 30 s", what, n)
+			}
+		}
+	}
+	wait("before the restart", 30)
+	if err := c.Stop(n); err != nil {
+		t.Fatal(err)
+	}
+	if !tableExists(t, n) {
+		t.Error("weftd's nftables table is gone after a clean stop of a node with a pod")
+	}
+	if err := c.StartNode(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	if !tableExists(t, n) {
+		t.Error("weftd's nftables table is not back after the restart")
+	}
+	wait("after the restart", 100)
+	close(stop)
+	if err := <-werr; err != nil {
+		t.Fatalf("writer: %v", err)
+	}
+}
+
+// TestHostPortConflictAndRemoval: a second pod asking for a hostPort that
+// another pod holds on that address and protocol is refused with a
+// conflict, and nothing of it is left (no port, no address, no device);
+// the same port on another protocol or host address is fine; detaching the
+// holder removes the mapping, and the outside host is then refused; a
+// clean stop of the node, now without pods, removes weftd's table.
+func TestHostPortConflictAndRemoval(t *testing.T) {
+	c := newOutsideCluster(t, 1, 1)
+	n, holder := c.Nodes[0], c.Nodes[0].Pods[0]
+	cl := client(t, n)
+	ctx := qctx(t)
+	front := netip.AddrPortFrom(n.Underlay, simHostPort)
+
+	ns := testenv.UniqueName("egc")
+	if _, err := netdev.NewNetns(ns); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netdev.DeleteNetns(ns) })
+	before := nodePorts(t, n)
+	ipamBefore, err := cl.IPAM(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cl.Attach(ctx, api.AttachRequest{PodID: ns, Netns: netdev.NetnsPath(ns),
+		PortMappings: []api.PortMapping{{HostPort: simHostPort, ContainerPort: 80, Protocol: "TCP", HostIP: n.Underlay}}})
+	if !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "taken by "+holder.ID) {
+		t.Fatalf("attach with %s's hostPort: err %v, want a conflict naming %s", holder.Name, err, holder.ID)
+	}
+	ipamAfter, err := cl.IPAM(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := nodePorts(t, n); len(got) != len(before) || ipamAfter.Used != ipamBefore.Used {
+		t.Errorf("after the refused attach: %d ports (was %d), %d addresses used (was %d)", len(got), len(before), ipamAfter.Used, ipamBefore.Used)
+	}
+	if names := linkNames(t, ns); len(names) != 1 {
+		t.Errorf("the refused pod's namespace has links %v, want only lo", names)
+	}
+
+	// Another protocol on the same port is another mapping.
+	_, err = cl.Attach(ctx, api.AttachRequest{PodID: ns, Netns: netdev.NetnsPath(ns),
+		PortMappings: []api.PortMapping{{HostPort: simHostPort, ContainerPort: 80, Protocol: "udp"}}})
+	if err != nil {
+		t.Fatalf("attach with %d/udp: %v", simHostPort, err)
+	}
+	if st := nodeStatus(t, n); st.Egress == nil || st.Egress.HostPorts != 2 {
+		t.Errorf("egress status after a udp mapping: %+v, want 2 hostPorts", st.Egress)
+	}
+	if err := cl.Detach(ctx, api.DetachRequest{PodID: ns}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The holder answers on the node's address until it is detached.
+	srv, err := startServer(ctx, testHelper(t), holder.Netns, ":7790")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.stop()
+	if peer, errText := tcpCheck(ctx, c.Outside.Netns, front); errText != "" || peer != c.Outside.Gateway {
+		t.Fatalf("outside -> %s: pod saw %s (%s)", front, peer, errText)
+	}
+	if err := cl.Detach(ctx, api.DetachRequest{PodID: holder.ID}); err != nil {
+		t.Fatal(err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if conn, err := DialIn(dctx, c.Outside.Netns, "tcp4", front.String()); err == nil {
+		conn.Close()
+		t.Errorf("outside -> %s still connects after the pod holding it was detached", front)
+	}
+	if st := nodeStatus(t, n); st.Egress == nil || st.Egress.HostPorts != 0 {
+		t.Errorf("egress status after the detach: %+v, want 0 hostPorts", st.Egress)
+	}
+	// With no pod left, a clean stop removes weftd's table.
+	if err := c.Stop(n); err != nil {
+		t.Fatal(err)
+	}
+	if tableExists(t, n) {
+		t.Error("weftd's nftables table is still there after a clean stop of a node without pods")
+	}
+}
