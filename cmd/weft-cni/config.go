@@ -33,6 +33,8 @@ const (
 //	              it was down (default /var/lib/weft/cni-pending)
 //	"timeout":    how long one verb waits for weftd, a Go duration
 //	              (default "30s")
+//	"runtimeConfig": {"portMappings": [...]}: hostPorts, passed by runtimes
+//	              when the config declares "capabilities": {"portMappings": true}
 //
 // Unknown fields are ignored: runtimes inject their own (runtimeConfig,
 // args, cni.dev/...).
@@ -41,6 +43,8 @@ type NetConf struct {
 	Socket     string `json:"socket,omitempty"`
 	PendingDir string `json:"pendingDir,omitempty"`
 	Timeout    string `json:"timeout,omitempty"`
+	// RuntimeConfig carries the capabilities' arguments (portmap.go).
+	RuntimeConfig runtimeConfig `json:"runtimeConfig,omitempty"`
 
 	timeout time.Duration
 }

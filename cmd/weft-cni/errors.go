@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 
@@ -39,6 +40,10 @@ func weftdError(conf *NetConf, what string, err error) *types.Error {
 			fmt.Sprintf("%s: weftd on %s did not answer within %s: it may be overloaded or stuck; see its log", what, conf.Socket, conf.timeout), "")
 	case errors.As(err, &re) && re.Field == "netns":
 		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("%s: CNI_NETNS: %s", what, re.Msg), "")
+	case errors.Is(err, api.ErrConflict) && strings.Contains(err.Error(), "host port taken"):
+		// A hostPort another pod holds: the runtime must not retry the
+		// same request; the person must pick another port.
+		return types.NewError(types.ErrInternal, fmt.Sprintf("%s: %v: pick another hostPort, hostIP or protocol, or remove the pod holding it", what, err), "")
 	case errors.Is(err, api.ErrExhausted):
 		return types.NewError(types.ErrInternal,
 			fmt.Sprintf("%s: %v: this node's pod subnet is full; delete unused pods or give nodes larger subnets (node_mask)", what, err), "")

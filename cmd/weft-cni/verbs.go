@@ -63,10 +63,15 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return weftdError(s.conf, what, err)
 	}
 	pod := parseArgs(args.Args)
+	mappings, cerr := s.conf.apiPortMappings()
+	if cerr != nil {
+		return cerr
+	}
 	resp, err := s.cl.Attach(s.ctx, api.AttachRequest{
 		PodID: args.ContainerID, Netns: args.Netns, IfName: args.IfName,
 		PodNamespace: pod.Namespace, PodName: pod.Name, Owner: api.OwnerCNI,
-		PodMeta: api.PodMeta{PodUID: pod.UID},
+		PodMeta:      api.PodMeta{PodUID: pod.UID},
+		PortMappings: mappings,
 	})
 	if err != nil {
 		return weftdError(s.conf, what, err)
@@ -203,6 +208,17 @@ func cmdCheck(args *skel.CmdArgs) error {
 		return weftdError(s.conf, "list ports", err)
 	}
 	diffs, found := comparePort(ports, args.ContainerID, args.IfName, want)
+	if found {
+		mappings, cerr := s.conf.apiPortMappings()
+		if cerr != nil {
+			return cerr
+		}
+		for _, p := range ports {
+			if p.PodID == args.ContainerID && p.IfName == args.IfName {
+				diffs = append(diffs, comparePortMappings(p.PortMappings, mappings)...)
+			}
+		}
+	}
 	code := uint(types.ErrInternal)
 	if !found {
 		code = types.ErrUnknownContainer
