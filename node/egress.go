@@ -188,7 +188,7 @@ func (n *Node) stopEgress() {
 		return
 	}
 	n.ctlMu.Lock()
-	pods := len(n.byKey)
+	pods := len(n.byKey) + len(n.dormant)
 	n.ctlMu.Unlock()
 	if pods > 0 && !n.cfg.ReleaseOnShutdown {
 		n.log.Info("egress: nftables table stays for the next start, so that the pods' connections survive the restart",
