@@ -2,9 +2,7 @@ package sim
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
-	"io"
 	"net/netip"
 	"strings"
 	"testing"
@@ -86,57 +84,11 @@ func TestEgressStreamSurvivesRestart(t *testing.T) {
 	if err != nil || peer.Addr() != n.Underlay {
 		t.Fatalf("before the restart: server saw %s (err %v), want %s", peer, err, n.Underlay)
 	}
-	// A record every 10 ms, echoed back in order.
-	stop := make(chan struct{})
-	werr := make(chan error, 1)
-	go func() {
-		var buf [8]byte
-		for i := uint64(0); ; i++ {
-			select {
-			case <-stop:
-				werr <- nil
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-			binary.BigEndian.PutUint64(buf[:], i)
-			conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-			if _, err := conn.Write(buf[:]); err != nil {
-				werr <- err
-				return
-			}
-		}
-	}()
-	got := make(chan uint64, 1<<16)
-	rerr := make(chan error, 1)
-	go func() {
-		var buf [8]byte
-		for want := uint64(0); ; want++ {
-			conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-			if _, err := io.ReadFull(conn, buf[:]); err != nil {
-				rerr <- err
-				return
-			}
-			if v := binary.BigEndian.Uint64(buf[:]); v != want {
-				rerr <- errors.New("echo out of order")
-				return
-			}
-			got <- want
-		}
-	}()
-	wait := func(what string, n int) {
-		t.Helper()
-		deadline := time.After(30 * time.Second)
-		for range n {
-			select {
-			case <-got:
-			case err := <-rerr:
-				t.Fatalf("%s: stream broke: %v", what, err)
-			case <-deadline:
-				t.Fatalf("%s: fewer than %d records came back in 30 s", what, n)
-			}
-		}
+	stream := startEchoStream(t, conn)
+	if !stream.resumed(0, 30, 30*time.Second) {
+		t.Fatalf("stream did not start: %d records back", stream.received())
 	}
-	wait("before the restart", 30)
+	mark := stream.received()
 	if err := c.Stop(n); err != nil {
 		t.Fatal(err)
 	}
@@ -149,11 +101,11 @@ func TestEgressStreamSurvivesRestart(t *testing.T) {
 	if !tableExists(t, n) {
 		t.Error("weftd's nftables table is not back after the restart")
 	}
-	wait("after the restart", 100)
-	close(stop)
-	if err := <-werr; err != nil {
-		t.Fatalf("writer: %v", err)
+	if !stream.resumed(mark, 100, 30*time.Second) {
+		t.Fatalf("stream did not resume within 30 s of the restart: %d records back", stream.received()-mark)
 	}
+	t.Logf("egress stream paused for %s at most across the restart", stream.maxGapSince(mark).Round(time.Millisecond))
+	stream.stop()
 }
 
 // TestHostPortConflictAndRemoval: a second pod asking for a hostPort that

@@ -2,7 +2,6 @@ package sim
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"io"
 	"net/netip"
@@ -264,95 +263,25 @@ func TestRestartKeepsTCPStream(t *testing.T) {
 	}
 	defer conn.Close()
 
-	// The writer sends a counter every 10 ms; the reader checks the echo
-	// is in order and notes when each record arrived.
-	stop := make(chan struct{})
-	werr := make(chan error, 1)
-	go func() {
-		var buf [8]byte
-		for i := uint64(0); ; i++ {
-			select {
-			case <-stop:
-				werr <- nil
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-			binary.BigEndian.PutUint64(buf[:], i)
-			conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-			if _, err := conn.Write(buf[:]); err != nil {
-				werr <- err
-				return
-			}
-		}
-	}()
-	var mu sync.Mutex
-	var arrivals []time.Time
-	rerr := make(chan error, 1)
-	go func() {
-		var buf [8]byte
-		for want := uint64(0); ; want++ {
-			conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-			if _, err := io.ReadFull(conn, buf[:]); err != nil {
-				rerr <- err
-				return
-			}
-			if got := binary.BigEndian.Uint64(buf[:]); got != want {
-				rerr <- errors.New("echo out of order")
-				return
-			}
-			mu.Lock()
-			arrivals = append(arrivals, time.Now())
-			mu.Unlock()
-		}
-	}()
-	received := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(arrivals)
-	}
-	// resumed waits until n more records than at mark have come back.
-	resumed := func(mark, n int, timeout time.Duration) bool {
-		deadline := time.Now().Add(timeout)
-		for time.Now().Before(deadline) {
-			if received() >= mark+n {
-				return true
-			}
-			select {
-			case err := <-rerr:
-				t.Fatalf("stream broke: %v", err)
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-		return false
-	}
-	if !resumed(0, 50, 10*time.Second) {
-		t.Fatalf("stream did not start: %d records back", received())
+	stream := startEchoStream(t, conn)
+	if !stream.resumed(0, 50, 10*time.Second) {
+		t.Fatalf("stream did not start: %d records back", stream.received())
 	}
 	for _, n := range c.Nodes {
-		mark := received()
+		mark := stream.received()
 		from := time.Now()
 		if err := c.Restart(ctx, n); err != nil {
 			t.Fatal(err)
 		}
 		restartTook := time.Since(from)
-		if !resumed(mark, 100, 30*time.Second) {
-			t.Fatalf("stream did not resume within 30 s of restarting %s: %d records back", n.Name, received()-mark)
+		if !stream.resumed(mark, 100, 30*time.Second) {
+			t.Fatalf("stream did not resume within 30 s of restarting %s: %d records back", n.Name, stream.received()-mark)
 		}
-		mu.Lock()
-		gap := maxGap(arrivals[max(mark-1, 0):])
-		mu.Unlock()
+		gap := stream.maxGapSince(mark)
 		t.Logf("weftd restart of %s (the %s side) took %s; the TCP stream paused for %s at most, then went on in order",
 			n.Name, map[bool]string{true: "client", false: "server"}[n == c.Nodes[0]], restartTook.Round(time.Millisecond), gap.Round(time.Millisecond))
 	}
-	close(stop)
-	if err := <-werr; err != nil {
-		t.Fatalf("writer: %v", err)
-	}
-	select {
-	case err := <-rerr:
-		t.Fatalf("reader: %v", err)
-	default:
-	}
+	stream.stop()
 }
 
 func maxGap(ts []time.Time) time.Duration {
