@@ -55,8 +55,8 @@ type egressState struct {
 const ipForwardPath = "/proc/sys/net/ipv4/ip_forward"
 
 // egressRoutes are the switch routes that hand pod traffic for the world
-// outside the cluster to the node: the address space less the cluster
-// CIDR, each prefix a local route via the host address on weft0. They go
+// outside the cluster to the node: the address space less the cluster and
+// service CIDRs, each prefix a local route via the host address on weft0. They go
 // into the route table with the peers' routes (applyLeases). Destinations
 // inside the cluster CIDR that no node holds stay "net unreachable".
 func (n *Node) egressRoutes() []vswitch.Route {
@@ -65,7 +65,13 @@ func (n *Node) egressRoutes() []vswitch.Route {
 	}
 	via := ipam.HostAddr(n.lease.Subnet)
 	var out []vswitch.Route
-	for _, p := range complement([]netip.Prefix{n.cfg.ClusterCIDR}) {
+	excl := []netip.Prefix{n.cfg.ClusterCIDR}
+	if n.cfg.ServiceCIDR.IsValid() {
+		// Cluster IPs are the service stage's; one it does not know must
+		// not bounce between the switch and the node's route to weft0.
+		excl = append(excl, n.cfg.ServiceCIDR)
+	}
+	for _, p := range complement(excl) {
 		out = append(out, vswitch.Route{Prefix: p, Kind: vswitch.RouteLocal, Via: via})
 	}
 	return out
