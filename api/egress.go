@@ -73,8 +73,10 @@ type Egress struct {
 	OutBytes    uint64 `json:"out_bytes"`
 	InPackets   uint64 `json:"in_packets"`
 	InBytes     uint64 `json:"in_bytes"`
-	// HostPorts is how many hostPort mappings the table holds.
+	// HostPorts and NodePorts are how many hostPort mappings and Service
+	// node ports the table holds.
 	HostPorts int `json:"host_ports"`
+	NodePorts int `json:"node_ports"`
 	// Error is the last failure to read or write the table, if any.
 	Error string `json:"error,omitempty"`
 }

@@ -27,13 +27,17 @@ type Counters struct {
 	// HostPorts counts the connections each mapping translated, keyed by
 	// HostPort.String().
 	HostPorts map[string]Count
+	// NodePorts counts the connections each node port translated, keyed
+	// by NodePort.String(); NodePortMasq those masqueraded (Cluster).
+	NodePorts    map[string]Count
+	NodePortMasq Count
 }
 
 // Counters reads the counters back from the kernel.
 func (t *Table) Counters() (Counters, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := Counters{HostPorts: map[string]Count{}}
+	out := Counters{HostPorts: map[string]Count{}, NodePorts: map[string]Count{}}
 	for _, name := range []string{chainPostrouting, chainEgress, chainForward, chainPorts} {
 		rules, err := t.conn.GetRules(t.table, t.chains[name])
 		if err != nil {
@@ -56,9 +60,15 @@ func (t *Table) Counters() (Counters, error) {
 				out.Out = c
 			case cmt == commentIn:
 				out.In = c
+			case cmt == commentNodeMsq:
+				out.NodePortMasq = c
 			case strings.HasPrefix(cmt, commentPortPfx):
 				key, _, _ := strings.Cut(strings.TrimPrefix(cmt, commentPortPfx), " pod ")
 				out.HostPorts[key] = c
+			case strings.HasPrefix(cmt, commentNodePfx):
+				key, _, _ := strings.Cut(strings.TrimPrefix(cmt, commentNodePfx), " svc ")
+				sum := out.NodePorts[key]
+				out.NodePorts[key] = Count{Packets: sum.Packets + c.Packets, Bytes: sum.Bytes + c.Bytes}
 			}
 		}
 	}

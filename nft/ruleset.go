@@ -27,6 +27,75 @@ type Ruleset struct {
 	NonMasquerade []netip.Prefix
 	// HostPorts are the pods' hostPort mappings.
 	HostPorts []HostPort
+	// NodePorts are the Services' node ports.
+	NodePorts []NodePort
+}
+
+// NodePort is one Service port exposed on every address of the node.
+// With Local unset (externalTrafficPolicy Cluster) traffic is translated
+// to ClusterIP:ServicePort, which the node routes into weft's service
+// stage through weft0, and its source is masqueraded to weft0's address so
+// that the answer comes back through this node. With Local set it goes
+// straight to one of Backends, this node's ready endpoints, picked at
+// random, with the client's address kept; with no local backend there is
+// no rule, and the node's own stack refuses the connection (TCP reset,
+// ICMP port unreachable), as externalTrafficPolicy Local wants.
+type NodePort struct {
+	Proto       string           `json:"protocol"`
+	Port        uint16           `json:"node_port"`
+	ClusterIP   netip.Addr       `json:"cluster_ip"`
+	ServicePort uint16           `json:"port"`
+	Local       bool             `json:"local,omitempty"`
+	Backends    []netip.AddrPort `json:"backends,omitempty"`
+	// Owner names the Service (namespace/name:port); it rides in the
+	// rule's comment.
+	Owner string `json:"owner,omitempty"`
+}
+
+func (p NodePort) String() string {
+	if p.Local {
+		return fmt.Sprintf("%s *:%d -> local %v", p.Proto, p.Port, p.Backends)
+	}
+	return fmt.Sprintf("%s *:%d -> %s:%d", p.Proto, p.Port, p.ClusterIP, p.ServicePort)
+}
+
+// Check returns an error naming what is wrong with p.
+func (p NodePort) Check() error {
+	if p.Proto != TCP && p.Proto != UDP {
+		return fmt.Errorf("protocol %q: want tcp or udp", p.Proto)
+	}
+	if p.Port == 0 {
+		return errors.New("nodePort 0: want 1..65535")
+	}
+	if p.Local {
+		for _, b := range p.Backends {
+			if !b.Addr().Is4() || b.Port() == 0 {
+				return fmt.Errorf("backend %s: not an IPv4 address and port", b)
+			}
+		}
+		return nil
+	}
+	if !p.ClusterIP.Is4() || p.ServicePort == 0 {
+		return fmt.Errorf("cluster IP %s port %d: not an IPv4 address and port", p.ClusterIP, p.ServicePort)
+	}
+	return nil
+}
+
+// checkNodePorts checks each node port and that no two claim one port and
+// protocol.
+func checkNodePorts(nps []NodePort) error {
+	seen := map[string]NodePort{}
+	for _, p := range nps {
+		if err := p.Check(); err != nil {
+			return fmt.Errorf("node port %s: %w", p, err)
+		}
+		k := fmt.Sprintf("%s/%d", p.Proto, p.Port)
+		if o, ok := seen[k]; ok {
+			return fmt.Errorf("node port %s %d: claimed by %s and %s", p.Proto, p.Port, o.Owner, p.Owner)
+		}
+		seen[k] = p
+	}
+	return nil
 }
 
 // Protocols a port mapping may name.
@@ -153,7 +222,7 @@ func (rs *Ruleset) check() error {
 	if err := CheckHostPorts(nil, rs.HostPorts); err != nil {
 		return err
 	}
-	return nil
+	return checkNodePorts(rs.NodePorts)
 }
 
 // sortedHostPorts orders mappings so that a rewrite with the same
@@ -174,3 +243,15 @@ func sortedHostPorts(hs []HostPort) []HostPort {
 }
 
 func prefix32(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, 32) }
+
+// sortedNodePorts orders node ports by port and protocol.
+func sortedNodePorts(ps []NodePort) []NodePort {
+	out := slices.Clone(ps)
+	slices.SortFunc(out, func(a, b NodePort) int {
+		if a.Port != b.Port {
+			return int(a.Port) - int(b.Port)
+		}
+		return strings.Compare(a.Proto, b.Proto)
+	})
+	return out
+}

@@ -33,6 +33,8 @@ const (
 	commentOut     = "weft: pods to outside"
 	commentIn      = "weft: outside to pods"
 	commentPortPfx = "weft: hostport "
+	commentNodePfx = "weft: nodeport "
+	commentNodeMsq = "weft: nodeport masquerade"
 	maxComment     = 127 // udata holds at most 255; keep rules listable
 )
 
@@ -144,28 +146,42 @@ func (t *Table) Apply(rs Ruleset) error {
 	return nil
 }
 
-// SetHostPorts rewrites the hostPort rules alone (one transaction: flush
-// the ports chain and fill it again), keeping the rest of the table and its
-// counters.
+// SetHostPorts rewrites the hostPort rules, keeping the node ports.
 func (t *Table) SetHostPorts(hs []HostPort) error {
 	if err := CheckHostPorts(nil, hs); err != nil {
 		return fmt.Errorf("nftables: table ip %s: %w", t.table.Name, err)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.setPorts(hs, t.rs.NodePorts)
+}
+
+// SetNodePorts rewrites the node port rules, keeping the hostPorts.
+func (t *Table) SetNodePorts(nps []NodePort) error {
+	if err := checkNodePorts(nps); err != nil {
+		return fmt.Errorf("nftables: table ip %s: %w", t.table.Name, err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.setPorts(t.rs.HostPorts, nps)
+}
+
+// setPorts rewrites the ports chain alone (one transaction: flush it and
+// fill it again), keeping the rest of the table and its counters. Caller
+// holds mu.
+func (t *Table) setPorts(hs []HostPort, nps []NodePort) error {
 	if !t.live {
 		return fmt.Errorf("nftables: table ip %s is not written (Apply first)", t.table.Name)
 	}
 	c := t.conn
-	ch := t.chains[chainPorts]
-	c.FlushChain(ch)
-	for _, r := range t.portRules(hs) {
+	c.FlushChain(t.chains[chainPorts])
+	for _, r := range t.portRules(hs, nps) {
 		c.AddRule(r)
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables: write chain %s of table ip %s: %w", chainPorts, t.table.Name, explain(err))
 	}
-	t.rs.HostPorts = hs
+	t.rs.HostPorts, t.rs.NodePorts = hs, nps
 	return nil
 }
 
@@ -230,13 +246,21 @@ func (t *Table) rules(rs Ruleset) []*nftables.Rule {
 		t.rule(chainPrerouting, "", cat(localDst(), []expr.Any{jump(chainPorts)})),
 		t.rule(chainOutput, "", cat(localDst(), []expr.Any{jump(chainPorts)})),
 	}
-	out = append(out, t.portRules(rs.HostPorts)...)
+	out = append(out, t.portRules(rs.HostPorts, rs.NodePorts)...)
 	// A pod reaching a hostPort of its own node comes back out of weft0
 	// DNATed to a pod of this node, which would answer it directly, past
 	// the translation; taking the host port's address makes it answer
 	// through the node.
 	out = append(out, t.rule(chainPostrouting, commentHairpin, cat(
 		ifMatch(expr.MetaKeyOIFNAME, rs.HostIface, false), ipMatch(ipSrcOff, rs.Cluster, false), ctDNAT(),
+		counter(), []expr.Any{&expr.Masq{}})))
+	// A node port (externalTrafficPolicy Cluster) translated to a cluster
+	// IP enters weft through weft0; the backend may be on any node, so
+	// the connection takes weft0's address and the answer comes back here
+	// to be translated back. (hostPorts and Local node ports translate to
+	// pod addresses, inside the cluster CIDR, and keep the client's.)
+	out = append(out, t.rule(chainPostrouting, commentNodeMsq, cat(
+		ifMatch(expr.MetaKeyOIFNAME, rs.HostIface, false), ctDNAT(), ipMatch(ipDstOff, rs.Cluster, true),
 		counter(), []expr.Any{&expr.Masq{}})))
 	if rs.Masquerade {
 		out = append(out, t.rule(chainPostrouting, "", cat(
@@ -255,8 +279,9 @@ func (t *Table) rules(rs Ruleset) []*nftables.Rule {
 	return out
 }
 
-// portRules is one DNAT rule per hostPort mapping.
-func (t *Table) portRules(hs []HostPort) []*nftables.Rule {
+// portRules is one DNAT rule per hostPort mapping, then the node ports':
+// one per Cluster node port, one per backend of a Local one.
+func (t *Table) portRules(hs []HostPort, nps []NodePort) []*nftables.Rule {
 	var out []*nftables.Rule
 	for _, h := range sortedHostPorts(hs) {
 		var es []expr.Any
@@ -266,18 +291,45 @@ func (t *Table) portRules(hs []HostPort) []*nftables.Rule {
 		es = cat(es, l4Dport(h.Proto, h.Port), []expr.Any{&expr.Counter{}}, dnatTo(h.Pod, h.PodPort))
 		out = append(out, t.rule(chainPorts, hostPortComment(h), es))
 	}
+	for _, p := range sortedNodePorts(nps) {
+		cmt := commentNodePfx + p.String()
+		if p.Owner != "" {
+			cmt += " svc " + printable(p.Owner)
+		}
+		if !p.Local {
+			out = append(out, t.rule(chainPorts, cmt, cat(l4Dport(p.Proto, p.Port), []expr.Any{&expr.Counter{}}, dnatTo(p.ClusterIP, p.ServicePort))))
+			continue
+		}
+		// One backend of n at random: rule i takes 1/(n-i) of what the
+		// rules before it left, so each gets 1/n.
+		n := len(p.Backends)
+		for i, b := range p.Backends {
+			var pick []expr.Any
+			if i < n-1 {
+				pick = []expr.Any{
+					&expr.Numgen{Register: 1, Modulus: uint32(n - i), Type: unix.NFT_NG_RANDOM},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, 4)},
+				}
+			}
+			out = append(out, t.rule(chainPorts, cmt, cat(l4Dport(p.Proto, p.Port), pick, []expr.Any{&expr.Counter{}}, dnatTo(b.Addr(), b.Port()))))
+		}
+	}
 	return out
+}
+
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 func hostPortComment(h HostPort) string {
 	s := commentPortPfx + h.String()
 	if h.Owner != "" {
-		s += " pod " + strings.Map(func(r rune) rune {
-			if r < 0x20 || r == 0x7f {
-				return '?'
-			}
-			return r
-		}, h.Owner)
+		s += " pod " + printable(h.Owner)
 	}
 	return s
 }

@@ -5,11 +5,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 
 	"github.com/weftnet/weft/internal/testenv"
 	"github.com/weftnet/weft/netdev"
@@ -287,4 +289,118 @@ func TestOpenMissingNetns(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "nope") {
 		t.Errorf("Open of a missing netns: %v", err)
 	}
+}
+
+// TestNodePort: a Cluster node port goes to the cluster IP through weft0,
+// masqueraded to weft0's address (the pod holds the cluster IP here, as
+// weft's service stage would translate it); a Local one goes straight to
+// the local backend with the client's address kept; a Local one without
+// local backends is refused by the node's own stack.
+func TestNodePort(t *testing.T) {
+	tp := newTopo(t)
+	serve(t, tp.pod, ":80")
+	clusterIP := netip.MustParseAddr("10.96.0.10")
+	if err := netdev.AddAddr(netdev.NetnsPath(tp.pod), "lo", netip.PrefixFrom(clusterIP, 32)); err != nil {
+		t.Fatal(err)
+	}
+	if err := netdev.AddRoute(netdev.NetnsPath(tp.node), "weft0", netip.MustParsePrefix("10.96.0.0/12"), tp.podIP); err != nil {
+		t.Fatal(err)
+	}
+	tab := tp.open(t)
+	rs := tp.ruleset()
+	rs.NodePorts = []nft.NodePort{
+		{Proto: nft.TCP, Port: 30080, ClusterIP: clusterIP, ServicePort: 80, Owner: "eg/web:http"},
+		{Proto: nft.TCP, Port: 30081, Local: true, Backends: []netip.AddrPort{netip.AddrPortFrom(tp.podIP, 80)}, Owner: "eg/local:http"},
+		{Proto: nft.TCP, Port: 30082, Local: true, Owner: "eg/elsewhere:http"},
+	}
+	if err := tab.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	if seen, err := probe(t, tp.out, netip.AddrPortFrom(tp.nodeIP, 30080)); err != nil || seen != netip.MustParseAddr("10.244.1.2") {
+		t.Errorf("Cluster node port: the backend saw %s (err %v), want weft0's 10.244.1.2 (masqueraded)", seen, err)
+	}
+	if seen, err := probe(t, tp.out, netip.AddrPortFrom(tp.nodeIP, 30081)); err != nil || seen != tp.outIP {
+		t.Errorf("Local node port: the backend saw %s (err %v), want the client's %s", seen, err, tp.outIP)
+	}
+	if _, err := probe(t, tp.out, netip.AddrPortFrom(tp.nodeIP, 30082)); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("Local node port without a local backend: err %v, want connection refused", err)
+	}
+	c, err := tab.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NodePortMasq.Packets != 1 || c.NodePorts[rs.NodePorts[0].String()].Packets != 1 || c.NodePorts[rs.NodePorts[1].String()].Packets != 1 {
+		t.Errorf("node port counters: %+v, masquerade %+v; want one connection each", c.NodePorts, c.NodePortMasq)
+	}
+	// Two Services on one node port cannot be written.
+	dup := append(slices.Clone(rs.NodePorts), nft.NodePort{Proto: nft.TCP, Port: 30080, ClusterIP: clusterIP, ServicePort: 81, Owner: "eg/other:http"})
+	if err := tab.SetNodePorts(dup); err == nil || !strings.Contains(err.Error(), "claimed by eg/web:http and eg/other:http") {
+		t.Errorf("SetNodePorts with one port twice: %v", err)
+	}
+	// Removing them keeps the hostPorts and stops the answers.
+	if err := tab.SetNodePorts(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := probe(t, tp.out, netip.AddrPortFrom(tp.nodeIP, 30080)); err == nil {
+		t.Error("the node port still answers after it was removed")
+	}
+}
+
+// TestNodePortSpread: a Local node port with several backends reaches each.
+func TestNodePortSpread(t *testing.T) {
+	tp := newTopo(t)
+	for _, port := range []string{":80", ":81", ":82"} {
+		serve(t, tp.pod, port)
+	}
+	tab := tp.open(t)
+	rs := tp.ruleset()
+	var backends []netip.AddrPort
+	for _, p := range []uint16{80, 81, 82} {
+		backends = append(backends, netip.AddrPortFrom(tp.podIP, p))
+	}
+	rs.NodePorts = []nft.NodePort{{Proto: nft.TCP, Port: 30090, Local: true, Backends: backends}}
+	if err := tab.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	for range 30 {
+		if _, err := probe(t, tp.out, netip.AddrPortFrom(tp.nodeIP, 30090)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rules, err := nftablesRules(t, tp, "ports")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rules {
+		if r == 0 {
+			t.Errorf("backend %d got none of 30 connections (counts %v)", i, rules)
+		}
+	}
+}
+
+// nftablesRules reads the packet counter of each rule of a chain of weft's
+// table in tp's node namespace.
+func nftablesRules(t *testing.T, tp *topo, chain string) ([]uint64, error) {
+	fd, err := os.Open(netdev.NetnsPath(tp.node))
+	if err != nil {
+		return nil, err
+	}
+	defer fd.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(fd.Fd())))
+	if err != nil {
+		return nil, err
+	}
+	rules, err := c.GetRules(&nftables.Table{Name: nft.DefaultName, Family: nftables.TableFamilyIPv4}, &nftables.Chain{Name: chain})
+	if err != nil {
+		return nil, err
+	}
+	var out []uint64
+	for _, r := range rules {
+		for _, e := range r.Exprs {
+			if ce, ok := e.(*expr.Counter); ok {
+				out = append(out, ce.Packets)
+			}
+		}
+	}
+	return out, nil
 }

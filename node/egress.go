@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/ipam"
@@ -48,8 +49,11 @@ type EgressConfig struct {
 
 // egressState is the running node's side of EgressConfig.
 type egressState struct {
-	table *nft.Table // nil when egress is off
-	rs    nft.Ruleset
+	table *nft.Table  // nil when egress is off
+	rs    nft.Ruleset // guarded by the node's ctlMu
+
+	npMu      sync.Mutex
+	nodePorts []nft.NodePort // as last written (nodeport.go)
 }
 
 const ipForwardPath = "/proc/sys/net/ipv4/ip_forward"
@@ -288,6 +292,9 @@ func (n *Node) egressStatus() *api.Egress {
 	n.ctlMu.Unlock()
 	e.Table = "ip " + t.Name()
 	e.Masquerade, e.NonMasquerade, e.HostPorts = rs.Masquerade, rs.NonMasquerade, len(rs.HostPorts)
+	n.egress.npMu.Lock()
+	e.NodePorts = len(n.egress.nodePorts)
+	n.egress.npMu.Unlock()
 	c, err := t.Counters()
 	if err != nil {
 		e.Error = err.Error()

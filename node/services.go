@@ -192,6 +192,7 @@ func (n *Node) compileServices() {
 		n.log.Error("switch refused the compiled services; keeping the previous set", "err", err)
 		return
 	}
+	n.setNodePorts(res.Specs)
 	prev := s.result.Swap(&res)
 	if prev == nil || len(prev.Specs) != len(res.Specs) {
 		n.log.Info("services compiled", "services", len(res.Services), "frontends", len(res.Specs), "problems", len(res.Problems))

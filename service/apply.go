@@ -63,6 +63,8 @@ func CheckApply(stored, incoming []objects.Object, cidrs CIDRs) ([]objects.Objec
 			incoming[i] = svc
 		}
 	}
+	incoming, npErrs := assignNodePorts(stored, incoming)
+	errs = append(errs, npErrs...)
 	for _, o := range incoming {
 		if o.EndpointSlice != nil {
 			if err := checkSlice(o.EndpointSlice, cidrs); err != nil {

@@ -27,6 +27,6 @@ func egressLines(t *table, e *api.Egress) {
 		t.kv("egress error", e.Error)
 		return
 	}
-	t.kv("egress counts", fmt.Sprintf("%d connections masqueraded; pods->outside %d packets (%s), outside->pods %d packets (%s); %d hostPorts",
-		e.Masqueraded, e.OutPackets, byteSize(e.OutBytes), e.InPackets, byteSize(e.InBytes), e.HostPorts))
+	t.kv("egress counts", fmt.Sprintf("%d connections masqueraded; pods->outside %d packets (%s), outside->pods %d packets (%s); %d hostPorts, %d node ports",
+		e.Masqueraded, e.OutPackets, byteSize(e.OutBytes), e.InPackets, byteSize(e.InBytes), e.HostPorts, e.NodePorts))
 }
