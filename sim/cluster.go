@@ -333,6 +333,11 @@ func (c *Cluster) Up(ctx context.Context, nodes, podsPerNode int) error {
 			}
 		}
 	}
+	if c.Outside != nil {
+		if err := c.applyExampleServices(ctx); err != nil {
+			return err
+		}
+	}
 	// Nodes started later are seen by the earlier ones one registry watch
 	// later; a sim is up when every node has every other as a peer.
 	if note := c.waitConverged(ctx, 10*time.Second); note != "" {

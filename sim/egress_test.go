@@ -47,21 +47,23 @@ func tableExists(t *testing.T, n *Node) bool {
 func TestEgressAndHostPortMatrix(t *testing.T) {
 	c := newOutsideCluster(t, 2, 2)
 	r := runMatrix(t, c)
-	var egress, hostport int
+	var egress, hostport, nodeport int
 	for _, ch := range r.Checks {
 		switch ch.Name {
 		case "egress":
 			egress++
 		case "hostport":
 			hostport++
+		case "nodeport":
+			nodeport++
 		}
 	}
-	if egress != 4 || hostport != 2 {
-		t.Errorf("%d egress and %d hostport checks ran, want 4 and 2", egress, hostport)
+	if egress != 4 || hostport != 2 || nodeport != 4 {
+		t.Errorf("%d egress, %d hostport and %d nodeport checks ran, want 4, 2 and 4", egress, hostport, nodeport)
 	}
 	st := nodeStatus(t, c.Nodes[0])
-	if e := st.Egress; e == nil || !e.Enabled || !e.Masquerade || e.Masqueraded < 4 || e.HostPorts != 1 || e.OutPackets == 0 || e.InPackets == 0 {
-		t.Errorf("n1's egress status after the matrix: %+v; want on, masquerading, >= 4 connections (2 pods x tcp+udp), 1 hostPort, packets both ways", e)
+	if e := st.Egress; e == nil || !e.Enabled || !e.Masquerade || e.Masqueraded < 4 || e.HostPorts != 1 || e.NodePorts != 2 || e.OutPackets == 0 || e.InPackets == 0 {
+		t.Errorf("n1's egress status after the matrix: %+v; want on, masquerading, >= 4 connections (2 pods x tcp+udp), 1 hostPort, 2 node ports, packets both ways", e)
 	}
 }
 
@@ -187,5 +189,67 @@ func TestHostPortConflictAndRemoval(t *testing.T) {
 	}
 	if tableExists(t, n) {
 		t.Error("weftd's nftables table is still there after a clean stop of a node without pods")
+	}
+}
+
+// TestNodePortConflictAndDelete: a second Service asking for a node port
+// another holds is refused at apply with a clear error, and nothing of it
+// is stored; deleting the holder stops its node port answering on every
+// node.
+func TestNodePortConflictAndDelete(t *testing.T) {
+	c := newOutsideCluster(t, 2, 1)
+	cl := client(t, c.Nodes[0])
+	ctx := qctx(t)
+	_, err := cl.Apply(ctx, api.ApplyRequest{Documents: `{apiVersion: v1, kind: Service, metadata: {name: other, namespace: sim}, spec: {type: NodePort, ports: [{port: 80, nodePort: 30080}]}}`})
+	if err == nil || !strings.Contains(err.Error(), "spec.ports[0].nodePort 30080: already allocated to Service sim/web") {
+		t.Fatalf("apply of a second Service on node port %d: err %v", simNodePort, err)
+	}
+	svcs, err := cl.Services(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range svcs {
+		if s.Name == "other" {
+			t.Errorf("the refused Service was stored: %+v", s)
+		}
+	}
+	srv, err := startServer(ctx, testHelper(t), c.Nodes[1].Pods[0].Netns, ":7790")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.stop()
+	srv0, err := startServer(ctx, testHelper(t), c.Nodes[0].Pods[0].Netns, ":7790")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv0.stop()
+	for _, n := range c.Nodes {
+		if _, errText := tcpCheck(ctx, c.Outside.Netns, netip.AddrPortFrom(n.Underlay, simNodePort)); errText != "" {
+			t.Fatalf("outside -> %s:%d before the delete: %s", n.Underlay, simNodePort, errText)
+		}
+	}
+	if _, err := cl.DeleteObjects(ctx, api.ApplyRequest{Documents: `{apiVersion: v1, kind: Service, metadata: {name: web, namespace: sim}}`}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		front := netip.AddrPortFrom(n.Underlay, simNodePort)
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			dctx, cancel := context.WithTimeout(ctx, time.Second)
+			conn, err := DialIn(dctx, c.Outside.Netns, "tcp4", front.String())
+			cancel()
+			if err != nil {
+				break
+			}
+			conn.Close()
+			if time.Now().After(deadline) {
+				t.Errorf("outside -> %s still answers 5 s after sim/web was deleted", front)
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if st := nodeStatus(t, c.Nodes[1]); st.Egress == nil || st.Egress.NodePorts != 1 {
+		t.Errorf("n2's egress status after the delete: %+v, want 1 node port (sim/web-local)", st.Egress)
 	}
 }

@@ -41,6 +41,8 @@ type Outside struct {
 	// Helper is the command line that runs HelperMain (recorded so that
 	// a restart of the server uses the same binary).
 	Helper []string `json:"helper"`
+	// Services: the example NodePort Services are applied.
+	Services bool `json:"services,omitempty"`
 }
 
 // AddrPort is where the outside server listens.

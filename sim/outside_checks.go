@@ -6,15 +6,21 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/weftnet/weft/api"
 )
 
 // The sim's hostPort: the first pod of every node (in a sim with an
 // outside host) maps hostPort 8080/tcp to a server on its port 7790.
+// The example Services, on the same pods' port 7790: sim/web, node port
+// 30080, externalTrafficPolicy Cluster, every node's first pod a backend;
+// sim/web-local, node port 30081, Local, the first node's first pod only.
 const (
 	simHostPort      = 8080
 	simContainerPort = 7790
+	simNodePort      = 30080
+	simLocalNodePort = 30081
 )
 
 // podPortMappings are the hostPorts AddPod asks for pod number i (from 0)
@@ -47,6 +53,134 @@ func outsideChecks(ctx context.Context, c *Cluster, opts MatrixOptions) []Check 
 				out = append(out, hostPortCheck(ctx, o, n, p, m, opts))
 			}
 		}
+	}
+	if o.Services {
+		out = append(out, nodePortChecks(ctx, c, opts)...)
+	}
+	return out
+}
+
+// exampleServices are the sim's NodePort Services (see simNodePort).
+func (c *Cluster) exampleServices() string {
+	var eps, local []string
+	for _, n := range c.Nodes {
+		if len(n.Pods) == 0 {
+			continue
+		}
+		ep := fmt.Sprintf("- {addresses: [%s], nodeName: %s-%s, conditions: {ready: true}}", n.Pods[0].IP(), c.Name, n.Name)
+		eps = append(eps, ep)
+		if local == nil {
+			local = append(local, ep)
+		}
+	}
+	slice := func(name string, eps []string) string {
+		return fmt.Sprintf(`---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: %s-1, namespace: sim, labels: {kubernetes.io/service-name: %s}}
+addressType: IPv4
+ports: [{name: http, port: %d, protocol: TCP}]
+endpoints:
+%s
+`, name, name, simContainerPort, strings.Join(eps, "\n"))
+	}
+	return fmt.Sprintf(`---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: sim}
+spec:
+  type: NodePort
+  ports: [{name: http, port: 80, targetPort: %d, nodePort: %d}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-local, namespace: sim}
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  ports: [{name: http, port: 80, targetPort: %d, nodePort: %d}]
+`, simContainerPort, simNodePort, simContainerPort, simLocalNodePort) + slice("web", eps) + slice("web-local", local)
+}
+
+// applyExampleServices stores the example Services through the first
+// node's API (every node compiles them from the shared store).
+func (c *Cluster) applyExampleServices(ctx context.Context) error {
+	if len(c.Nodes) == 0 || len(c.Nodes[0].Pods) == 0 {
+		return nil
+	}
+	cl := api.NewClient(c.Nodes[0].Socket)
+	defer cl.Close()
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := cl.Apply(actx, api.ApplyRequest{Documents: c.exampleServices()}); err != nil {
+		return fmt.Errorf("example services: %w", err)
+	}
+	c.Outside.Services = true
+	c.logf("example services: sim/web on node port %d (Cluster), sim/web-local on %d (Local, %s only)", simNodePort, simLocalNodePort, c.Nodes[0].Name)
+	return c.save()
+}
+
+// nodePortChecks: the outside host reaches sim/web on every node's
+// address (externalTrafficPolicy Cluster: the backend sees the ingress
+// node's weft0 address), and sim/web-local on the first node with its own
+// address kept, while the other nodes, without a local endpoint, refuse.
+func nodePortChecks(ctx context.Context, c *Cluster, opts MatrixOptions) []Check {
+	o := c.Outside
+	var servers []*helperProc
+	defer func() {
+		for _, s := range servers {
+			s.stop()
+		}
+	}()
+	for _, n := range c.Nodes {
+		if len(n.Pods) == 0 {
+			continue
+		}
+		srv, err := startServer(ctx, opts.Helper, n.Pods[0].Netns, ":"+strconv.Itoa(simContainerPort))
+		if err != nil {
+			return []Check{{Name: "nodeport", Detail: "backend servers", Error: err.Error()}}
+		}
+		servers = append(servers, srv)
+	}
+	var out []Check
+	for i, n := range c.Nodes {
+		front := netip.AddrPortFrom(n.Underlay, simNodePort)
+		ch := Check{Name: "nodeport", Detail: fmt.Sprintf("outside -> sim/web %s (Cluster)", front)}
+		peer, errText := tcpCheck(ctx, o.Netns, front)
+		switch {
+		case errText != "":
+			ch.Error = errText
+		case peer != n.HostAddr:
+			ch.Error = fmt.Sprintf("the backend saw %s, want %s's weft0 address %s (masqueraded so the answer returns through it)", peer, n.Name, n.HostAddr)
+		default:
+			ch.Detail += ": the backend saw " + peer.String()
+		}
+		out = append(out, ch)
+
+		front = netip.AddrPortFrom(n.Underlay, simLocalNodePort)
+		ch = Check{Name: "nodeport", Detail: fmt.Sprintf("outside -> sim/web-local %s (Local)", front)}
+		if i == 0 {
+			peer, errText := tcpCheck(ctx, o.Netns, front)
+			switch {
+			case errText != "":
+				ch.Error = errText
+			case peer != o.Gateway:
+				ch.Error = fmt.Sprintf("the backend saw %s, want the client's own %s", peer, o.Gateway)
+			default:
+				ch.Detail += ": the backend saw the client's " + peer.String()
+			}
+		} else {
+			dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+			conn, err := DialIn(dctx, o.Netns, "tcp4", front.String())
+			cancel()
+			if err == nil {
+				conn.Close()
+				ch.Error = "answered on a node without a local endpoint"
+			} else {
+				ch.Detail += ": refused on a node without a local endpoint (" + lastLines(err.Error(), 1) + ")"
+			}
+		}
+		out = append(out, ch)
 	}
 	return out
 }
