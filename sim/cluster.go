@@ -334,7 +334,7 @@ func (c *Cluster) Up(ctx context.Context, nodes, podsPerNode int) error {
 		}
 	}
 	if c.Outside != nil {
-		if err := c.applyExampleServices(ctx); err != nil {
+		if err := c.applyNodePortServices(ctx); err != nil {
 			return err
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/weftnet/weft/api"
 )
@@ -60,8 +59,8 @@ func outsideChecks(ctx context.Context, c *Cluster, opts MatrixOptions) []Check 
 	return out
 }
 
-// exampleServices are the sim's NodePort Services (see simNodePort).
-func (c *Cluster) exampleServices() string {
+// nodePortServices are the sim's NodePort Services (see simNodePort).
+func (c *Cluster) nodePortServices() string {
 	var eps, local []string
 	for _, n := range c.Nodes {
 		if len(n.Pods) == 0 {
@@ -102,18 +101,14 @@ spec:
 `, simContainerPort, simNodePort, simContainerPort, simLocalNodePort) + slice("web", eps) + slice("web-local", local)
 }
 
-// applyExampleServices stores the example Services through the first
-// node's API (every node compiles them from the shared store).
-func (c *Cluster) applyExampleServices(ctx context.Context) error {
+// applyNodePortServices stores the example NodePort Services (every node
+// compiles them from the shared store).
+func (c *Cluster) applyNodePortServices(ctx context.Context) error {
 	if len(c.Nodes) == 0 || len(c.Nodes[0].Pods) == 0 {
 		return nil
 	}
-	cl := api.NewClient(c.Nodes[0].Socket)
-	defer cl.Close()
-	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := cl.Apply(actx, api.ApplyRequest{Documents: c.exampleServices()}); err != nil {
-		return fmt.Errorf("example services: %w", err)
+	if _, err := c.Apply(ctx, c.nodePortServices()); err != nil {
+		return fmt.Errorf("example NodePort services: %w", err)
 	}
 	c.Outside.Services = true
 	c.logf("example services: sim/web on node port %d (Cluster), sim/web-local on %d (Local, %s only)", simNodePort, simLocalNodePort, c.Nodes[0].Name)
