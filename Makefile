@@ -114,6 +114,10 @@ bench-e2e: check-go deps build
 
 # The targets are listed by `go test -list` over every package at once; a
 # package that does not build fails the listing, and make fuzz with it.
+# A target fails make fuzz on anything but one thing: a lone "context
+# deadline exceeded" with no failing input written, which is Go 1.26's fuzz
+# coordinator racing its own -fuzztime deadline on a loaded machine
+# (golang/go#75804); it is reported and skipped.
 fuzz: check-go
 	@list=$$($(GO) test -list '^Fuzz' ./... 2>&1) || { \
 	  echo "$$list" >&2; echo "make fuzz: FAIL: listing the fuzz targets failed (a package above does not build)" >&2; exit 1; }; \
@@ -122,7 +126,15 @@ fuzz: check-go
 	for pt in $$targets; do \
 	  pkg=$${pt%%:*}; target=$${pt#*:}; \
 	  echo "== $$pkg $$target ($(FUZZTIME), minimise <= $(FUZZMINTIME))"; \
-	  $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME) $$pkg || exit 1; \
+	  out=$$($(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME) $$pkg 2>&1); rc=$$?; \
+	  echo "$$out"; \
+	  [ $$rc = 0 ] && continue; \
+	  if ! grep -q 'Failing input written to' <<<"$$out" && [ "$$(grep -c -- '--- FAIL' <<<"$$out")" = 1 ] \
+	     && grep -A1 -- "^--- FAIL: $$target " <<<"$$out" | grep -qx '    context deadline exceeded'; then \
+	    echo "make fuzz: $$target: Go's fuzz coordinator reported its own -fuzztime deadline as a failure (golang/go#75804, fixed in Go 1.27); no input was written: not a finding" >&2; \
+	    continue; \
+	  fi; \
+	  exit 1; \
 	done
 
 # make sim owns the sim named $(SIM_NAME): it brings it up, tests it, and
