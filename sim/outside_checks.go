@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/weftnet/weft/api"
 )
@@ -109,6 +110,20 @@ func (c *Cluster) applyNodePortServices(ctx context.Context) error {
 	}
 	if _, err := c.Apply(ctx, c.nodePortServices()); err != nil {
 		return fmt.Errorf("example NodePort services: %w", err)
+	}
+	// Every node compiles the store on its own; a node serves (and lists)
+	// a Service only once its node ports are written.
+	backends := 0
+	for _, n := range c.Nodes {
+		if len(n.Pods) > 0 {
+			backends++
+		}
+	}
+	if err := c.WaitService(ctx, "sim/web", backends, 10*time.Second); err != nil {
+		return err
+	}
+	if err := c.WaitService(ctx, "sim/web-local", 1, 10*time.Second); err != nil {
+		return err
 	}
 	c.Outside.Services = true
 	c.logf("example services: sim/web on node port %d (Cluster), sim/web-local on %d (Local, %s only)", simNodePort, simLocalNodePort, c.Nodes[0].Name)
