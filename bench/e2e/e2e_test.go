@@ -7,6 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"sigs.k8s.io/yaml"
 )
 
 func TestParseKernelResult(t *testing.T) {
@@ -167,21 +171,36 @@ func TestReportAndChart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &summary{Reps: 2, T: 5, KernelRes: &kr, WeftReps: []weftRep{
+	// The anchor's service run skips all but tcp1 (common.sh prints 0 for them).
+	ksvc, err := parseKernelResult("RESULT system=kernel-vxlan pod_offload=default tcp1_gbps=8.00[7.50-8.50] tcp4_gbps=0.00[0.00-0.00] " +
+		"udp64_rx_pps=0[0-0] udp_loss=[] ping_avg_ms=0.000[0.000-0.000] daemon_cpu_pct(tcp1/tcp4/udp)=0/n/a/n/a ping_p50_ms=n/a ping_p99_ms=n/a via-vip=10.96.0.10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ksvc.TCP1 != (stat{8, 7.5, 8.5, 1}) {
+		t.Errorf("service RESULT tcp1 = %+v", ksvc.TCP1)
+	}
+	s := &summary{Reps: 2, T: 5, KernelRes: &kr, KernelSvcRes: &ksvc, WeftReps: []weftRep{
 		{Test: "tcp1", Gbps: 5, CPUPerGB: 2}, {Test: "tcp1", Gbps: 7, CPUPerGB: 1},
+		{Test: "svc1", Gbps: 5.7, CPUPerGB: 2}, {Test: "svc1", Gbps: 6.3, CPUPerGB: 1},
 		{Test: "tcp4", Gbps: 6}, {Test: "udp", RxPPS: 50000, LossPct: 10},
 		{Test: "ping", Ping: &pingFigures{N: 10, Avg: 0.1, P99: 0.3}},
 		{Test: "tcp4", Err: "iperf3: boom"},
 	}}
 	s.compute()
-	if got, want := s.ratioLine(), "e2e ratio tcp1=0.60 tcp4=0.50 udp64=0.50 rtt=2.00"; got != want {
+	if got, want := s.ratioLine(), "e2e ratio tcp1=0.60 tcp4=0.50 udp64=0.50 rtt=2.00 svc1=0.75"; got != want {
 		t.Errorf("ratio line %q, want %q", got, want)
 	}
 	if s.Weft.Failed != 1 {
 		t.Errorf("failed = %d, want 1", s.Weft.Failed)
 	}
+	if got := s.serviceLine(); !strings.HasPrefix(got, "e2e service svc1/tcp1=1.00 ") {
+		t.Errorf("service line %q", got)
+	}
 	md := s.markdown()
-	for _, want := range []string{sectionBegin, sectionEnd, "## End to end", "| TCP, 1 stream (Gbit/s) | 6.00 [5.00–7.00] | 10.00 [9.00–11.00] | 0.60 |", "e2e.svg"} {
+	for _, want := range []string{sectionBegin, sectionEnd, "## End to end", "| TCP, 1 stream (Gbit/s) | 6.00 [5.00–7.00] | 10.00 [9.00–11.00] | 0.60 |",
+		"| TCP, 1 stream via cluster IP (Gbit/s) | 6.00 [5.70–6.30] | 8.00 [7.50–8.50] | 0.75 |",
+		"| TCP, 1 stream: via cluster IP / direct (weft) | 1.00 |", "ANC_SERVICE=1", "e2e.svg"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}
@@ -195,11 +214,39 @@ func TestReportAndChart(t *testing.T) {
 		t.Errorf("chart: %v, %d bytes", err, len(b))
 	}
 	// Without a kernel run every ratio is n/a, and nothing panics.
-	s.KernelRes = nil
-	if got := s.ratioLine(); got != "e2e ratio tcp1=n/a tcp4=n/a udp64=n/a rtt=n/a" {
+	s.KernelRes, s.KernelSvcRes = nil, nil
+	if got := s.ratioLine(); got != "e2e ratio tcp1=n/a tcp4=n/a udp64=n/a rtt=n/a svc1=n/a" {
 		t.Errorf("ratio line without kernel: %q", got)
 	}
 	if err := writeChart(svg, s); err != nil {
 		t.Errorf("chart without kernel: %v", err)
+	}
+}
+
+// TestServiceYAML decodes the benchmark's Service and EndpointSlice strictly
+// into the Kubernetes types weftd stores, and checks they say what the row
+// measures: the anchor's VIP and port, one ready endpoint at pod 2.
+func TestServiceYAML(t *testing.T) {
+	docs := strings.Split(serviceYAML("10.244.2.3"), "\n---\n")
+	if len(docs) != 2 {
+		t.Fatalf("%d documents, want 2", len(docs))
+	}
+	var svc corev1.Service
+	var es discoveryv1.EndpointSlice
+	if err := yaml.UnmarshalStrict([]byte(docs[0]), &svc); err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.UnmarshalStrict([]byte(docs[1]), &es); err != nil {
+		t.Fatal(err)
+	}
+	if svc.Kind != "Service" || svc.Spec.ClusterIP != serviceVIP || len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 5201 ||
+		svc.Spec.Ports[0].Protocol != corev1.ProtocolTCP || svc.Spec.Ports[0].TargetPort.IntValue() != 5201 {
+		t.Errorf("service = %+v", svc)
+	}
+	if es.Kind != "EndpointSlice" || es.Labels[discoveryv1.LabelServiceName] != svc.Name || es.Namespace != svc.Namespace ||
+		len(es.Endpoints) != 1 || es.Endpoints[0].Addresses[0] != "10.244.2.3" ||
+		es.Endpoints[0].Conditions.Ready == nil || !*es.Endpoints[0].Conditions.Ready ||
+		len(es.Ports) != 1 || *es.Ports[0].Port != 5201 || *es.Ports[0].Name != svc.Spec.Ports[0].Name {
+		t.Errorf("endpoint slice = %+v", es)
 	}
 }

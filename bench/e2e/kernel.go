@@ -101,8 +101,10 @@ func parseKernelResult(line string) (kernelResult, error) {
 
 // runKernelAnchor runs the kernel VXLAN anchor script with the same
 // repetitions, duration and skips as the weft run, streaming its progress
-// to progress, and returns its parsed RESULT line.
-func runKernelAnchor(ctx context.Context, cfg *config, progress io.Writer) (kernelResult, error) {
+// to progress, and returns its parsed RESULT line. With service it runs the
+// anchor's service path (ANC_SERVICE=1: pod 1 -> serviceVIP, DNATed to pod
+// 2 by iptables on node 1) for the svc1 row, TCP 1 stream only.
+func runKernelAnchor(ctx context.Context, cfg *config, progress io.Writer, service bool) (kernelResult, error) {
 	if _, err := os.Stat(cfg.KernelScript); err != nil {
 		return kernelResult{}, fmt.Errorf("kernel anchor: %w (set E2E_KERNEL_SCRIPT)", err)
 	}
@@ -113,8 +115,14 @@ func runKernelAnchor(ctx context.Context, cfg *config, progress io.Writer) (kern
 		"ANC_OUT="+cfg.OutDir+"/anchors",
 		"ANC_QUIET_PCT="+strconv.FormatFloat(cfg.QuietPct, 'f', -1, 64),
 		"ANC_QUIET_MAX="+strconv.Itoa(int(cfg.QuietMax/time.Second)),
-		"ANC_SKIP="+strings.Join(cfg.Skip, " "),
 	)
+	if service {
+		// Only tcp1 is the service row; the anchor's ping goes to pod 2
+		// anyway (cluster IPs need not answer ICMP).
+		cmd.Env = append(cmd.Env, "ANC_SERVICE=1", "ANC_SKIP=tcp4 udp ping")
+	} else {
+		cmd.Env = append(cmd.Env, "ANC_SERVICE=0", "ANC_SKIP="+strings.Join(cfg.Skip, " "))
+	}
 	// The script cleans up its namespaces on TERM (trap); give it time.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 30 * time.Second

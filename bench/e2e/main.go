@@ -4,11 +4,17 @@
 // the same topology (the anchor script ../shared/anchors/kernel-vxlan.sh).
 // For each it measures iperf3 TCP with 1 and 4 streams, iperf3 UDP with
 // 64-byte datagrams, and ping latency; for weft also the weftds' CPU time
-// per GB moved. Each figure is the median of E2E_REPS runs with its range.
+// per GB moved. The service row (svc1) is TCP with 1 stream from pod 1 to a
+// cluster IP (serviceVIP) whose only endpoint is pod 2: in weft a Service
+// and EndpointSlice applied through weftd's API (`weft sim apply`), in the
+// kernel the anchor again with ANC_SERVICE=1 (iptables DNAT on node 1, as
+// kube-proxy's iptables mode). Each figure is the median of E2E_REPS runs
+// with its range.
 //
-// It prints a table and a last line
+// It prints a table, a line comparing weft's service path with its direct
+// pod-IP path (e2e service svc1/tcp1=...), and a last line
 //
-//	e2e ratio tcp1=<weft/kernel> tcp4=<...> udp64=<...> rtt=<weft/kernel ping avg>
+//	e2e ratio tcp1=<weft/kernel> tcp4=<...> udp64=<...> rtt=<weft/kernel ping avg> svc1=<weft/kernel via the cluster IP>
 //
 // writes the table into docs/BENCHMARKS.md (between <!-- e2e:begin --> and
 // <!-- e2e:end -->), a chart into docs/e2e.svg, and raw results, logs and a
@@ -20,12 +26,13 @@
 //
 //	E2E_REPS=3           repetitions of each test
 //	E2E_T=10             seconds per iperf3 run
-//	E2E_SKIP=""          tests to leave out: any of tcp1 tcp4 udp ping
+//	E2E_SKIP=""          tests to leave out: any of tcp1 tcp4 udp ping svc1
 //	E2E_QUIET_PCT=15     wait before each run until the machine was at most this % busy for 1 s ...
 //	E2E_QUIET_MAX=240    ... or this many seconds passed
 //	E2E_WEFTD_ARGS=""    extra weftd flags, e.g. "--offload=false"
 //	E2E_KERNEL=1         0 skips the kernel VXLAN run (no ratios)
 //	E2E_KERNEL_RESULT="" a kernel RESULT line to use instead of running the anchor
+//	E2E_KERNEL_SVC_RESULT="" the same for the anchor's service run (ANC_SERVICE=1)
 //	E2E_KERNEL_SCRIPT    default ../shared/anchors/kernel-vxlan.sh from the repo root
 //	E2E_PROFILE=1        0 skips the perf profile
 //	E2E_DOCS=1           0 leaves docs/ alone
@@ -64,12 +71,19 @@ type config struct {
 	WeftdArgs    []string
 	Kernel       bool
 	KernelResult string
-	KernelScript string
-	Profile      bool
-	Docs         bool
+	// KernelSvcResult is E2E_KERNEL_SVC_RESULT: the anchor's RESULT line
+	// with ANC_SERVICE=1, used instead of running it.
+	KernelSvcResult string
+	KernelScript    string
+	Profile         bool
+	Docs            bool
 
 	WeftBin, WeftdBin string
 }
+
+// allTests are the tests in the order they run; svc1 right after tcp1, so
+// the service path and the direct path it is compared with run back to back.
+var allTests = []string{"tcp1", "svc1", "tcp4", "udp", "ping"}
 
 func (c *config) skipped(test string) bool { return slices.Contains(c.Skip, test) }
 
@@ -117,13 +131,14 @@ func loadConfig(root string) (*config, error) {
 	boolEnv("E2E_PROFILE", &c.Profile)
 	boolEnv("E2E_DOCS", &c.Docs)
 	for _, s := range strings.Fields(strings.ReplaceAll(os.Getenv("E2E_SKIP"), ",", " ")) {
-		if !slices.Contains([]string{"tcp1", "tcp4", "udp", "ping"}, s) {
-			errs = append(errs, fmt.Errorf("E2E_SKIP: unknown test %q (want tcp1 tcp4 udp ping)", s))
+		if !slices.Contains(allTests, s) {
+			errs = append(errs, fmt.Errorf("E2E_SKIP: unknown test %q (want any of %s)", s, strings.Join(allTests, " ")))
 		}
 		c.Skip = append(c.Skip, s)
 	}
 	c.WeftdArgs = strings.Fields(os.Getenv("E2E_WEFTD_ARGS"))
 	c.KernelResult = strings.TrimSpace(os.Getenv("E2E_KERNEL_RESULT"))
+	c.KernelSvcResult = strings.TrimSpace(os.Getenv("E2E_KERNEL_SVC_RESULT"))
 	if v := os.Getenv("E2E_KERNEL_SCRIPT"); v != "" {
 		c.KernelScript = v
 	}
@@ -220,6 +235,12 @@ func run() error {
 			return fmt.Errorf("integrity: %w", err)
 		}
 		logf("integrity: %s", msg)
+		if !cfg.skipped("svc1") {
+			if err := ws.applyService(ctx, progress); err != nil {
+				return err
+			}
+			logf("service %s/%s: %s:5201 -> %s:5201 (EndpointSlice), reachable from pod 1", serviceNS, serviceName, serviceVIP, ws.pod2IP)
+		}
 		sum.WeftReps = ws.runWeftTests(ctx, logf)
 		if cfg.Profile && !cfg.skipped("tcp1") && ctx.Err() == nil {
 			txt, err := ws.profileTCP(ctx, logf)
@@ -237,25 +258,14 @@ func run() error {
 		return weftErr
 	}
 
-	// kernel VXLAN
-	var kernelErr error
-	switch {
-	case cfg.KernelResult != "":
-		kr, err := parseKernelResult(cfg.KernelResult)
-		if err != nil {
-			return fmt.Errorf("E2E_KERNEL_RESULT: %w", err)
-		}
-		sum.KernelRes, sum.KernelNote = &kr, "from E2E_KERNEL_RESULT, not measured in this run"
-	case cfg.Kernel:
-		logf("kernel VXLAN: %s", cfg.KernelScript)
-		kr, err := runKernelAnchor(ctx, cfg, progress)
-		if err != nil {
-			logf("kernel VXLAN run failed: %v", err)
-			sum.KernelNote = "run failed: " + err.Error()
-			kernelErr = err
-		} else {
-			sum.KernelRes = &kr
-		}
+	// kernel VXLAN, then the same with its service path
+	kernelErr := runKernel(ctx, cfg, progress, logf, false, &sum.KernelRes, &sum.KernelNote)
+	if !cfg.skipped("svc1") && ctx.Err() == nil {
+		kernelErr = errors.Join(kernelErr,
+			runKernel(ctx, cfg, progress, logf, true, &sum.KernelSvcRes, &sum.KernelSvcNote))
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
 	sum.LoadEnd = loadAvg()
 	sum.compute()
@@ -291,9 +301,39 @@ func run() error {
 			logf("wrote %s", svg)
 		}
 	}
+	fmt.Println(sum.serviceLine())
 	fmt.Println(sum.ratioLine())
 	if kernelErr != nil {
-		return fmt.Errorf("kernel VXLAN run failed (weft's figures are above and in %s): %w", cfg.OutDir, kernelErr)
+		return fmt.Errorf("kernel VXLAN anchor (weft's figures are above and in %s): %w", cfg.OutDir, kernelErr)
+	}
+	return nil
+}
+
+// runKernel fills *res (or *note) with the kernel anchor's figures: from
+// E2E_KERNEL_RESULT / E2E_KERNEL_SVC_RESULT when set, else by running the
+// anchor (service: with ANC_SERVICE=1). A bad given line or a failed run is
+// an error; E2E_KERNEL=0 leaves both alone.
+func runKernel(ctx context.Context, cfg *config, progress io.Writer, logf func(string, ...any), service bool, res **kernelResult, note *string) error {
+	given, env, what := cfg.KernelResult, "E2E_KERNEL_RESULT", "kernel VXLAN"
+	if service {
+		given, env, what = cfg.KernelSvcResult, "E2E_KERNEL_SVC_RESULT", "kernel VXLAN service path (ANC_SERVICE=1)"
+	}
+	switch {
+	case given != "":
+		kr, err := parseKernelResult(given)
+		if err != nil {
+			return fmt.Errorf("%s: %w", env, err)
+		}
+		*res, *note = &kr, "from "+env+", not measured in this run"
+	case cfg.Kernel:
+		logf("%s: %s", what, cfg.KernelScript)
+		kr, err := runKernelAnchor(ctx, cfg, progress, service)
+		if err != nil {
+			logf("%s run failed: %v", what, err)
+			*note = "run failed: " + err.Error()
+			return err
+		}
+		*res = &kr
 	}
 	return nil
 }

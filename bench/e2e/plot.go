@@ -102,14 +102,17 @@ func (p panel) plot() (*plot.Plot, error) {
 // writeChart draws throughput (and latency) by system and test into an SVG,
 // or a PNG if path ends in .png.
 func writeChart(path string, s *summary) error {
-	var k kernelResult
+	var k, ksvc kernelResult
 	if s.KernelRes != nil {
 		k = *s.KernelRes
 	}
+	if s.KernelSvcRes != nil {
+		ksvc = *s.KernelSvcRes
+	}
 	w := s.Weft
 	panels := []panel{
-		{title: "TCP throughput", unit: "Gbit/s", tests: []string{"1 stream", "4 streams"},
-			weft: []stat{w.TCP1, w.TCP4}, kern: []stat{k.TCP1, k.TCP4}, scale: 1},
+		{title: "TCP throughput", unit: "Gbit/s", tests: []string{"1 stream", "1 via cluster IP", "4 streams"},
+			weft: []stat{w.TCP1, w.Svc1, w.TCP4}, kern: []stat{k.TCP1, ksvc.TCP1, k.TCP4}, scale: 1},
 		{title: "UDP 64 B received", unit: "thousand packets/s", tests: []string{"64 B"},
 			weft: []stat{w.UDP}, kern: []stat{k.UDP}, scale: 1000},
 		{title: "ping round trip", unit: "ms (avg)", tests: []string{"avg"},

@@ -21,11 +21,15 @@ type summary struct {
 	WeftdArgs            string
 	QuietPct             float64
 
-	WeftReps    []weftRep
-	KernelRes   *kernelResult `json:",omitempty"`
-	KernelNote  string        `json:",omitempty"`
-	ProfilePath string        `json:",omitempty"`
-	ProfileTop  []string      `json:",omitempty"`
+	WeftReps   []weftRep
+	KernelRes  *kernelResult `json:",omitempty"`
+	KernelNote string        `json:",omitempty"`
+	// KernelSvcRes is the anchor's service run (ANC_SERVICE=1): its TCP1
+	// is the kernel's svc1.
+	KernelSvcRes  *kernelResult `json:",omitempty"`
+	KernelSvcNote string        `json:",omitempty"`
+	ProfilePath   string        `json:",omitempty"`
+	ProfileTop    []string      `json:",omitempty"`
 
 	Weft weftStats
 }
@@ -33,7 +37,8 @@ type summary struct {
 // weftStats are the medians and ranges of weft's repetitions.
 type weftStats struct {
 	TCP1, TCP4, UDP, UDPLoss, PingAvg, PingP99 stat
-	CPUGB1, CPUGB4                             stat // weftd CPU seconds per GB
+	Svc1                                       stat // TCP 1 stream through the cluster IP
+	CPUGB1, CPUGB4, CPUGBSvc1                  stat // weftd CPU seconds per GB
 	DaemonUDP                                  stat // weftd CPU % of one core during UDP
 	Retr1, Retr4                               stat
 	BgBusy                                     stat // machine busy % in the second before each run
@@ -42,7 +47,7 @@ type weftStats struct {
 }
 
 func (s *summary) compute() {
-	var tcp1, tcp4, udp, loss, pavg, p99, cpu1, cpu4, dudp, r1, r4, bg, waited []float64
+	var tcp1, tcp4, svc1, udp, loss, pavg, p99, cpu1, cpu4, cpus1, dudp, r1, r4, bg, waited []float64
 	for _, r := range s.WeftReps {
 		if r.Err != "" {
 			s.Weft.Failed++
@@ -53,6 +58,8 @@ func (s *summary) compute() {
 		switch r.Test {
 		case "tcp1":
 			tcp1, cpu1, r1 = append(tcp1, r.Gbps), append(cpu1, r.CPUPerGB), append(r1, float64(r.Retransmits))
+		case "svc1":
+			svc1, cpus1 = append(svc1, r.Gbps), append(cpus1, r.CPUPerGB)
 		case "tcp4":
 			tcp4, cpu4, r4 = append(tcp4, r.Gbps), append(cpu4, r.CPUPerGB), append(r4, float64(r.Retransmits))
 		case "udp":
@@ -66,6 +73,7 @@ func (s *summary) compute() {
 	w := &s.Weft
 	w.TCP1, w.TCP4, w.UDP, w.UDPLoss = statOf(tcp1), statOf(tcp4), statOf(udp), statOf(loss)
 	w.PingAvg, w.PingP99 = statOf(pavg), statOf(p99)
+	w.Svc1, w.CPUGBSvc1 = statOf(svc1), statOf(cpus1)
 	w.CPUGB1, w.CPUGB4, w.DaemonUDP = statOf(cpu1), statOf(cpu4), statOf(dudp)
 	w.Retr1, w.Retr4 = statOf(r1), statOf(r4)
 	w.BgBusy, w.Waited = statOf(bg), statOf(waited)
@@ -90,6 +98,25 @@ func (s *summary) ratios() (tcp1, tcp4, udp, rtt float64) {
 	return ratio(s.Weft.TCP1, k.TCP1), ratio(s.Weft.TCP4, k.TCP4), ratio(s.Weft.UDP, k.UDP), ratio(s.Weft.PingAvg, k.Ping)
 }
 
+// svcRatio is weft/kernel through the cluster IP (TCP 1 stream), NaN
+// without the anchor's service run.
+func (s *summary) svcRatio() float64 {
+	if s.KernelSvcRes == nil {
+		return math.NaN()
+	}
+	return ratio(s.Weft.Svc1, s.KernelSvcRes.TCP1)
+}
+
+// svcOverDirect is weft's service path over its own direct pod-IP path,
+// TCP 1 stream (issue 13's target: at least 0.95).
+func (s *summary) svcOverDirect() float64 { return ratio(s.Weft.Svc1, s.Weft.TCP1) }
+
+// serviceLine is printed before the ratio line.
+func (s *summary) serviceLine() string {
+	return fmt.Sprintf("e2e service svc1/tcp1=%s (weft, TCP 1 stream: via cluster IP %s over direct to pod IP; target >= 0.95)",
+		fmtRatio(s.svcOverDirect()), serviceVIP)
+}
+
 func fmtRatio(v float64) string {
 	if math.IsNaN(v) {
 		return "n/a"
@@ -100,7 +127,8 @@ func fmtRatio(v float64) string {
 // ratioLine is the last line the benchmark prints.
 func (s *summary) ratioLine() string {
 	t1, t4, u, r := s.ratios()
-	return fmt.Sprintf("e2e ratio tcp1=%s tcp4=%s udp64=%s rtt=%s", fmtRatio(t1), fmtRatio(t4), fmtRatio(u), fmtRatio(r))
+	return fmt.Sprintf("e2e ratio tcp1=%s tcp4=%s udp64=%s rtt=%s svc1=%s",
+		fmtRatio(t1), fmtRatio(t4), fmtRatio(u), fmtRatio(r), fmtRatio(s.svcRatio()))
 }
 
 // fmtStat prints "median [min–max]" with the given verb, or "n/a".
@@ -134,6 +162,10 @@ func (s *summary) rows() [][4]string {
 		}
 		return fmtStat(st, verb)
 	}
+	ksvc := "n/a"
+	if s.KernelSvcRes != nil {
+		ksvc = fmtStat(s.KernelSvcRes.TCP1, "%.2f")
+	}
 	w := s.Weft
 	t1, t4, u, r := s.ratios()
 	p99r := math.NaN()
@@ -142,6 +174,8 @@ func (s *summary) rows() [][4]string {
 	}
 	return [][4]string{
 		{"TCP, 1 stream (Gbit/s)", fmtStat(w.TCP1, "%.2f"), kstat(k.TCP1, "%.2f"), fmtRatio(t1)},
+		{"TCP, 1 stream via cluster IP (Gbit/s)", fmtStat(w.Svc1, "%.2f"), ksvc, fmtRatio(s.svcRatio())},
+		{"TCP, 1 stream: via cluster IP / direct (weft)", fmtRatio(s.svcOverDirect()), "", ""},
 		{"TCP, 4 streams (Gbit/s)", fmtStat(w.TCP4, "%.2f"), kstat(k.TCP4, "%.2f"), fmtRatio(t4)},
 		{"UDP 64 B, received (pkt/s)", fmtStat(w.UDP, "%.0f"), kstat(k.UDP, "%.0f"), fmtRatio(u)},
 		{"UDP 64 B, loss (%)", fmtStat(w.UDPLoss, "%.1f"), kstat(k.UDPLoss, "%.1f"), ""},
@@ -149,6 +183,7 @@ func (s *summary) rows() [][4]string {
 		{"ping, p99 (ms)", fmtStat(w.PingP99, "%.3f"), fmtOne(k.PingP99, haveK && k.haveP99, "%.3f"), fmtRatio(p99r)},
 		{"TCP 1 stream: retransmits", fmtStat(w.Retr1, "%.0f"), "", ""},
 		{"weftd CPU s per GB, TCP 1 stream", fmtStat(w.CPUGB1, "%.2f"), "(in kernel)", ""},
+		{"weftd CPU s per GB, TCP 1 stream via cluster IP", fmtStat(w.CPUGBSvc1, "%.2f"), "(in kernel)", ""},
 		{"weftd CPU s per GB, TCP 4 streams", fmtStat(w.CPUGB4, "%.2f"), "(in kernel)", ""},
 		{"weftd CPU during UDP (% of a core)", fmtStat(w.DaemonUDP, "%.0f"), "(in kernel)", ""},
 	}
@@ -169,6 +204,9 @@ func (s *summary) conditions() string {
 	if s.KernelNote != "" {
 		c += "; kernel VXLAN: " + s.KernelNote
 	}
+	if s.KernelSvcNote != "" {
+		c += "; kernel VXLAN service path: " + s.KernelSvcNote
+	}
 	return c
 }
 
@@ -184,6 +222,9 @@ func (s *summary) textTable() string {
 	tw.Flush()
 	if s.KernelRes != nil {
 		fmt.Fprintf(&b, "\nkernel: %s\n", s.KernelRes.Line)
+	}
+	if s.KernelSvcRes != nil {
+		fmt.Fprintf(&b, "kernel service path: %s\n", s.KernelSvcRes.Line)
 	}
 	return b.String()
 }
@@ -204,7 +245,12 @@ func (s *summary) markdown() string {
 		"against the Linux kernel's VXLAN device routed like flannel's vxlan backend in the same two-node topology " +
 		"(`../shared/anchors/kernel-vxlan.sh`), measured back to back in one run of `make bench-e2e` (`go run ./bench/e2e`). " +
 		"iperf3 from pod 1 to pod 2: TCP with 1 and 4 streams, UDP with 64-byte datagrams at full rate (`-u -l 64 -b 0`, " +
-		"datagrams received per second); `ping -c 200 -i 0.01` for latency. Pod MTU 1450 in both.\n\n")
+		"datagrams received per second); `ping -c 200 -i 0.01` for latency. Pod MTU 1450 in both. " +
+		"The service row is TCP with 1 stream from pod 1 to the cluster IP " + serviceVIP + ":5201, whose one endpoint is pod 2: " +
+		"in weft a ClusterIP Service with an EndpointSlice applied through weftd's API (`weft sim apply`), load-balanced by the " +
+		"client's weftd (conntrack + DNAT in its pipeline); in the kernel the anchor's service path (`ANC_SERVICE=1`, an iptables " +
+		"DNAT on node 1 as kube-proxy's iptables mode does). \"via cluster IP / direct\" is weft's service row over its TCP 1-stream row " +
+		"(issue 13's target: at least 0.95).\n\n")
 	b.WriteString(s.conditions() + ".\n\n")
 	b.WriteString("| test | weft | kernel VXLAN | weft / kernel |\n|---|---|---|---|\n")
 	for _, r := range s.rows() {
@@ -214,6 +260,9 @@ func (s *summary) markdown() string {
 	b.WriteString("![weft vs kernel VXLAN throughput](e2e.svg)\n\n")
 	if s.KernelRes != nil {
 		b.WriteString("Kernel anchor's own line: `" + s.KernelRes.Line + "`\n\n")
+	}
+	if s.KernelSvcRes != nil {
+		b.WriteString("Kernel anchor's service path (`ANC_SERVICE=1`, TCP 1 stream only): `" + s.KernelSvcRes.Line + "`\n\n")
 	}
 	b.WriteString("CPU s per GB is the user+system time of both weftd processes during the TCP runs over the bytes received. " +
 		"A perf profile of both weftds during an extra single-stream TCP run is written to `bench/out/perf-weft-tcp1.txt`.\n")

@@ -152,6 +152,67 @@ func (s *weftSim) startServer(ctx context.Context) error {
 	return fmt.Errorf("pod %s (%s) not reachable from %s", s.pod2, s.pod2IP, s.pod1)
 }
 
+// The service the svc1 row goes through: the anchor's VIP and port
+// (../shared/anchors/kernel-vxlan.sh, ANC_VIP), so both systems are
+// measured on the same addresses.
+const (
+	serviceVIP  = "10.96.0.10"
+	serviceName = "e2e-iperf"
+	serviceNS   = "e2e"
+)
+
+// serviceYAML is a ClusterIP Service on serviceVIP:5201/TCP with one
+// EndpointSlice holding pod 2's iperf3 server: the endpoint is given, not
+// selected, so the row measures the service path and nothing else.
+func serviceYAML(pod2IP string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: %[1]s, namespace: %[2]s}
+spec:
+  clusterIP: %[3]s
+  ports:
+  - {name: iperf, port: 5201, protocol: TCP, targetPort: 5201}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: %[1]s-1, namespace: %[2]s, labels: {kubernetes.io/service-name: %[1]s}}
+addressType: IPv4
+ports:
+- {name: iperf, port: 5201, protocol: TCP}
+endpoints:
+- addresses: [%[4]s]
+  conditions: {ready: true}
+`, serviceName, serviceNS, serviceVIP, pod2IP)
+}
+
+// applyService stores serviceYAML through weftd's API (`weft sim apply`)
+// and waits until pod 1 reaches pod 2's iperf3 server through the cluster
+// IP: every weftd compiles the Service on its next look at the registry.
+func (s *weftSim) applyService(ctx context.Context, progress io.Writer) error {
+	apply := s.weftCmd(ctx, "apply", "-f", "-")
+	apply.Stdin = strings.NewReader(serviceYAML(s.pod2IP))
+	apply.Stdout, apply.Stderr = progress, progress
+	if err := apply.Run(); err != nil {
+		return fmt.Errorf("weft sim apply (service %s/%s): %w", serviceNS, serviceName, err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		// A one-second iperf3 run, not a bare connect: a connection that
+		// sends no iperf3 parameters would hold the server for its timeout.
+		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := inNetns(cctx, s.pod1, "iperf3", "-c", serviceVIP, "-p", "5201", "-t", "1").Run()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(time.Second)
+	}
+	return fmt.Errorf("cluster IP %s:5201 not reachable from %s within 30 s", serviceVIP, s.pod1)
+}
+
 // weftRep is one repetition of one test.
 type weftRep struct {
 	Test        string  `json:"test"`
@@ -196,7 +257,7 @@ func (s *weftSim) runWeftTests(ctx context.Context, log func(format string, args
 	var reps []weftRep
 	T := strconv.Itoa(int(s.cfg.Duration / time.Second))
 	iperfTimeout := s.cfg.Duration + 30*time.Second
-	for _, test := range []string{"tcp1", "tcp4", "udp", "ping"} {
+	for _, test := range allTests {
 		if s.cfg.skipped(test) {
 			continue
 		}
@@ -210,8 +271,12 @@ func (s *weftSim) runWeftTests(ctx context.Context, log func(format string, args
 			r.BgBusyPct, r.Waited = bg, waited.Seconds()
 			cctx, cancel := context.WithTimeout(ctx, iperfTimeout)
 			switch test {
-			case "tcp1", "tcp4":
-				argv := []string{"iperf3", "-c", s.pod2IP, "-p", "5201", "-t", T, "-J"}
+			case "tcp1", "tcp4", "svc1":
+				dst := s.pod2IP
+				if test == "svc1" {
+					dst = serviceVIP
+				}
+				argv := []string{"iperf3", "-c", dst, "-p", "5201", "-t", T, "-J"}
 				if test == "tcp4" {
 					argv = append(argv, "-P", "4")
 				}
