@@ -184,6 +184,12 @@ func run() error {
 			return fmt.Errorf("kernel VXLAN anchor: %w; it lives in ../shared/anchors next to the repository: clone there, or set E2E_KERNEL_SCRIPT, E2E_KERNEL_RESULT, or E2E_KERNEL=0 for weft alone", err)
 		}
 	}
+	// A given RESULT line is checked now, not after minutes of weft runs.
+	for env, line := range map[string]string{"E2E_KERNEL_RESULT": cfg.KernelResult, "E2E_KERNEL_SVC_RESULT": cfg.KernelSvcResult} {
+		if _, err := parseKernelResult(line); line != "" && err != nil {
+			return fmt.Errorf("%s: %w", env, err)
+		}
+	}
 	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
 		return err
 	}
@@ -263,9 +269,6 @@ func run() error {
 	if !cfg.skipped("svc1") && ctx.Err() == nil {
 		kernelErr = errors.Join(kernelErr,
 			runKernel(ctx, cfg, progress, logf, true, &sum.KernelSvcRes, &sum.KernelSvcNote))
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
 	}
 	sum.LoadEnd = loadAvg()
 	sum.compute()
