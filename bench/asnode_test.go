@@ -12,6 +12,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/weftnet/weft/bench/internal/outerframe"
 	"github.com/weftnet/weft/overlay"
 	"github.com/weftnet/weft/packet"
 	vswitch "github.com/weftnet/weft/switch"
@@ -288,7 +289,7 @@ func TestSimCaptureRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			dec := overlay.NewDecapper(topo.VNI, topo.VXLANPort, pt)
+			dec := outerframe.NewDecapper(topo.VNI, topo.VXLANPort, pt)
 			verdicts := make([]vswitch.Verdict, 1)
 			for i, f := range c.Frames {
 				want := byIndex[c.Index[i]]
@@ -296,7 +297,7 @@ func TestSimCaptureRoundTrip(t *testing.T) {
 				in, underlay := topo.Ingress(f)
 				if underlay {
 					inner, _, reason := dec.DecapFrame(f)
-					if reason != overlay.DropNone {
+					if reason != outerframe.DropNone {
 						t.Fatalf("frame %d: decap %v", c.Index[i], reason)
 					}
 					f = inner
@@ -547,7 +548,7 @@ func TestAsNodeUnknownPeer(t *testing.T) {
 	}
 	r.Pass()
 	st := r.Stats()
-	if st.DecapDrops[overlay.DropUnknownPeer] != 1 || st.Verdict(VerdictKey{Action: vswitch.ActionDeliver}) != 1 {
+	if st.DecapDrops[outerframe.Decap(overlay.DropUnknownPeer)] != 1 || st.Verdict(VerdictKey{Action: vswitch.ActionDeliver}) != 1 {
 		t.Errorf("decap drops %v, verdicts %v", st.DecapDrops, st.Verdicts())
 	}
 }

@@ -7,9 +7,9 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/weftnet/weft/bench/internal/outerframe"
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/netdev"
-	"github.com/weftnet/weft/overlay"
 )
 
 // loadTestdata reads a committed scenario pcap.
@@ -134,7 +134,7 @@ func BenchmarkReplayLoadOnly(b *testing.B) {
 			if bt.underlay {
 				r.src.dgrams, r.src.next = r.src.dgrams[:0], 0
 				for _, ti := range idx {
-					if r.outerDrop[ti] == overlay.DropNone {
+					if r.outerDrop[ti] == outerframe.DropNone {
 						r.src.dgrams = append(r.src.dgrams, r.dgrams[ti])
 					}
 				}

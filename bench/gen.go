@@ -8,6 +8,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/weftnet/weft/bench/internal/outerframe"
 	"github.com/weftnet/weft/overlay"
 	"github.com/weftnet/weft/packet"
 	vswitch "github.com/weftnet/weft/switch"
@@ -26,7 +27,7 @@ type Expect struct {
 	// Underlay: the frame is a full outer VXLAN frame from the underlay.
 	Underlay bool
 	// DecapDrop: decapsulation refuses it (and the switch never sees it).
-	DecapDrop overlay.DropReason
+	DecapDrop outerframe.DropReason
 	// The switch's verdict: Port is the output port of a delivery and the
 	// ingress port of a flood, Peer the underlay address of an encap.
 	Action vswitch.Action

@@ -6,6 +6,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/weftnet/weft/bench/internal/outerframe"
 	"github.com/weftnet/weft/overlay"
 	"github.com/weftnet/weft/packet"
 	vswitch "github.com/weftnet/weft/switch"
@@ -52,7 +53,7 @@ func (g *gen) malformed() []Frame {
 		return serialize(eth(ethDst, pa.RouterMAC, layers.EthernetTypeIPv4), ip, u, g.payload(100))
 	}
 	good := inner(t.RouterMAC, a.IP, 63)
-	decapDrop := func(r overlay.DropReason) Expect { return Expect{Underlay: true, DecapDrop: r} }
+	decapDrop := func(r outerframe.DropReason) Expect { return Expect{Underlay: true, DecapDrop: r} }
 	overlayDrop := func(r vswitch.DropReason) Expect {
 		return Expect{Underlay: true, Action: vswitch.ActionDrop, Reason: r}
 	}
@@ -119,22 +120,22 @@ func (g *gen) malformed() []Frame {
 			return arpFrame(packet.BroadcastMAC, packet.ARPOpRequest, a.MAC, hostIn(t.Subnet, 99), packet.MAC{}, t.Gateway)
 		}, drop(vswitch.DropSpoofed)},
 
-		{ClassVXLANWrongVNI, 1, func() []byte { return g.vxlan(pa.Underlay, good, vxlanOpts{vni: t.VNI + 1}) }, decapDrop(overlay.DropWrongVNI)},
+		{ClassVXLANWrongVNI, 1, func() []byte { return g.vxlan(pa.Underlay, good, vxlanOpts{vni: t.VNI + 1}) }, decapDrop(outerframe.Decap(overlay.DropWrongVNI))},
 		{ClassVXLANUnknownPeer, 1, func() []byte {
 			return g.vxlan(netip.MustParseAddr("192.168.1.99"), good, vxlanOpts{})
-		}, decapDrop(overlay.DropUnknownPeer)},
-		{ClassVXLANBadFlags, 1, func() []byte { return g.vxlan(pa.Underlay, good, vxlanOpts{flags: 0x04}) }, decapDrop(overlay.DropBadFlags)},
+		}, decapDrop(outerframe.Decap(overlay.DropUnknownPeer))},
+		{ClassVXLANBadFlags, 1, func() []byte { return g.vxlan(pa.Underlay, good, vxlanOpts{flags: 0x04}) }, decapDrop(outerframe.Decap(overlay.DropBadFlags))},
 		{ClassVXLANReservedBits, 1, func() []byte {
 			return g.vxlan(pa.Underlay, good, vxlanOpts{flags: overlay.FlagVNI | 0x80})
-		}, decapDrop(overlay.DropReservedBits)},
-		{ClassVXLANTruncated, 1, func() []byte { return g.vxlan(pa.Underlay, good[:6], vxlanOpts{}) }, decapDrop(overlay.DropTooShort)},
+		}, decapDrop(outerframe.Decap(overlay.DropReservedBits))},
+		{ClassVXLANTruncated, 1, func() []byte { return g.vxlan(pa.Underlay, good[:6], vxlanOpts{}) }, decapDrop(outerframe.Decap(overlay.DropTooShort))},
 		{ClassVXLANBadChecksum, 1, func() []byte {
 			f := g.vxlan(pa.Underlay, good, vxlanOpts{})
 			f[packet.EthHdrLen+packet.IPv4OffChecksum] ^= 0xa5
 			return f
-		}, decapDrop(overlay.DropBadChecksum)},
-		{ClassVXLANNotVXLAN, 1, func() []byte { return g.vxlan(pa.Underlay, good, vxlanOpts{dstPort: 53}) }, decapDrop(overlay.DropNotVXLAN)},
-		{ClassVXLANFragment, 1, func() []byte { return g.vxlan(pa.Underlay, good, vxlanOpts{fragment: true}) }, decapDrop(overlay.DropBadOuter)},
+		}, decapDrop(outerframe.DropBadChecksum)},
+		{ClassVXLANNotVXLAN, 1, func() []byte { return g.vxlan(pa.Underlay, good, vxlanOpts{dstPort: 53}) }, decapDrop(outerframe.DropNotVXLAN)},
+		{ClassVXLANFragment, 1, func() []byte { return g.vxlan(pa.Underlay, good, vxlanOpts{fragment: true}) }, decapDrop(outerframe.DropBadOuter)},
 
 		{ClassOverlayNotRouter, 1, func() []byte { return g.vxlan(pa.Underlay, inner(a.MAC, a.IP, 63), vxlanOpts{}) },
 			overlayDrop(vswitch.DropOverlayNotRouter)},

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/weftnet/weft/bench/internal/outerframe"
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/netdev"
 	"github.com/weftnet/weft/overlay"
@@ -84,9 +85,9 @@ type Replayer struct {
 	frames     [][]byte
 	order      []int32
 	batches    []batch
-	dgrams     []dgram                        // by frame index: underlay frames the socket receives
-	outerDrop  []overlay.DropReason           // by frame index: why the socket would not (DropNone: it would)
-	planDrops  [overlay.NumDropReasons]uint64 // outer drops of one pass
+	dgrams     []dgram                           // by frame index: underlay frames the socket receives
+	outerDrop  []outerframe.DropReason           // by frame index: why the socket would not (DropNone: it would)
+	planDrops  [outerframe.NumDropReasons]uint64 // outer drops of one pass
 	passFrames uint64
 	passBytes  uint64
 	skipped    int
@@ -101,7 +102,7 @@ type Replayer struct {
 
 	st        Stats
 	swBase    vswitch.Counters
-	decapBase [overlay.NumDropReasons]uint64
+	decapBase [outerframe.NumDropReasons]uint64
 	dropBase  [4]uint64 // out_no_headroom, offload_bad_gso, out_port_gone, device and socket drops
 	epoch     time.Time
 }
@@ -139,7 +140,7 @@ func NewReplayerMode(t *Topology, frames [][]byte, mode Mode) (*Replayer, error)
 		mode:     mode,
 		sw:       sw,
 		peers:    pt,
-		decap:    overlay.NewDecapper(t.VNI, t.VXLANPort, pt),
+		decap:    overlay.NewDecapper(t.VNI, pt),
 		frames:   frames,
 		feed:     make([][]byte, 0, BatchSize),
 		bufs:     make([][]byte, BatchSize),
@@ -217,8 +218,9 @@ func (r *Replayer) plan() {
 		p.idx = p.idx[:0]
 	}
 	r.dgrams = make([]dgram, len(r.frames))
-	r.outerDrop = make([]overlay.DropReason, len(r.frames))
-	r.planDrops = [overlay.NumDropReasons]uint64{}
+	r.outerDrop = make([]outerframe.DropReason, len(r.frames))
+	r.planDrops = [outerframe.NumDropReasons]uint64{}
+	outer := outerframe.NewDecapper(r.topo.VNI, r.topo.VXLANPort, r.peers)
 	for i, f := range r.frames {
 		if len(f) > MaxFrameLen {
 			r.skipped++
@@ -231,9 +233,9 @@ func (r *Replayer) plan() {
 				// Not for the socket: classified by the full-frame checks
 				// of a decapsulator of its own, so the replay's counts only
 				// what its data path did.
-				_, _, reason := overlay.NewDecapper(r.topo.VNI, r.topo.VXLANPort, r.peers).DecapFrame(f)
-				if reason == overlay.DropNone {
-					reason = overlay.DropNotVXLAN
+				_, _, reason := outer.DecapFrame(f)
+				if reason == outerframe.DropNone {
+					reason = outerframe.DropNotVXLAN
 				}
 				r.outerDrop[i] = reason
 				r.planDrops[reason]++
@@ -333,7 +335,7 @@ func (r *Replayer) portBatch(in vswitch.PortID, idx []int32) {
 func (r *Replayer) underlayBatch(idx []int32) {
 	r.src.dgrams, r.src.next = r.src.dgrams[:0], 0
 	for _, ti := range idx {
-		if r.outerDrop[ti] == overlay.DropNone {
+		if r.outerDrop[ti] == outerframe.DropNone {
 			r.src.dgrams = append(r.src.dgrams, r.dgrams[ti])
 		}
 	}

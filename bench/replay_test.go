@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/weftnet/weft/overlay"
+	"github.com/weftnet/weft/bench/internal/outerframe"
 	vswitch "github.com/weftnet/weft/switch"
 )
 
@@ -15,7 +15,7 @@ import (
 // steady-state pass must produce.
 type expected struct {
 	verdicts    map[VerdictKey]uint64
-	decapDrops  [overlay.NumDropReasons]uint64
+	decapDrops  [outerframe.NumDropReasons]uint64
 	ports       map[vswitch.PortID]uint64 // deliveries and flood copies
 	encapByPeer map[[4]byte]uint64
 	underlay    uint64
@@ -32,7 +32,7 @@ func expectFrom(t *Topology, fs []Frame) expected {
 		if x.Underlay {
 			e.underlay++
 		}
-		if x.DecapDrop != overlay.DropNone {
+		if x.DecapDrop != outerframe.DropNone {
 			e.decapDrops[x.DecapDrop]++
 			continue
 		}

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/weftnet/weft/overlay"
+	"github.com/weftnet/weft/bench/internal/outerframe"
 	vswitch "github.com/weftnet/weft/switch"
 )
 
@@ -45,7 +45,7 @@ type Stats struct {
 
 	Underlay   uint64 // frames that entered from the underlay
 	Decapped   uint64 // of those, accepted by decapsulation
-	DecapDrops [overlay.NumDropReasons]uint64
+	DecapDrops [outerframe.NumDropReasons]uint64
 
 	verdicts      [numActions][2][vswitch.NumDropReasons]uint64
 	OtherVerdicts uint64
@@ -174,7 +174,7 @@ func (s *Stats) WriteReport(w io.Writer, t *Topology) {
 	}
 	for r, n := range s.DecapDrops {
 		if n != 0 {
-			fmt.Fprintf(w, "  %-40s %12d  %6.2f%%\n", "decap drop: "+overlay.DropReason(r).String(), n, pct(n))
+			fmt.Fprintf(w, "  %-40s %12d  %6.2f%%\n", "decap drop: "+outerframe.DropReason(r).String(), n, pct(n))
 		}
 	}
 	if s.OtherVerdicts != 0 {

@@ -69,7 +69,7 @@ func newRig(t testing.TB, offloads int, coalesce bool) *rig {
 	peers := &overlay.PeerTable{}
 	must(t, peers.Set([]overlay.Peer{{Name: "b", Underlay: underB, RouterMAC: peerMAC, Subnet: netip.MustParsePrefix("10.244.2.0/24"), VNI: testVNI}}))
 	must(t, sw.SetRoutes([]vswitch.Route{{Prefix: netip.MustParsePrefix("10.244.2.0/24"), Kind: vswitch.RoutePeer, Peer: underB, PeerMAC: peerMAC}}))
-	decap := overlay.NewDecapper(testVNI, overlay.DefaultPort, peers)
+	decap := overlay.NewDecapper(testVNI, peers)
 	r := &rig{sw: sw, out: &sink{}, decap: decap, peers: peers, offloads: offloads}
 	r.dp = New(Config{Switch: sw, Decap: decap, Peers: peers, VNI: testVNI, Port: overlay.DefaultPort, OverlayPort: overlayID, Coalesce: coalesce})
 	batch := netdev.DefaultBatchSize

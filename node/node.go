@@ -257,7 +257,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 
 	n.peers = &overlay.PeerTable{}
-	n.decap = overlay.NewDecapper(n.cfg.VNI, n.cfg.Port, n.peers)
+	n.decap = overlay.NewDecapper(n.cfg.VNI, n.peers)
 	n.dp = datapath.New(datapath.Config{Switch: n.sw, Decap: n.decap, Peers: n.peers, VNI: n.cfg.VNI, Port: n.cfg.Port,
 		OverlayPort: overlayPortID, Coalesce: n.gro(), Epoch: n.start})
 	if err := n.openUnderlay(ctx); err != nil {

@@ -66,10 +66,10 @@ type ConnConfig struct {
 // DF, and one too big for the path MTU fails with EMSGSIZE instead of being
 // fragmented (weft answers pods with ICMP fragmentation-needed instead).
 //
-// Source ports: every datagram leaves from the bound port, so unlike
-// EncapIPv4 the socket form carries no per-flow entropy in the outer UDP
-// source port (Linux peers accept any source port). Where the underlay
-// needs it (ECMP, the peer's RSS), give each worker a send-only Conn bound
+// Source ports: every datagram leaves from the bound port, so unlike a
+// full outer frame (bench's outerframe.EncapIPv4) the socket form carries
+// no per-flow entropy in the outer UDP source port (Linux peers accept any
+// source port). Where the underlay needs it (ECMP, the peer's RSS), give each worker a send-only Conn bound
 // to port 0 and steer flows to workers by FlowHash.
 //
 // Concurrency: a Conn belongs to one worker. ReadBatch and WriteBatch keep

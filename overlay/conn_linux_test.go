@@ -136,7 +136,7 @@ func TestConnNetnsVXLANRoundTrip(t *testing.T) {
 	if err := peersB.Set([]Peer{{Name: "a", Underlay: p.u.addrA, Subnet: netip.MustParsePrefix("10.244.1.0/24"), VNI: vni}}); err != nil {
 		t.Fatal(err)
 	}
-	d := NewDecapper(vni, 0, &peersB)
+	d := NewDecapper(vni, &peersB)
 	f := defaultFlow()
 	inner := f.serialize(t)
 	buf, off := withHeadroom(inner, HeaderLen)

@@ -16,11 +16,11 @@
 //
 //	socket form (Conn; the kernel adds IP and UDP):
 //	  buf[off-8 : off]     VXLAN header
-//	full outer frame (pcaps, replay benchmarks, raw sockets):
-//	  buf[off-50 : off-36] outer Ethernet
-//	  buf[off-36 : off-16] outer IPv4 (DF, no options)
-//	  buf[off-16 : off-8]  UDP (checksum 0)
-//	  buf[off-8  : off]    VXLAN header
+//
+// That is the only form weftd runs. Full outer frames (Ethernet, IPv4, UDP,
+// VXLAN: pcaps, raw sockets) are bench's business, in
+// bench/internal/outerframe; OuterIPv4Len stays here because it sizes the
+// pod MTU.
 //
 // Decapsulation returns the inner frame as a sub-slice of its input and a
 // DropReason. Every drop is counted in a Counters value by reason; nothing on

@@ -81,44 +81,6 @@ func withHeadroom(frame []byte, off int) ([]byte, int) {
 	return buf, off
 }
 
-// gopacketOuter serializes the expected full outer frame for inner with
-// gopacket: each layer's own encoder, the IPv4 checksum computed by gopacket,
-// UDP checksum 0.
-func gopacketOuter(t testing.TB, h *OuterIPv4, sport uint16, inner []byte) []byte {
-	t.Helper()
-	buf := gopacket.NewSerializeBuffer()
-	noCsum := gopacket.SerializeOptions{FixLengths: true}
-	withCsum := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
-	ttl := h.TTL
-	if ttl == 0 {
-		ttl = DefaultTTL
-	}
-	dport := h.DstPort
-	if dport == 0 {
-		dport = DefaultPort
-	}
-	steps := []struct {
-		l    gopacket.SerializableLayer
-		opts gopacket.SerializeOptions
-	}{
-		{gopacket.Payload(inner), noCsum},
-		{&layers.VXLAN{ValidIDFlag: true, VNI: h.VNI}, noCsum},
-		// UDP with ComputeChecksums would fill in a checksum; VXLAN senders
-		// use 0, so it is serialized without.
-		{&layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}, noCsum},
-		{&layers.IPv4{Version: 4, IHL: 5, TTL: ttl, Id: h.ID, Flags: layers.IPv4DontFragment,
-			Protocol: layers.IPProtocolUDP, SrcIP: net.IP(h.Src[:]), DstIP: net.IP(h.Dst[:])}, withCsum},
-		{&layers.Ethernet{SrcMAC: net.HardwareAddr(h.SrcMAC[:]), DstMAC: net.HardwareAddr(h.DstMAC[:]),
-			EthernetType: layers.EthernetTypeIPv4}, noCsum},
-	}
-	for _, s := range steps {
-		if err := s.l.SerializeTo(buf, s.opts); err != nil {
-			t.Fatalf("gopacket serialize %T: %v", s.l, err)
-		}
-	}
-	return buf.Bytes()
-}
-
 // testPeers returns a PeerTable holding peers at underA and underB.
 func testPeers(t testing.TB, vni uint32) *PeerTable {
 	t.Helper()

@@ -26,10 +26,10 @@ import (
 //	netns B: our VTEP, 10.244.9.2 / 02:00:00:00:09:02, Conn on 10.99.0.2:4789
 //
 // We send the kernel an encapsulated ARP request, once through Conn with
-// Encap and once as a full EncapIPv4 frame on an AF_PACKET socket; the
-// kernel must decapsulate it and send its ARP reply back through its
-// tunnel, which Decap (from Conn) and DecapFrame (from the AF_PACKET
-// capture) must accept.
+// Encap and once as a full outer frame (built by gopacket) on an AF_PACKET
+// socket; the kernel must decapsulate it and send its ARP reply back
+// through its tunnel, which Decap must accept, read from Conn and as the UDP
+// payload of the frame captured on the veth.
 func TestConnNetnsKernelVXLANPeer(t *testing.T) {
 	testenv.RequireRoot(t)
 	const vni = 42
@@ -74,7 +74,7 @@ func TestConnNetnsKernelVXLANPeer(t *testing.T) {
 	if err := peers.Set([]Peer{{Name: "kernel", Underlay: u.addrA, RouterMAC: kernelMAC, Subnet: netip.MustParsePrefix("10.244.9.0/24"), VNI: vni}}); err != nil {
 		t.Fatal(err)
 	}
-	dec := NewDecapper(vni, 0, &peers)
+	dec := NewDecapper(vni, &peers)
 
 	// AF_PACKET socket on our veth end, for the full-frame variant.
 	hB, err := netlink.NewHandleAt(u.nsB)
@@ -132,18 +132,23 @@ func TestConnNetnsKernelVXLANPeer(t *testing.T) {
 	})
 
 	t.Run("full outer frame", func(t *testing.T) {
-		inner := arpRequest()
-		buf, off := withHeadroom(inner, OuterIPv4Len)
-		h := OuterIPv4{SrcMAC: packet.MAC(vethB.Attrs().HardwareAddr), DstMAC: packet.MAC(vethA.Attrs().HardwareAddr),
-			Src: u.addrB.As4(), Dst: u.addrA.As4(), VNI: vni}
-		start, err := EncapIPv4(buf, off, len(inner), &h)
-		if err != nil {
+		ourVeth, kernelVeth := vethB.Attrs().HardwareAddr, vethA.Attrs().HardwareAddr
+		eth := &layers.Ethernet{SrcMAC: ourVeth, DstMAC: kernelVeth, EthernetType: layers.EthernetTypeIPv4}
+		ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Flags: layers.IPv4DontFragment, Protocol: layers.IPProtocolUDP,
+			SrcIP: u.addrB.AsSlice(), DstIP: u.addrA.AsSlice()}
+		udp := &layers.UDP{SrcPort: 40000, DstPort: DefaultPort}
+		if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
+			t.Fatal(err)
+		}
+		out := gopacket.NewSerializeBuffer()
+		if err := gopacket.SerializeLayers(out, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+			eth, ip, udp, &layers.VXLAN{ValidIDFlag: true, VNI: vni}, gopacket.Payload(arpRequest())); err != nil {
 			t.Fatal(err)
 		}
 		drainPacketSocket(psock)
 		to := &unix.SockaddrLinklayer{Ifindex: vethB.Attrs().Index, Halen: 6}
-		copy(to.Addr[:], h.DstMAC[:])
-		if err := unix.Sendto(psock, buf[start:], 0, to); err != nil {
+		copy(to.Addr[:], kernelVeth)
+		if err := unix.Sendto(psock, out.Bytes(), 0, to); err != nil {
 			t.Fatalf("AF_PACKET send: %v", err)
 		}
 		awaitReply(t, conn, dec, isARPReplyToUs)
@@ -159,21 +164,22 @@ func TestConnNetnsKernelVXLANPeer(t *testing.T) {
 			if ll, ok := from.(*unix.SockaddrLinklayer); !ok || ll.Pkttype == unix.PACKET_OUTGOING {
 				continue
 			}
-			if packet.EthType(frame[:n]) != packet.EtherTypeIPv4 {
+			payload, sender, ok := vxlanPayload(frame[:n])
+			if !ok {
 				continue // underlay ARP, IPv6 noise
 			}
-			inner, peer, r := dec.DecapFrame(frame[:n])
+			inner, peer, r := dec.Decap(payload, sender)
 			if r != DropNone {
-				t.Fatalf("DecapFrame dropped a captured kernel frame: %v: % x", r, frame[:n])
+				t.Fatalf("Decap dropped a captured kernel frame: %v: % x", r, frame[:n])
 			}
 			if isARPReplyToUs(inner) {
 				if peer.Name != "kernel" {
-					t.Fatalf("DecapFrame peer %q", peer.Name)
+					t.Fatalf("Decap peer %q", peer.Name)
 				}
 				return
 			}
 		}
-		t.Fatal("no kernel ARP reply captured as a full frame that DecapFrame accepts")
+		t.Fatal("no kernel ARP reply captured as a full frame whose payload Decap accepts")
 	})
 	if n := dropTotal(dec.Drops); n != 0 {
 		t.Errorf("kernel traffic caused %d drops: %v", n, dec.Drops.Snapshot())
@@ -211,6 +217,19 @@ func awaitReply(t *testing.T, c *Conn, d *Decapper, want func(inner []byte) bool
 		}
 	}
 	t.Fatal("kernel never answered")
+}
+
+// vxlanPayload is the UDP payload of a captured IPv4 frame to the VXLAN
+// port, and its sender, as a socket would receive it.
+func vxlanPayload(frame []byte) (payload []byte, from netip.AddrPort, ok bool) {
+	p := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.NoCopy)
+	ip, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	udp, _ := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
+	if ip == nil || udp == nil || udp.DstPort != DefaultPort {
+		return nil, from, false
+	}
+	src, _ := netip.AddrFromSlice(ip.SrcIP.To4())
+	return udp.Payload, netip.AddrPortFrom(src, uint16(udp.SrcPort)), true
 }
 
 func drainPacketSocket(fd int) {

@@ -34,21 +34,13 @@ const (
 	// and an inner Ethernet header.
 	MinPayloadLen = HeaderLen + packet.EthHdrLen
 
-	// DefaultTTL is the outer IPv4 TTL when OuterIPv4.TTL is 0 (the kernel
-	// vxlan device uses the route's hop limit, 64 by default).
-	DefaultTTL = 64
 	// DefaultPortMin and DefaultPortMax bound the flow-hashed outer source
 	// port, [min, max): Linux's default ip_local_port_range is 32768-60999.
 	DefaultPortMin = 32768
 	DefaultPortMax = 61000
 )
 
-// Offsets of the outer headers from the start of a full outer frame.
 const (
-	outerIPOff    = packet.EthHdrLen
-	outerUDPOff   = outerIPOff + packet.IPv4MinHdrLen
-	outerVXLANOff = outerUDPOff + packet.UDPHdrLen
-
 	// maxInnerLen is the largest inner frame whose outer IPv4 total length
 	// still fits in 16 bits.
 	maxInnerLen = 0xffff - packet.IPv4MinHdrLen - packet.UDPHdrLen - HeaderLen

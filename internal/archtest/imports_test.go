@@ -45,11 +45,15 @@ var allowed = map[string][]string{
 	// sim runs weftd as processes: it talks to them through api, never node.
 	"sim": {"api", "netdev", "registry", "ipam", "packet", "objects", "policy", "internal/childproc"},
 	// bench replays captures through datapath over fakes.
-	"bench":          {"datapath", "switch", "overlay", "netdev", "packet", "internal/childproc"},
+	"bench":          {"datapath", "switch", "overlay", "netdev", "packet", "internal/childproc", "bench/internal/outerframe"},
 	"cmd/weftd":      {"node", "api", "registry", "ipam", "netdev", "overlay", "packet", "objects"},
 	"cmd/weft":       {"api", "sim", "policy", "packet", "objects"},
 	"cmd/weft-cni":   {"api", "netdev", "packet"},
 	"cmd/weft-bench": {"bench", "packet"},
+
+	// Full outer VXLAN frames (pcap, AF_PACKET): bench's only, never weftd's.
+	"bench/internal/outerframe": {"overlay", "packet"},
+
 	// The switch's stage helpers are leaves under the switch: pure Go over
 	// byte slices and integers, importing no weft package but packet (and
 	// never the switch that uses them). An entry for a package below a
