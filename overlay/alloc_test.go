@@ -9,8 +9,8 @@ func TestHotPathAllocs(t *testing.T) {
 	const vni = 7
 	d := NewDecapper(vni, testPeers(t, vni))
 	f := defaultFlow()
-	f.payloadLen = 1400
-	inner := f.serialize(t)
+	f.PayloadLen = 1400
+	inner := f.Serialize(t)
 	sock, sockOff := withHeadroom(inner, HeaderLen)
 	from := netip.AddrPortFrom(netip.AddrFrom4(underA), 40000)
 	var sink uint16

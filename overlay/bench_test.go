@@ -7,7 +7,7 @@ import (
 
 func BenchmarkEncap(b *testing.B) {
 	f := defaultFlow()
-	inner := f.serialize(b)
+	inner := f.Serialize(b)
 	buf, off := withHeadroom(inner, HeaderLen)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -20,8 +20,8 @@ func BenchmarkEncap(b *testing.B) {
 func BenchmarkDecap(b *testing.B) {
 	d := NewDecapper(1, testPeers(b, 1))
 	f := defaultFlow()
-	f.payloadLen = 1400
-	inner := f.serialize(b)
+	f.PayloadLen = 1400
+	inner := f.Serialize(b)
 	buf, off := withHeadroom(inner, HeaderLen)
 	if _, err := Encap(buf, off, len(inner), 1); err != nil {
 		b.Fatal(err)
@@ -37,7 +37,7 @@ func BenchmarkDecap(b *testing.B) {
 
 func BenchmarkFlowSrcPort(b *testing.B) {
 	f := defaultFlow()
-	inner := f.serialize(b)
+	inner := f.Serialize(b)
 	var sink uint16
 	b.ReportAllocs()
 	for b.Loop() {

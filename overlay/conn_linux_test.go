@@ -138,7 +138,7 @@ func TestConnNetnsVXLANRoundTrip(t *testing.T) {
 	}
 	d := NewDecapper(vni, &peersB)
 	f := defaultFlow()
-	inner := f.serialize(t)
+	inner := f.Serialize(t)
 	buf, off := withHeadroom(inner, HeaderLen)
 	start, err := Encap(buf, off, len(inner), vni)
 	if err != nil {

@@ -63,7 +63,7 @@ func TestDecapRejects(t *testing.T) {
 }
 
 func TestDecapTruncated(t *testing.T) {
-	inner := defaultFlow().serialize(t)
+	inner := defaultFlow().Serialize(t)
 	buf, off := withHeadroom(inner, HeaderLen)
 	start, err := Encap(buf, off, len(inner), testVNI)
 	if err != nil {
@@ -145,8 +145,8 @@ func TestDecapInnerSourceMustBePeers(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := defaultFlow()
-			f.src = tc.src
-			inner := f.serialize(t)
+			f.Src = tc.src
+			inner := f.Serialize(t)
 			payload := make([]byte, HeaderLen+len(inner))
 			PutHeader(payload, testVNI)
 			copy(payload[HeaderLen:], inner)

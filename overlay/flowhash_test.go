@@ -17,19 +17,19 @@ func TestFlowSrcPortStablePerFlow(t *testing.T) {
 		a, b func(f *flow) // two frames of one flow
 	}{
 		{"same frame", nil, nil},
-		{"payload differs", nil, func(f *flow) { f.payloadLen = 900 }},
-		{"ttl and id differ", nil, func(f *flow) { f.ttl = 3; f.id = 777 }},
-		{"tcp, payload differs", func(f *flow) { f.proto = layers.IPProtocolTCP }, func(f *flow) { f.proto = layers.IPProtocolTCP; f.payloadLen = 1 }},
+		{"payload differs", nil, func(f *flow) { f.PayloadLen = 900 }},
+		{"ttl and id differ", nil, func(f *flow) { f.TTL = 3; f.ID = 777 }},
+		{"tcp, payload differs", func(f *flow) { f.Proto = layers.IPProtocolTCP }, func(f *flow) { f.Proto = layers.IPProtocolTCP; f.PayloadLen = 1 }},
 		{"reverse direction udp", nil, func(f *flow) {
-			f.src, f.dst = f.dst, f.src
-			f.sport, f.dport = f.dport, f.sport
-			f.srcMAC, f.dstMAC = f.dstMAC, f.srcMAC
+			f.Src, f.Dst = f.Dst, f.Src
+			f.SPort, f.DPort = f.DPort, f.SPort
+			f.SrcMAC, f.DstMAC = f.DstMAC, f.SrcMAC
 		}},
-		{"reverse direction, same address", func(f *flow) { f.dst = f.src }, func(f *flow) {
-			f.dst = f.src
-			f.sport, f.dport = f.dport, f.sport
+		{"reverse direction, same address", func(f *flow) { f.Dst = f.Src }, func(f *flow) {
+			f.Dst = f.Src
+			f.SPort, f.DPort = f.DPort, f.SPort
 		}},
-		{"MACs differ (routed hop)", nil, func(f *flow) { f.srcMAC, f.dstMAC = macU, macV }},
+		{"MACs differ (routed hop)", nil, func(f *flow) { f.SrcMAC, f.DstMAC = macU, macV }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -40,7 +40,7 @@ func TestFlowSrcPortStablePerFlow(t *testing.T) {
 			if tc.b != nil {
 				tc.b(&fb)
 			}
-			a, b := fa.serialize(t), fb.serialize(t)
+			a, b := fa.Serialize(t), fb.Serialize(t)
 			if ha, hb := FlowHash(a), FlowHash(b); ha != hb {
 				t.Errorf("FlowHash differs within one flow: %#x vs %#x", ha, hb)
 			}
@@ -57,17 +57,17 @@ func TestFlowSrcPortStablePerFlow(t *testing.T) {
 func TestFlowSrcPortDistinguishesFlows(t *testing.T) {
 	base := defaultFlow()
 	variants := []func(f *flow){
-		func(f *flow) { f.sport++ },
-		func(f *flow) { f.dport++ },
-		func(f *flow) { f.src[3]++ },
-		func(f *flow) { f.dst[3]++ },
-		func(f *flow) { f.proto = layers.IPProtocolTCP },
+		func(f *flow) { f.SPort++ },
+		func(f *flow) { f.DPort++ },
+		func(f *flow) { f.Src[3]++ },
+		func(f *flow) { f.Dst[3]++ },
+		func(f *flow) { f.Proto = layers.IPProtocolTCP },
 	}
-	h0 := FlowHash(base.serialize(t))
+	h0 := FlowHash(base.Serialize(t))
 	for i, v := range variants {
 		f := defaultFlow()
 		v(&f)
-		if FlowHash(f.serialize(t)) == h0 {
+		if FlowHash(f.Serialize(t)) == h0 {
 			t.Errorf("variant %d hashes like the base flow", i)
 		}
 	}
@@ -80,7 +80,7 @@ func TestFlowSrcPortRangeAndSpread(t *testing.T) {
 	// Realistic low-entropy variation: sequential ephemeral ports from a
 	// few clients to a few servers. Patched into one serialized frame
 	// (FlowHash reads no checksums).
-	base := defaultFlow().serialize(t)
+	base := defaultFlow().Serialize(t)
 	frames := make([][]byte, flows)
 	for i := range frames {
 		b := bytes.Clone(base)
@@ -150,7 +150,7 @@ func TestFlowHashNonIP(t *testing.T) {
 
 func TestFlowHashVLANAndIPv6(t *testing.T) {
 	f := defaultFlow()
-	plain := f.serialize(t)
+	plain := f.Serialize(t)
 	tagged := make([]byte, 0, len(plain)+4)
 	tagged = append(tagged, plain[:12]...)
 	tagged = append(tagged, 0x81, 0x00, 0x00, 0x05)

@@ -24,8 +24,8 @@ func TestCheckForeignInner(t *testing.T) {
 	weftd, _ := pt.Lookup(underB)
 	frame := func(proto layers.IPProtocol, edit func(l4 []byte)) []byte {
 		f := defaultFlow()
-		f.proto = proto
-		b := f.serialize(t)
+		f.Proto = proto
+		b := f.Serialize(t)
 		if edit != nil {
 			edit(b[packet.EthHdrLen+packet.IPv4MinHdrLen:])
 		}

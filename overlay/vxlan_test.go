@@ -36,8 +36,8 @@ func TestEncapDecapRoundTrip(t *testing.T) {
 	d := NewDecapper(vni, testPeers(t, vni))
 	for _, size := range []int{0, 1, 46, 1000, 1408, 8900} {
 		f := defaultFlow()
-		f.payloadLen = size
-		inner := f.serialize(t)
+		f.PayloadLen = size
+		inner := f.Serialize(t)
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			buf, off := withHeadroom(inner, HeaderLen)
 			start, err := Encap(buf, off, len(inner), vni)

@@ -65,6 +65,9 @@ var allowed = map[string][]string{
 	// starter by a parent-death signal (registry's etcdtest, sim, bench/e2e).
 	"internal/childproc": {},
 	"internal/archtest":  {},
+	// frametest builds the inner frames of the VXLAN tests (overlay's,
+	// bench's outer frames) with gopacket; only tests import it.
+	"internal/frametest": {"packet"},
 	// policy is the NetworkPolicy engine (and policy/policytest, its proof
 	// harness): pure Go over the objects/ schema, no syscalls; the data path
 	// and the control plane call into it, never the other way.

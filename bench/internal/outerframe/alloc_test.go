@@ -10,8 +10,8 @@ func TestAllocs(t *testing.T) {
 	const vni = 7
 	d := NewDecapper(vni, 0, testPeers(t, vni))
 	f := defaultFlow()
-	f.payloadLen = 1400
-	inner := f.serialize(t)
+	f.PayloadLen = 1400
+	inner := f.Serialize(t)
 	h := &OuterIPv4{SrcMAC: macU, DstMAC: macV, Src: underA, Dst: underB, VNI: vni}
 	full, fullOff := withHeadroom(inner, overlay.OuterIPv4Len)
 	tests := []struct {

@@ -13,8 +13,8 @@ func BenchmarkEncapIPv4(b *testing.B) {
 	}{{"64B", 64}, {"1450B", 1450}} {
 		b.Run(size.name, func(b *testing.B) {
 			f := defaultFlow()
-			f.payloadLen = size.inner - 14 - 20 - 8
-			inner := f.serialize(b)
+			f.PayloadLen = size.inner - 14 - 20 - 8
+			inner := f.Serialize(b)
 			buf, off := withHeadroom(inner, overlay.OuterIPv4Len)
 			h := &OuterIPv4{SrcMAC: macU, DstMAC: macV, Src: underA, Dst: underB, VNI: 1}
 			b.SetBytes(int64(len(inner)))
@@ -31,8 +31,8 @@ func BenchmarkEncapIPv4(b *testing.B) {
 func BenchmarkDecapFrame(b *testing.B) {
 	d := NewDecapper(1, 0, testPeers(b, 1))
 	f := defaultFlow()
-	f.payloadLen = 1400
-	inner := f.serialize(b)
+	f.PayloadLen = 1400
+	inner := f.Serialize(b)
 	buf, off := withHeadroom(inner, overlay.OuterIPv4Len)
 	start, err := EncapIPv4(buf, off, len(inner), &OuterIPv4{Src: underA, Dst: underB, VNI: 1})
 	if err != nil {

@@ -104,7 +104,7 @@ func TestDecapFrameRejects(t *testing.T) {
 
 func TestDecapFramePort(t *testing.T) {
 	f := defaultFlow()
-	inner := f.serialize(t)
+	inner := f.Serialize(t)
 	buf, off := withHeadroom(inner, overlay.OuterIPv4Len)
 	start, err := EncapIPv4(buf, off, len(inner), &OuterIPv4{Src: underA, Dst: underB, DstPort: 8472, VNI: 1})
 	if err != nil {

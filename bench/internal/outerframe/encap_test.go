@@ -21,9 +21,9 @@ func TestEncapIPv4MatchesGopacket(t *testing.T) {
 		outer func(h *OuterIPv4)
 	}{
 		{"defaults", nil, nil},
-		{"64B inner", func(f *flow) { f.payloadLen = 64 - 14 - 20 - 8 }, nil},
-		{"1450B inner", func(f *flow) { f.payloadLen = 1450 - 14 - 20 - 8 }, nil},
-		{"tcp inner", func(f *flow) { f.proto = layers.IPProtocolTCP; f.payloadLen = 1000 }, nil},
+		{"64B inner", func(f *flow) { f.PayloadLen = 64 - 14 - 20 - 8 }, nil},
+		{"1450B inner", func(f *flow) { f.PayloadLen = 1450 - 14 - 20 - 8 }, nil},
+		{"tcp inner", func(f *flow) { f.Proto = layers.IPProtocolTCP; f.PayloadLen = 1000 }, nil},
 		{"max VNI", nil, func(h *OuterIPv4) { h.VNI = overlay.MaxVNI }},
 		{"VNI 0", nil, func(h *OuterIPv4) { h.VNI = 0 }},
 		{"explicit source port", nil, func(h *OuterIPv4) { h.SrcPort = 4789 }},
@@ -42,7 +42,7 @@ func TestEncapIPv4MatchesGopacket(t *testing.T) {
 			if tc.outer != nil {
 				tc.outer(&h)
 			}
-			inner := f.serialize(t)
+			inner := f.Serialize(t)
 			buf, off := withHeadroom(inner, overlay.OuterIPv4Len+7)
 			start, err := EncapIPv4(buf, off, len(inner), &h)
 			if err != nil {
@@ -96,8 +96,8 @@ func TestEncapRoundTrip(t *testing.T) {
 	d := NewDecapper(vni, 0, testPeers(t, vni))
 	for _, size := range []int{0, 1, 46, 1000, 1408, 8900} {
 		f := defaultFlow()
-		f.payloadLen = size
-		inner := f.serialize(t)
+		f.PayloadLen = size
+		inner := f.Serialize(t)
 
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			buf, off := withHeadroom(inner, overlay.OuterIPv4Len)
@@ -167,7 +167,7 @@ func TestEncapErrors(t *testing.T) {
 // verify and carry DF.
 func TestEncapIPv4OuterHeader(t *testing.T) {
 	f := defaultFlow()
-	inner := f.serialize(t)
+	inner := f.Serialize(t)
 	buf, off := withHeadroom(inner, overlay.OuterIPv4Len)
 	start, err := EncapIPv4(buf, off, len(inner), &OuterIPv4{Src: underA, Dst: underB})
 	if err != nil {

@@ -14,8 +14,8 @@ import (
 func FuzzDecapFrame(f *testing.F) {
 	for _, size := range []int{0, 50, 1400} {
 		fl := defaultFlow()
-		fl.payloadLen = size
-		inner := fl.serialize(f)
+		fl.PayloadLen = size
+		inner := fl.Serialize(f)
 		buf, off := withHeadroom(inner, overlay.OuterIPv4Len)
 		start, err := EncapIPv4(buf, off, len(inner), &OuterIPv4{SrcMAC: macU, DstMAC: macV, Src: underA, Dst: underB, VNI: testVNI})
 		if err != nil {

@@ -9,79 +9,21 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/weftnet/weft/internal/frametest"
 	"github.com/weftnet/weft/overlay"
 	"github.com/weftnet/weft/packet"
 )
 
-// flow describes an inner frame for tests.
-type flow struct {
-	srcMAC, dstMAC packet.MAC
-	src, dst       [4]byte
-	proto          layers.IPProtocol // TCP or UDP; anything else is sent as raw IP payload
-	sport, dport   uint16
-	payloadLen     int
-	ttl            uint8
-	id             uint16
-}
+// The inner frames and addresses of the tests: frametest's.
+type flow = frametest.Flow
 
 var (
-	macA = packet.MAC{0x02, 0x00, 0x00, 0x00, 0x01, 0x01}
-	macB = packet.MAC{0x02, 0x00, 0x00, 0x00, 0x02, 0x01}
-	macU = packet.MAC{0x02, 0x99, 0x00, 0x00, 0x00, 0x01}
-	macV = packet.MAC{0x02, 0x99, 0x00, 0x00, 0x00, 0x02}
+	defaultFlow  = frametest.DefaultFlow
+	withHeadroom = frametest.WithHeadroom
 
-	underA = [4]byte{10, 99, 0, 1}
-	underB = [4]byte{10, 99, 0, 2}
+	macA, macB, macU, macV = frametest.MACA, frametest.MACB, frametest.MACU, frametest.MACV
+	underA, underB         = frametest.UnderA, frametest.UnderB
 )
-
-func defaultFlow() flow {
-	return flow{
-		srcMAC: macA, dstMAC: macB,
-		src: [4]byte{10, 244, 1, 3}, dst: [4]byte{10, 244, 2, 3},
-		proto: layers.IPProtocolUDP, sport: 40000, dport: 5201,
-		payloadLen: 22, ttl: 64,
-	}
-}
-
-// serialize builds the inner frame of f with gopacket.
-func (f flow) serialize(t testing.TB) []byte {
-	t.Helper()
-	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(f.srcMAC[:]), DstMAC: net.HardwareAddr(f.dstMAC[:]), EthernetType: layers.EthernetTypeIPv4}
-	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: f.ttl, Id: f.id, Protocol: f.proto,
-		SrcIP: net.IP(f.src[:]), DstIP: net.IP(f.dst[:])}
-	payload := make([]byte, f.payloadLen)
-	for i := range payload {
-		payload[i] = byte(i*7 + 1)
-	}
-	ls := []gopacket.SerializableLayer{eth, ip}
-	switch f.proto {
-	case layers.IPProtocolUDP:
-		udp := &layers.UDP{SrcPort: layers.UDPPort(f.sport), DstPort: layers.UDPPort(f.dport)}
-		if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, udp)
-	case layers.IPProtocolTCP:
-		tcp := &layers.TCP{SrcPort: layers.TCPPort(f.sport), DstPort: layers.TCPPort(f.dport), ACK: true, Window: 512, Seq: 1000}
-		if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, tcp)
-	}
-	ls = append(ls, gopacket.Payload(payload))
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
-		t.Fatalf("serialize inner frame: %v", err)
-	}
-	return buf.Bytes()
-}
-
-// withHeadroom returns a buffer holding frame at offset off, and off.
-func withHeadroom(frame []byte, off int) ([]byte, int) {
-	buf := make([]byte, off+len(frame))
-	copy(buf[off:], frame)
-	return buf, off
-}
 
 // testPeers returns a overlay.PeerTable holding peers at underA and underB.
 func testPeers(t testing.TB, vni uint32) *overlay.PeerTable {
@@ -140,7 +82,7 @@ func gopacketOuter(t testing.TB, h *OuterIPv4, sport uint16, inner []byte) []byt
 func fullFrame(t testing.TB) []byte {
 	t.Helper()
 	f := defaultFlow()
-	inner := f.serialize(t)
+	inner := f.Serialize(t)
 	buf, off := withHeadroom(inner, overlay.OuterIPv4Len)
 	start, err := EncapIPv4(buf, off, len(inner), &OuterIPv4{SrcMAC: macU, DstMAC: macV, Src: underA, Dst: underB, VNI: testVNI})
 	if err != nil {
