@@ -40,7 +40,10 @@ func (n *Node) FlushConntrack(_ context.Context, q api.ConntrackQuery) (api.Conn
 
 // conntrackCounters adds the conntrack and service counters to c.
 func (n *Node) conntrackCounters(c api.Counters) {
-	ct := n.sw.Counters().Conntrack
+	sc := n.sw.Counters()
+	ct := sc.Conntrack
+	c["conntrack.reply_recovered"] = sc.ReplyRecovered
+	c["conntrack.reply_unrecovered"] = sc.ReplyUnrecovered
 	c["conntrack.entries"] = ct.Entries
 	c["conntrack.inserts"] = ct.Inserts
 	c["conntrack.full"] = ct.Full

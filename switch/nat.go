@@ -47,7 +47,7 @@ func (c *frameCtx) serviceNAT(fp *[]byte, v *Verdict) bool {
 	}
 	fr := c.services.lookup(fl.tuple.Dst, fl.tuple.DstPort, fl.tuple.Proto)
 	if fr == nil {
-		return true
+		return c.untrackedToOrFromBackend(*fp, v)
 	}
 	if fl.tcpFlags&packet.TCPFlagRST != 0 {
 		// A RST for a flow we do not know (expired, flushed) must not
@@ -89,6 +89,139 @@ func (c *frameCtx) serviceNAT(fp *[]byte, v *Verdict) bool {
 	}
 	c.rewrite(*fp, &fl.hit.Other)
 	return true
+}
+
+// untrackedToOrFromBackend handles a packet of no tracked flow that is
+// not to a frontend. Conntrack is not persisted across a weftd restart
+// (docs/CONNTRACK.md), so after one a service flow's reply can come
+// before its client's next packet: a retransmitted reply, a server push.
+// Left alone it would reach the client from the backend's own address and
+// the client would reset the connection. recoverReply takes such a packet
+// up as its flow's reply when only one frontend can explain it.
+//
+// The same packet could be the reply of a connection the client opened
+// to the backend's pod address directly (kubelet probes from the host
+// port, a pod that resolved the pod IP): nothing in the packet tells the
+// two apart. So that steady-state direct traffic is never taken for a
+// service reply, the first packet of a direct flow from a local client to
+// a backend's (address, port, protocol) is tracked without NAT while no
+// policy tracks every flow (with policy, its stage inserts the flow); its
+// replies then find that flow. Only a direct flow whose backend speaks
+// first after a restart can still be mistaken, and only if Maglev would
+// have sent that client's service flow to that same backend.
+func (c *frameCtx) untrackedToOrFromBackend(f []byte, v *Verdict) bool {
+	fl := &c.flow
+	t := &fl.tuple
+	if c.services.backs.has(frontKey(t.Src, t.SrcPort, t.Proto)) {
+		if done, cont := c.recoverReply(f, v); done {
+			return cont
+		}
+	}
+	if !c.services.backs.has(frontKey(t.Dst, t.DstPort, t.Proto)) || !c.s.localHost(t.Src) ||
+		fl.tcpFlags&packet.TCPFlagRST != 0 || (c.pol != nil && c.pol.Active()) || c.dry {
+		return true
+	}
+	reply := t.Reverse()
+	switch err := c.s.ct.Insert(t, &reply, 0, 0, fl.tcpFlags, c.now, &fl.hit); {
+	case errors.Is(err, conntrack.ErrFull):
+		return c.drop(v, DropCTFull, StageService)
+	case err != nil:
+		return c.drop(v, DropCTClash, StageService)
+	}
+	return true
+}
+
+// recoverReply reverse-translates a packet from a backend (address, port,
+// protocol) that matched no flow, and tracks its flow, when the answer is
+// unambiguous; it returns false (nothing done) otherwise. The packet's
+// destination must be a client of this node: service NAT happens on the
+// client's node, so only that node could have translated the flow. A
+// local address is the client itself; the gateway address is a hairpin
+// flow's masqueraded source, whose client is the backend itself. TCP SYN
+// and RST open nothing (a SYN-ACK's SYN was this node's to see; a stray
+// RST is dropped as conntrack_invalid would). Every frontend that lists
+// the backend is asked which backend it would pick for the reconstructed
+// original tuple (client:port -> cluster IP:port): affinity entry, else
+// Maglev, as pickBackend does, the choice being seedless and so the same
+// as before the restart. Exactly one frontend answering this backend
+// recovers the flow (counted conntrack.reply_recovered); none or more
+// than one leave the packet untouched (conntrack.reply_unrecovered).
+// done reports that the packet was taken up (cont: as serviceNAT's
+// result; false when it was dropped, the table being full).
+func (c *frameCtx) recoverReply(f []byte, v *Verdict) (done, cont bool) {
+	fl := &c.flow
+	t := &fl.tuple
+	if fl.tcpFlags&(packet.TCPFlagSYN|packet.TCPFlagRST) != 0 {
+		return false, true
+	}
+	client := t.Dst
+	switch {
+	case client == ip4Key(c.s.gw4):
+		client = t.Src // hairpin: the backend reached itself
+	case !c.s.localHost(client):
+		return false, true
+	}
+	var found *frontend
+	for _, i := range c.services.byBackend[frontKey(t.Src, t.SrcPort, t.Proto)] {
+		fr := &c.services.fronts[i]
+		if !c.wouldPick(fr, client, t.DstPort, t.Src, t.SrcPort) {
+			continue
+		}
+		if found != nil {
+			found = nil // two frontends could have sent this client here
+			break
+		}
+		found = fr
+	}
+	if found == nil {
+		if !c.dry {
+			c.s.ctr.replyUnrecovered.Add(1)
+		}
+		c.trace(StageService, step{kind: stepSvcReplyUnrecovered})
+		return false, true
+	}
+	orig := conntrack.Tuple{Src: client, Dst: found.vip, SrcPort: t.DstPort, DstPort: found.port, Proto: t.Proto}
+	if !c.dry {
+		var h conntrack.Hit
+		switch err := c.s.ct.Insert(&orig, t, found.id, 0, fl.tcpFlags, c.now, &h); {
+		case errors.Is(err, conntrack.ErrFull):
+			return true, c.drop(v, DropCTFull, StageService)
+		case err != nil || h.Other != *t:
+			// Another worker tracked a different flow with these tuples a
+			// moment ago: not this packet's to settle.
+			c.s.ctr.replyUnrecovered.Add(1)
+			return false, true
+		}
+		c.s.ctr.replyRecovered.Add(1)
+		fl.hit = h
+	}
+	fl.hit.Dir, fl.hit.Other, fl.hit.Service = conntrack.DirReply, orig, found.id
+	fl.found = true
+	c.trace(StageService, step{kind: stepSvcReplyRecovered, svc: found.id})
+	c.rewrite(f, &fl.hit.Other)
+	return true, true
+}
+
+// wouldPick reports whether a new flow from client:sport to fr would
+// now go to backend ip:port (pickBackend without side effects).
+func (c *frameCtx) wouldPick(fr *frontend, client uint32, sport uint16, ip uint32, port uint16) bool {
+	set := fr.set()
+	var be backendVal
+	var ok bool
+	switch {
+	case fr.affinity == 0:
+		be, ok = set.pick(flowHash(client, fr.vip, sport, fr.port, fr.proto))
+	default:
+		if aip, aport, hit := c.s.affinity.lookup(fr.id, client, c.now, fr.affinity, false); hit {
+			for _, b := range set.list {
+				if b.ip == aip && b.port == aport {
+					return aip == ip && aport == port
+				}
+			}
+		}
+		be, ok = set.pick(clientHash(client))
+	}
+	return ok && be.ip == ip && be.port == port
 }
 
 // pickBackend chooses a new flow's backend: the client's affinity entry

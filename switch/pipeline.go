@@ -338,6 +338,12 @@ func (c *frameCtx) snoopARP(a packet.ARP) {
 	}
 }
 
+// localHost reports whether k is a host address of the node subnet other
+// than the gateway: a local pod's or the host port's.
+func (s *Switch) localHost(k uint32) bool {
+	return k&s.mask4 == s.net4 && k != s.net4 && k != s.bcast4 && k != ip4Key(s.gw4)
+}
+
 // output counts the verdict. A frame that did not reach where it was
 // addressed counts once under its reason, answered or not; the answers
 // the router produced count apart.

@@ -85,11 +85,17 @@ type svcTable struct {
 	// backend as source, so a packet matching neither cannot belong to
 	// one and skips the conntrack lookup (two cache misses at a large
 	// table). When the policy stage tracks every flow this filter goes.
-	ends   keySet
-	byKey  map[uint64]int32 // frontKey -> index in fronts
-	byID   map[uint32]int32 // frontend id -> index in fronts
-	fronts []frontend
-	specs  []ServiceSpec // as given (backends sorted), for listings
+	ends keySet
+	// backs holds every backend's (address, port, protocol) alone, and
+	// byBackend the frontends that list it (any state): a reply with no
+	// flow is reverse-translated only when exactly one of them would
+	// have picked that backend (recoverReply).
+	backs     keySet
+	byBackend map[uint64][]int32
+	byKey     map[uint64]int32 // frontKey -> index in fronts
+	byID      map[uint32]int32 // frontend id -> index in fronts
+	fronts    []frontend
+	specs     []ServiceSpec // as given (backends sorted), for listings
 }
 
 func (t *svcTable) lookup(ip uint32, port uint16, proto uint8) *frontend {
@@ -211,15 +217,20 @@ func (s *Switch) compileServices(svcs []ServiceSpec) (*svcTable, error) {
 		t.fronts[i] = f
 		t.byID[f.id] = int32(i)
 	}
-	var ends []uint64
+	var ends, backs []uint64
+	t.byBackend = make(map[uint64][]int32)
 	for i := range specs {
 		sp := &specs[i]
 		ends = append(ends, frontKey(ip4Key(sp.ClusterIP.As4()), sp.Port, sp.Proto))
 		for _, b := range sp.Backends {
-			ends = append(ends, frontKey(ip4Key(b.Addr.As4()), b.Port, sp.Proto))
+			k := frontKey(ip4Key(b.Addr.As4()), b.Port, sp.Proto)
+			ends = append(ends, k)
+			backs = append(backs, k)
+			t.byBackend[k] = append(t.byBackend[k], int32(i))
 		}
 	}
 	t.ends = newKeySet(ends)
+	t.backs = newKeySet(backs)
 	return t, nil
 }
 

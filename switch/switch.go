@@ -337,5 +337,7 @@ func (s *Switch) Counters() Counters {
 	c.NeighEvicted = s.ctr.neighEvicted.Load()
 	c.NeighExpired = s.ctr.neighExpired.Load()
 	c.Conntrack = s.ct.Stats()
+	c.ReplyRecovered = s.ctr.replyRecovered.Load()
+	c.ReplyUnrecovered = s.ctr.replyUnrecovered.Load()
 	return c
 }

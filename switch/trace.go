@@ -51,6 +51,8 @@ const (
 	stepSvcNew
 	stepSvcHit
 	stepSvcReply
+	stepSvcReplyRecovered
+	stepSvcReplyUnrecovered
 	stepSvcReject
 	stepSvcNoLocal
 	stepPolicy
@@ -150,6 +152,12 @@ func (c *frameCtx) describe(st *step) string {
 	case stepSvcReply:
 		return fmt.Sprintf("service %s: reply from backend %s:%d, source rewritten to %s:%d", c.svcName(c.flow.hit.Service),
 			c.flow.tuple.SrcAddr(), c.flow.tuple.SrcPort, c.flow.hit.Other.DstAddr(), c.flow.hit.Other.DstPort)
+	case stepSvcReplyRecovered:
+		return fmt.Sprintf("service %s: reply from backend %s:%d with no flow (restart?): flow recovered, source rewritten to %s:%d", c.svcName(st.svc),
+			c.flow.tuple.SrcAddr(), c.flow.tuple.SrcPort, c.flow.hit.Other.DstAddr(), c.flow.hit.Other.DstPort)
+	case stepSvcReplyUnrecovered:
+		return fmt.Sprintf("service: packet from backend %s:%d with no flow: no single frontend would have picked it for this client, left untouched",
+			c.flow.tuple.SrcAddr(), c.flow.tuple.SrcPort)
 	case stepSvcReject:
 		return fmt.Sprintf("service %s: no ready endpoints: refuse (ICMP port unreachable from the cluster IP)", c.svcName(st.svc))
 	case stepPolicy:

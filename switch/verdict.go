@@ -173,6 +173,12 @@ type Counters struct {
 	NeighExpired uint64
 
 	Conntrack conntrack.Stats // flows tracked (gauge), inserts, full, clashes, expired, flushed
+
+	// Replies from a service backend that matched no flow (after a
+	// restart): taken up and reverse-translated, or left untouched
+	// because no single frontend explains them.
+	ReplyRecovered   uint64
+	ReplyUnrecovered uint64
 }
 
 // TotalDrops sums Drops over every reason.
@@ -199,4 +205,6 @@ type counters struct {
 	echoReplies paddedCounter
 
 	neighLearned, neighEvicted, neighExpired atomic.Uint64
+
+	replyRecovered, replyUnrecovered atomic.Uint64
 }
