@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/testenv"
 )
 
@@ -443,14 +444,16 @@ func TestServiceInternalLocal(t *testing.T) {
 // compiles the Services before it forwards again, the flow's next packet
 // from the client is a new lookup picked up as established (conntrack's
 // loose mode), and Maglev over the unchanged backends (seedless hash)
-// picks the same backend, so the entry is rebuilt. The connection is idle
-// across the restart; a reply that reaches the node before the client's
-// next packet finds no entry and is not reverse-translated (the client's
-// stack then resets the flow): see the report of issue 13. The time from
-// the restart's start to the first echo after it is logged. (Before the
-// wait for the last delayed ACK was added, about one run in three lost
-// the flow that way: the backend retransmitted its unacknowledged echo
-// into the restarted node first.)
+// picks the same backend, so the entry is rebuilt. The stream is busy
+// across the restart: an echo request is written just before it and its
+// answer read after, so the backend's echo (or its retransmission, the
+// client's ACK having been lost in the restart) usually reaches the
+// restarted node before anything from the client. That packet finds no
+// entry and is recovered as the flow's reply (switch recoverReply: the
+// only frontend whose Maglev choice for this client is that backend);
+// before that recovery it went out untranslated and the client's stack
+// reset the connection, about one run in three. The time from the
+// restart's start to the answer is logged.
 func TestServiceSurvivesRestart(t *testing.T) {
 	s := newSvcSim(t)
 	s.apply(service("sv-restart", "10.96.0.28", "  selector: {app: sim}\n"))
@@ -491,17 +494,23 @@ func TestServiceSurvivesRestart(t *testing.T) {
 				t.Fatalf("before the restart: %v", err)
 			}
 		}
-		// Idle: the client's delayed ACK of the last echo (40 ms at most on
-		// Linux) has gone out, so no packet of the flow is in flight.
-		time.Sleep(300 * time.Millisecond)
+		// No pause: echo 20 is asked for right before the restart and its
+		// answer (and the ACKs around it) cross the restart.
+		var req [8]byte
+		binary.BigEndian.PutUint64(req[:], 20)
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := conn.Write(req[:]); err != nil {
+			t.Fatal(err)
+		}
 		from := time.Now()
 		if err := s.c.Restart(context.Background(), node); err != nil {
 			t.Fatal(err)
 		}
 		restarted := time.Since(from)
-		if err := echo(20, 10*time.Second); err != nil {
-			t.Fatalf("round %d: the connection through 10.96.0.28:80 to %s broke across the restart of %s: %v",
-				round, strings.TrimSpace(backend), node.Name, err)
+		var ans [8]byte
+		if _, err := io.ReadFull(rd, ans[:]); err != nil || binary.BigEndian.Uint64(ans[:]) != 20 {
+			t.Fatalf("round %d: the connection through 10.96.0.28:80 to %s broke across the restart of %s: %v (echo %d)",
+				round, strings.TrimSpace(backend), node.Name, err, binary.BigEndian.Uint64(ans[:]))
 		}
 		gap := time.Since(from)
 		for i := range uint64(20) {
@@ -509,8 +518,16 @@ func TestServiceSurvivesRestart(t *testing.T) {
 				t.Fatalf("after the restart: %v", err)
 			}
 		}
-		t.Logf("round %d: %s -> 10.96.0.28:80 -> %s; weftd restart of %s took %s, first echo after it %s after the restart began, then 20 more in order",
-			round, client.Name, strings.TrimSpace(backend), node.Name, restarted.Round(time.Millisecond), gap.Round(time.Millisecond))
+		// Which side's packet rebuilt the flow depends on timing: logged.
+		cctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		ctr, err := api.NewClient(node.Socket).Counters(cctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("round %d: %s -> 10.96.0.28:80 -> %s; weftd restart of %s took %s, echo 20 (asked before it) answered %s after the restart began, then 20 more in order; on the restarted node conntrack.reply_recovered=%d reply_unrecovered=%d",
+			round, client.Name, strings.TrimSpace(backend), node.Name, restarted.Round(time.Millisecond), gap.Round(time.Millisecond),
+			ctr["conntrack.reply_recovered"], ctr["conntrack.reply_unrecovered"])
 	}
 }
 

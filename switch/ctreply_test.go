@@ -221,6 +221,14 @@ func TestServiceReplyRecoveredAfterRestart(t *testing.T) {
 			if n := s.Counters().Conntrack.Inserts; n != inserts {
 				t.Fatalf("client's next packet inserted a flow (%d -> %d)", inserts, n)
 			}
+			// The backend's next packet is the tracked flow's reply.
+			v, out = process(s, l4Frame(t, routerMAC, p.mac, p.src, p.sport, p.dst, p.dport, tc.proto, p.flags, 100), p.in, 4*sec)
+			if got := checkFrame(t, out, false); v.Action == ActionDrop || got.src != tc.want || got.dst != tc.wantDst {
+				t.Fatalf("backend's next packet %+v %+v", v, got)
+			}
+			if c := s.Counters(); c.ReplyRecovered != 1 || c.Conntrack.Inserts != inserts {
+				t.Fatalf("backend's next packet recovered again (%d) or inserted", c.ReplyRecovered)
+			}
 		})
 	}
 }
