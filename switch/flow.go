@@ -18,7 +18,7 @@ import (
 // service's frontend or backend, the lookup is skipped.
 func (c *frameCtx) conntrack(f []byte) bool {
 	fl := &c.flow
-	fl.tracked, fl.found = false, false
+	fl.tracked, fl.found, fl.svcEnd = false, false, false
 	fl.hit = conntrack.Hit{} // set again by a lookup or an insert for this frame only
 	if c.stateless || c.et != packet.EtherTypeIPv4 {
 		return true
@@ -55,7 +55,8 @@ func (c *frameCtx) conntrack(f []byte) bool {
 	// With the policy stage active every flow may be tracked; otherwise
 	// only service flows are.
 	policyTracks := c.pol != nil && c.pol.Active() // not stateless: services or policy
-	if c.s.ct.Len() == 0 || (!policyTracks && !c.services.mayTrack(fl.tuple.Src, fl.tuple.Dst, sp, dp, proto)) {
+	fl.svcEnd = policyTracks || c.services.mayTrack(fl.tuple.Src, fl.tuple.Dst, sp, dp, proto)
+	if c.s.ct.Len() == 0 || !fl.svcEnd {
 		return true
 	}
 	if c.dry {

@@ -30,8 +30,8 @@ const icmpCodePortUnreach = 3
 // is reverse-translated like any other.
 func (c *frameCtx) serviceNAT(fp *[]byte, v *Verdict) bool {
 	fl := &c.flow
-	if !fl.tracked {
-		return true
+	if !fl.tracked || !fl.svcEnd {
+		return true // no frontend or backend: nothing to translate or recover
 	}
 	if fl.found {
 		if fl.hit.Service == 0 {
