@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -18,12 +19,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
+	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/childproc"
 	"github.com/weftnet/weft/internal/testenv"
 	"github.com/weftnet/weft/netdev"
+	"github.com/weftnet/weft/nft"
 	"github.com/weftnet/weft/sim"
 )
 
@@ -273,8 +277,10 @@ func hostPathsUndo(t *testing.T) func() {
 // TestContainerdCRI: containerd's CRI plugin, driven by a tiny kubelet
 // stand-in (testdata/critools), calls weft-cni as it would under the
 // kubelet: RunPodSandbox attaches the sandbox through weftd, the pod
-// reaches the sim's pods on both nodes, StopPodSandbox and
-// RemovePodSandbox (its second DEL, without a namespace) detach it.
+// reaches the sim's pods on both nodes, and the other node reaches it at
+// its node's address:hostPort (the PodSandboxConfig's port mapping, passed
+// as runtimeConfig.portMappings); StopPodSandbox and RemovePodSandbox (its
+// second DEL, without a namespace) detach it and take the mapping away.
 func TestContainerdCRI(t *testing.T) {
 	needContainerd(t)
 	c := simCluster(t)
@@ -307,7 +313,11 @@ func TestContainerdCRI(t *testing.T) {
 		t.Errorf("CRI NetworkReady = %v, want true", st["NetworkReady"])
 	}
 	uid := testenv.UniqueName("wcnuid")
-	sb := cri("run", "wcn-pod", "wcn-ns", uid)
+	// A hostPort, as the kubelet asks for one: the CRI passes it to
+	// weft-cni as runtimeConfig.portMappings because the shipped conflist
+	// declares the portMappings capability.
+	const containerPort, hostPort = 7780, 8080
+	sb := cri("run", "wcn-pod", "wcn-ns", uid, fmt.Sprintf("%d:%d/tcp", containerPort, hostPort))
 	id, _ := sb["id"].(string)
 	ipStr, _ := sb["ip"].(string)
 	ip, err := netip.ParseAddr(ipStr)
@@ -344,11 +354,81 @@ func TestContainerdCRI(t *testing.T) {
 			t.Logf("ping %s from the sandbox: ok", dst)
 		}
 	}
+	want := api.PortMapping{HostPort: hostPort, ContainerPort: containerPort, Protocol: "tcp"}
+	if len(p.PortMappings) != 1 || p.PortMappings[0] != want {
+		t.Errorf("weftd's port for %s maps %+v, want %s", id, p.PortMappings, want)
+	}
+	// The sandbox's pod, reached at its node's address:hostPort from the
+	// other node, sees that node's own address.
+	var ln net.Listener
+	if err := netdev.Do(p.Netns, func() (err error) { ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", containerPort)); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go sim.ServeEcho(ln)
+	n2 := c.Nodes[1]
+	front := netip.AddrPortFrom(n1.Underlay, hostPort)
+	if seen, err := hostPortProbe(n2.Netns, front); err != nil || seen != n2.Underlay {
+		t.Errorf("node n2 -> %s: the sandbox saw %s (err %v), want n2's own %s", front, seen, err, n2.Underlay)
+	}
+	if rules := hostPortRules(t, n1.Netns, id); len(rules) == 0 {
+		t.Errorf("no hostPort rule for %s in n1's table ip %s", id, nft.DefaultName)
+	}
 	cri("stop", id)
 	if _, ok := findPort(t, cl, id); ok {
 		t.Errorf("weftd still has %s after StopPodSandbox", id)
 	}
+	// Refused by n1's own kernel (nothing listens on 8080 there), not
+	// lost on the way to a pod that is gone: the DNAT went with the port.
+	if _, err := hostPortProbe(n2.Netns, front); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("%s after StopPodSandbox: err %v, want connection refused", front, err)
+	}
+	if rules := hostPortRules(t, n1.Netns, id); len(rules) > 0 {
+		t.Errorf("n1's table ip %s still has %q after StopPodSandbox", nft.DefaultName, rules)
+	}
 	cri("rm", id)
+}
+
+// hostPortRules returns the comments of the rules in the ports chain of
+// weftd's table in namespace netns that name pod id (weftd writes each
+// hostPort rule's owner into its comment).
+func hostPortRules(t *testing.T, netns, id string) []string {
+	t.Helper()
+	fd, err := os.Open(netdev.NetnsPath(netns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	conn, err := nftables.New(nftables.WithNetNSFd(int(fd.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := conn.GetRules(&nftables.Table{Name: nft.DefaultName, Family: nftables.TableFamilyIPv4}, &nftables.Chain{Name: "ports"})
+	if err != nil {
+		t.Fatalf("list the ports chain in %s: %v", netns, err)
+	}
+	var out []string
+	for _, r := range rules {
+		// The comment may be cut at nft's limit: match the ID's head.
+		if c, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok && strings.Contains(c, "pod "+id[:min(16, len(id))]) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// hostPortProbe dials front from namespace netns and returns the peer
+// address the echo server behind it saw.
+func hostPortProbe(netns string, front netip.AddrPort) (netip.Addr, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	conn, err := sim.DialIn(ctx, netns, "tcp4", front.String())
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer conn.Close()
+	peer, err := sim.EchoProbe(conn, 4096, time.Now().Add(3*time.Second))
+	return peer.Addr(), err
 }
 
 // critools builds what the containerd tests need besides weft-cni, from

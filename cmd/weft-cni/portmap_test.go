@@ -88,17 +88,7 @@ func TestCnitoolPortMappings(t *testing.T) {
 	defer ln.Close()
 	go sim.ServeEcho(ln)
 	front := netip.AddrPortFrom(n1.Underlay, hostPort)
-	probe := func() (netip.Addr, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		conn, err := sim.DialIn(ctx, n2.Netns, "tcp4", front.String())
-		if err != nil {
-			return netip.Addr{}, err
-		}
-		defer conn.Close()
-		peer, err := sim.EchoProbe(conn, 4096, time.Now().Add(3*time.Second))
-		return peer.Addr(), err
-	}
+	probe := func() (netip.Addr, error) { return hostPortProbe(n2.Netns, front) }
 	if seen, err := probe(); err != nil || seen != n2.Underlay {
 		t.Errorf("node n2 -> %s: the pod saw %s (err %v), want n2's own %s", front, seen, err, n2.Underlay)
 	}

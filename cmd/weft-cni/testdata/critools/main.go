@@ -4,7 +4,7 @@
 // that the CRI API stays out of weft's go.mod.
 //
 //	criclient -endpoint /path/containerd.sock status
-//	criclient -endpoint ... run NAME NAMESPACE UID   -> {"id":..,"ip":..}
+//	criclient -endpoint ... run NAME NAMESPACE UID [CPORT:HPORT/PROTO...]   -> {"id":..,"ip":..}
 //	criclient -endpoint ... stop ID
 //	criclient -endpoint ... rm ID
 package main
@@ -15,6 +15,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -34,7 +36,7 @@ func main() {
 
 func run(endpoint string, timeout time.Duration, args []string) error {
 	if endpoint == "" || len(args) == 0 {
-		return fmt.Errorf("usage: criclient -endpoint SOCKET status|run NAME NAMESPACE UID|stop ID|rm ID")
+		return fmt.Errorf("usage: criclient -endpoint SOCKET status|run NAME NAMESPACE UID [CPORT:HPORT/PROTO...]|stop ID|rm ID")
 	}
 	conn, err := grpc.NewClient("unix://"+endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -60,8 +62,13 @@ func run(endpoint string, timeout time.Duration, args []string) error {
 			conds[c.Type] = map[string]any{"status": c.Status, "reason": c.Reason, "message": c.Message}
 		}
 		return out.Encode(conds)
-	case args[0] == "run" && len(args) == 4:
+	case args[0] == "run" && len(args) >= 4:
+		ports, err := portMappings(args[4:])
+		if err != nil {
+			return err
+		}
 		cfg := &cri.PodSandboxConfig{
+			PortMappings: ports,
 			Metadata:     &cri.PodSandboxMetadata{Name: args[1], Namespace: args[2], Uid: args[3]},
 			Hostname:     args[1],
 			LogDirectory: "",
@@ -90,4 +97,23 @@ func run(endpoint string, timeout time.Duration, args []string) error {
 		return out.Encode(map[string]any{"removed": args[1]})
 	}
 	return fmt.Errorf("unknown command %q", args)
+}
+
+// portMappings parses CPORT:HPORT/PROTO (PROTO tcp, udp or sctp) into the
+// sandbox's port mappings, as the kubelet fills them from a pod's
+// containers' hostPort fields.
+func portMappings(args []string) ([]*cri.PortMapping, error) {
+	var out []*cri.PortMapping
+	for _, a := range args {
+		ports, proto, ok := strings.Cut(a, "/")
+		cport, hport, ok2 := strings.Cut(ports, ":")
+		p, known := cri.Protocol_value[strings.ToUpper(proto)]
+		c, err1 := strconv.ParseInt(cport, 10, 32)
+		h, err2 := strconv.ParseInt(hport, 10, 32)
+		if !ok || !ok2 || !known || err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("port mapping %q: want CPORT:HPORT/PROTO", a)
+		}
+		out = append(out, &cri.PortMapping{Protocol: cri.Protocol(p), ContainerPort: int32(c), HostPort: int32(h)})
+	}
+	return out, nil
 }
