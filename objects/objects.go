@@ -19,6 +19,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
@@ -208,45 +210,24 @@ func DecodeOne(doc []byte) (Object, error) {
 
 // Encode gives the object's canonical JSON, as registries store it.
 func Encode(o Object) ([]byte, error) {
-	var v any
+	var obj runtime.Object
 	switch {
 	case o.Service != nil:
-		v = o.Service
+		obj = o.Service
 	case o.EndpointSlice != nil:
-		v = o.EndpointSlice
+		obj = o.EndpointSlice
 	case o.NetworkPolicy != nil:
-		v = o.NetworkPolicy
+		obj = o.NetworkPolicy
 	case o.Namespace != nil:
-		v = o.Namespace
+		obj = o.Namespace
 	case o.Pod != nil:
-		v = o.Pod
+		obj = o.Pod
 	default:
 		return nil, errors.New("empty object")
 	}
 	// TypeMeta is what DecodeOne needs to read it back; objects built in Go
-	// often leave it empty.
-	tm := metav1.TypeMeta{APIVersion: apiVersions[o.Kind], Kind: string(o.Kind)}
-	switch x := v.(type) {
-	case *corev1.Service:
-		c := *x
-		c.TypeMeta = tm
-		v = &c
-	case *discoveryv1.EndpointSlice:
-		c := *x
-		c.TypeMeta = tm
-		v = &c
-	case *networkingv1.NetworkPolicy:
-		c := *x
-		c.TypeMeta = tm
-		v = &c
-	case *corev1.Namespace:
-		c := *x
-		c.TypeMeta = tm
-		v = &c
-	case *corev1.Pod:
-		c := *x
-		c.TypeMeta = tm
-		v = &c
-	}
-	return yaml.Marshal(v)
+	// often leave it empty. Set it on a copy: the caller's object is not ours.
+	c := obj.DeepCopyObject()
+	c.GetObjectKind().SetGroupVersionKind(schema.FromAPIVersionAndKind(apiVersions[o.Kind], string(o.Kind)))
+	return yaml.Marshal(c)
 }
