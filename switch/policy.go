@@ -55,9 +55,7 @@ func (c *frameCtx) policyStage(f []byte, v *Verdict) bool {
 		pv := policy.Verdict(fl.hit.Verdict)
 		if pv == 0 || !snap.Current(pv) {
 			d := snap.Decide(pf, policy.CheckBoth)
-			if c.tr != nil {
-				c.trace(StagePolicy, step{kind: stepPolicy, pol: &policyTrace{snap: snap, flow: pf, d: d, note: "decided again (new flow or new policies)"}})
-			}
+			c.tracePolicy(snap, pf, d, "decided again (new flow or new policies)")
 			nv := d.Verdict()
 			if !c.dry {
 				c.s.ct.SetVerdict(origTuple(fl), &fl.hit, uint32(nv))
@@ -70,9 +68,7 @@ func (c *frameCtx) policyStage(f []byte, v *Verdict) bool {
 		if !pv.Allowed() {
 			return c.drop(v, DropPolicyFlow, StagePolicy)
 		}
-		if c.tr != nil {
-			c.trace(StagePolicy, step{kind: stepPolicyKept})
-		}
+		c.trace(StagePolicy, step{kind: stepPolicyKept})
 		return true
 	}
 	pf := policy.Flow{Src: keyBytes(fl.tuple.Src), Dst: keyBytes(fl.tuple.Dst), Proto: fl.tuple.Proto, DstPort: fl.tuple.DstPort}
@@ -86,9 +82,7 @@ func (c *frameCtx) policyStage(f []byte, v *Verdict) bool {
 			d, pf, orig, reply = rd, rf, reply, orig
 		}
 	}
-	if c.tr != nil {
-		c.trace(StagePolicy, step{kind: stepPolicy, pol: &policyTrace{snap: snap, flow: pf, d: d, note: "new flow"}})
-	}
+	c.tracePolicy(snap, pf, d, "new flow")
 	if !d.Allowed {
 		return c.drop(v, policyDropReason(d), StagePolicy)
 	}
@@ -117,21 +111,27 @@ func (c *frameCtx) policyUntracked(f []byte, v *Verdict, snap *policy.Snapshot) 
 				pf.Src, pf.Dst = pf.Dst, pf.Src // admitted when its request would be
 				note = "echo reply: decided as its request"
 			case !packet.ICMPIsInformational(typ):
-				if c.tr != nil {
-					c.trace(StagePolicy, step{kind: stepPolicyICMPError})
-				}
+				c.trace(StagePolicy, step{kind: stepPolicyICMPError})
 				return true
 			}
 		}
 	}
 	d := snap.Decide(pf, policy.CheckBoth)
-	if c.tr != nil {
-		c.trace(StagePolicy, step{kind: stepPolicy, pol: &policyTrace{snap: snap, flow: pf, d: d, note: note}})
-	}
+	c.tracePolicy(snap, pf, d, note)
 	if !d.Allowed {
 		return c.drop(v, policyDropReason(d), StagePolicy)
 	}
 	return true
+}
+
+// tracePolicy reports a policy decision. Its description needs the
+// snapshot to explain the decision, so it is a heap object: built only
+// when tracing, behind trace's own nil check, so the hot path pays that
+// check and nothing else.
+func (c *frameCtx) tracePolicy(snap *policy.Snapshot, f policy.Flow, d policy.Decision, note string) {
+	if c.tr != nil {
+		c.record(StagePolicy, &step{kind: stepPolicy, pol: &policyTrace{snap: snap, flow: f, d: d, note: note}})
+	}
 }
 
 // policyFlowOf is the flow a tracked packet belongs to, as policy sees

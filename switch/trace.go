@@ -71,8 +71,8 @@ type step struct {
 	svc    uint32 // a service frontend id
 	mac    uint64 // a MAC (key form)
 	why    string // a constant string, never formatted on the hot path
-	// pol is the policy stage's decision; it is built only when tracing
-	// (the stage checks c.tr first, the decision being a heap object).
+	// pol is the policy stage's decision; built only when tracing
+	// (tracePolicy), the decision being a heap object.
 	pol *policyTrace
 }
 
