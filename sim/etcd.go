@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/weftnet/weft/netdev"
@@ -71,8 +70,6 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 	}
 	cmd := exec.Command("nsenter", args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Its own process group, as weftd's: the etcd outlives `weft sim up`.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	pid, err := c.startDaemon(cmd)
 	if err != nil {
 		return fmt.Errorf("etcd: start %s: %w", e.Bin, err)

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/weftnet/weft/netdev"
@@ -117,7 +116,6 @@ func (c *Cluster) startOutsideServer(ctx context.Context) error {
 		"--listen", o.AddrPort().String(), "--sim-dir", filepath.Join(c.Dir, "outside"))
 	cmd := exec.Command("nsenter", append([]string{"--net=" + netdev.NetnsPath(o.Netns), "--"}, argv...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	pid, err := c.startDaemon(cmd)
 	if err != nil {
 		return fmt.Errorf("outside server: %w", err)

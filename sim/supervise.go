@@ -42,9 +42,6 @@ func (c *Cluster) StartNode(ctx context.Context, n *Node) error {
 	args := append([]string{"--net=" + netdev.NetnsPath(n.Netns), c.Weftd}, c.weftdArgs(n)...)
 	cmd := exec.Command("nsenter", args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Its own process group: a Ctrl-C on `weft sim up` must not kill the
-	// daemons the sim is meant to leave running.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// nsenter execs weftd in place, so the PID is weftd's. startDaemon
 	// reaps it in the background so a killed weftd does not linger as a
 	// zombie.
@@ -67,6 +64,12 @@ func (c *Cluster) StartNode(ctx context.Context, n *Node) error {
 // startDaemon starts cmd, tied to this process if the cluster says so
 // (Options.DieWithCaller), and reaps it when it exits.
 func (c *Cluster) startDaemon(cmd *exec.Cmd) (pid int, err error) {
+	// Its own process group: a Ctrl-C on `weft sim up` must not kill the
+	// daemons (weftd, etcd, the outside server) the sim leaves running.
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
 	if c.dieWithCaller {
 		p, err := childproc.Start(cmd)
 		if err != nil {
