@@ -5,13 +5,11 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weftnet/weft/objects"
 	"github.com/weftnet/weft/registry"
-	"github.com/weftnet/weft/registry/internal/backend"
 )
 
 // The object store lives under /weft/<cluster>/objects/<Kind>/<ns>/<name>
@@ -143,15 +141,13 @@ func (s *objectStore) Watch(ctx context.Context) (<-chan registry.ObjectEvent, e
 	return ch, nil
 }
 
-// objectWatch is one watch's state: the consumer's view and its revision.
+// objectWatch is one object watch: the consumer's view, over the prefix
+// watch of objects/.
 type objectWatch struct {
-	s       *objectStore
-	ctx     context.Context
-	ch      chan<- registry.ObjectEvent
-	view    map[string]registry.EncodedObject
-	rev     int64
-	bo      backend.Backoff
-	failing bool
+	prefixWatch
+	s    *objectStore
+	ch   chan<- registry.ObjectEvent
+	view map[string]registry.EncodedObject
 }
 
 func (s *objectStore) watch(ctx context.Context, ch chan<- registry.ObjectEvent) {
@@ -161,7 +157,7 @@ func (s *objectStore) watch(ctx context.Context, ch chan<- registry.ObjectEvent)
 	defer cancel()
 	defer context.AfterFunc(s.r.ctx, cancel)()
 
-	w := &objectWatch{s: s, ctx: ctx, ch: ch, bo: backend.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}}
+	w := &objectWatch{prefixWatch: newPrefixWatch(s.r, ctx, s.prefix(), "object watch", "watch objects", "objects"), s: s, ch: ch}
 	view, ok := w.relist()
 	if !ok {
 		return
@@ -170,89 +166,53 @@ func (s *objectStore) watch(ctx context.Context, ch chan<- registry.ObjectEvent)
 	if !w.send(registry.ObjectSnapshotEvent(view)) {
 		return
 	}
-	for ctx.Err() == nil {
-		w.follow()
-		if ctx.Err() == nil && !w.pause() {
-			return
-		}
-	}
+	w.run(w.compacted, w.event)
 }
 
-// follow forwards changes from rev+1 until the watch breaks; after a
-// compaction it re-lists and sends the difference.
-func (w *objectWatch) follow() {
-	s := w.s
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(w.ctx))
-	defer cancel()
-	wch := s.r.cli.Watch(wctx, s.prefix(), clientv3.WithPrefix(), clientv3.WithRev(w.rev+1), clientv3.WithProgressNotify())
-	for resp := range wch {
-		if resp.CompactRevision != 0 {
-			if next, ok := w.relist(); ok {
-				for _, ev := range registry.DiffObjects(w.view, next) {
-					if !w.send(ev) {
-						return
-					}
-				}
-				w.view = next
-			}
+// compacted re-lists and sends the difference from what the consumer has.
+func (w *objectWatch) compacted() {
+	next, ok := w.relist()
+	if !ok {
+		return
+	}
+	for _, ev := range registry.DiffObjects(w.view, next) {
+		if !w.send(ev) {
 			return
 		}
-		if err := resp.Err(); err != nil {
-			w.broken(err)
-			return
-		}
-		w.recovered()
-		for _, ev := range resp.Events {
-			key := strings.TrimPrefix(string(ev.Kv.Key), s.prefix())
-			old, had := w.view[key]
-			switch ev.Type {
-			case clientv3.EventTypePut:
-				e, ok := s.decode(ev.Kv.Key, ev.Kv.Value)
-				if ok && (!had || !bytes.Equal(old.Data, e.Data)) {
-					w.view[key] = e
-					if !w.send(registry.ObjectEvent{Type: registry.ObjectPut, Object: e.Object}) {
-						return
-					}
-				}
-			case clientv3.EventTypeDelete:
-				if had {
-					delete(w.view, key)
-					if !w.send(registry.ObjectEvent{Type: registry.ObjectDeleted, Object: old.Object}) {
-						return
-					}
-				}
-			}
-			w.rev = max(w.rev, ev.Kv.ModRevision)
-		}
-		if resp.IsProgressNotify() {
-			w.rev = max(w.rev, resp.Header.Revision)
-		}
 	}
-	if w.ctx.Err() == nil {
-		w.broken(fmt.Errorf("watch channel closed"))
-	}
+	w.view = next
 }
 
-// relist reads every object, retrying with backoff until it works or the
-// watch ends; it moves rev to the revision read.
+// event forwards one change of an object key; false if the consumer is
+// gone. A put that leaves the object's encoding as it was sends nothing.
+func (w *objectWatch) event(ev *clientv3.Event) bool {
+	key := strings.TrimPrefix(string(ev.Kv.Key), w.s.prefix())
+	old, had := w.view[key]
+	switch ev.Type {
+	case clientv3.EventTypePut:
+		e, ok := w.s.decode(ev.Kv.Key, ev.Kv.Value)
+		if ok && (!had || !bytes.Equal(old.Data, e.Data)) {
+			w.view[key] = e
+			return w.send(registry.ObjectEvent{Type: registry.ObjectPut, Object: e.Object})
+		}
+	case clientv3.EventTypeDelete:
+		if had {
+			delete(w.view, key)
+			return w.send(registry.ObjectEvent{Type: registry.ObjectDeleted, Object: old.Object})
+		}
+	}
+	return true
+}
+
+// relist reads every object (prefixWatch.relist: retried until it works or
+// the watch ends).
 func (w *objectWatch) relist() (map[string]registry.EncodedObject, bool) {
-	for {
-		ctx, cancel := w.s.r.call(w.ctx)
-		view, rev, err := w.s.list(ctx)
-		cancel()
-		if err == nil {
-			w.recovered()
-			w.rev = rev
-			return view, true
-		}
-		if w.ctx.Err() != nil {
-			return nil, false
-		}
-		w.broken(err)
-		if !w.pause() {
-			return nil, false
-		}
-	}
+	var view map[string]registry.EncodedObject
+	ok := w.prefixWatch.relist(func(ctx context.Context) (rev int64, err error) {
+		view, rev, err = w.s.list(ctx)
+		return rev, err
+	})
+	return view, ok
 }
 
 func (w *objectWatch) send(ev registry.ObjectEvent) bool {
@@ -261,22 +221,5 @@ func (w *objectWatch) send(ev registry.ObjectEvent) bool {
 		return true
 	case <-w.ctx.Done():
 		return false
-	}
-}
-
-func (w *objectWatch) pause() bool { return w.bo.Wait(w.ctx) }
-
-func (w *objectWatch) broken(err error) {
-	if w.ctx.Err() == nil && !w.failing {
-		w.s.r.log.Warn("object watch: etcd not answering; objects stay as last seen, retrying", "err", w.s.r.fail("watch objects", err))
-		w.failing = true
-	}
-}
-
-func (w *objectWatch) recovered() {
-	w.bo.Reset()
-	if w.failing {
-		w.s.r.log.Info("object watch: etcd answering again; catching up", "fromRevision", w.rev+1)
-		w.failing = false
 	}
 }

@@ -3,12 +3,10 @@ package etcd
 import (
 	"context"
 	"fmt"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weftnet/weft/registry"
-	"github.com/weftnet/weft/registry/internal/backend"
 )
 
 // Watch implements registry.Registry. It returns at once; the Snapshot
@@ -24,18 +22,12 @@ func (r *Registry) Watch(ctx context.Context) (<-chan registry.Event, error) {
 	return ch, nil
 }
 
-// watcher is the state of one watch: what its consumer has been told, and
-// the revision that view is at.
+// watcher is one lease watch: what its consumer has been told, over the
+// prefix watch of nodes/.
 type watcher struct {
-	r     *Registry
-	ctx   context.Context
+	prefixWatch
 	ch    chan<- registry.Event
 	state map[string]registry.Lease
-	rev   int64
-	bo    backend.Backoff
-	// failing is set while etcd does not answer, so the outage is logged
-	// once and the recovery once.
-	failing bool
 }
 
 func (r *Registry) watch(ctx context.Context, ch chan<- registry.Event) {
@@ -45,7 +37,7 @@ func (r *Registry) watch(ctx context.Context, ch chan<- registry.Event) {
 	defer cancel()
 	defer context.AfterFunc(r.ctx, cancel)()
 
-	w := &watcher{r: r, ctx: ctx, ch: ch, bo: backend.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}}
+	w := &watcher{prefixWatch: newPrefixWatch(r, ctx, r.nodesPrefix(), "watch", "watch", "peers"), ch: ch}
 	live, ok := w.relist()
 	if !ok {
 		return
@@ -54,109 +46,59 @@ func (r *Registry) watch(ctx context.Context, ch chan<- registry.Event) {
 	if !w.send(registry.SnapshotEvent(live)) {
 		return
 	}
-	for !w.ended() {
-		w.follow()
-		if !w.ended() {
-			w.pause()
-		}
+	w.run(w.compacted, w.event)
+}
+
+// compacted re-lists and sends the difference from what the consumer has.
+func (w *watcher) compacted() {
+	if live, ok := w.relist(); ok {
+		w.apply(registry.Diff(w.state, live), live)
 	}
 }
 
-// follow watches nodes/ from rev+1 and forwards what happens, until the
-// watch breaks. The client resumes a watch over a lost connection by itself
-// (from the last revision it delivered); follow returns when that is not
-// possible: the revision was compacted (then it re-lists and sends the
-// difference), or the member lost its leader.
-func (w *watcher) follow() {
-	r := w.r
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(w.ctx))
-	defer cancel()
-	wch := r.cli.Watch(wctx, r.nodesPrefix(), clientv3.WithPrefix(),
-		clientv3.WithRev(w.rev+1), clientv3.WithProgressNotify())
-	for resp := range wch {
-		if resp.CompactRevision != 0 {
-			r.log.Info("watch: revision compacted while away; re-listing", "wanted", w.rev+1, "compacted", resp.CompactRevision)
-			if live, ok := w.relist(); ok {
-				w.apply(registry.Diff(w.state, live), live)
-			}
-			return
+// event forwards one change of a node key; false if the consumer is gone.
+func (w *watcher) event(ev *clientv3.Event) bool {
+	name := w.r.nodeOfKey(ev.Kv.Key)
+	old, had := w.state[name]
+	switch ev.Type {
+	case clientv3.EventTypePut:
+		l, err := decodeLease(name, ev.Kv.Value)
+		if err != nil {
+			w.r.log.Warn("watch: skipping undecodable node key", "key", string(ev.Kv.Key), "err", err)
+			return true
 		}
-		if err := resp.Err(); err != nil {
-			if !w.ended() {
-				w.broken(err)
-			}
-			return
+		w.state[name] = l
+		switch {
+		case !had:
+			return w.send(registry.Event{Type: registry.Added, Lease: l})
+		case !old.SameAs(l):
+			return w.send(registry.Event{Type: registry.Changed, Lease: l})
 		}
-		w.recovered()
-		for _, ev := range resp.Events {
-			name := r.nodeOfKey(ev.Kv.Key)
-			old, had := w.state[name]
-			switch ev.Type {
-			case clientv3.EventTypePut:
-				l, err := decodeLease(name, ev.Kv.Value)
-				if err != nil {
-					r.log.Warn("watch: skipping undecodable node key", "key", string(ev.Kv.Key), "err", err)
-					continue
-				}
-				w.state[name] = l
-				switch {
-				case !had:
-					if !w.send(registry.Event{Type: registry.Added, Lease: l}) {
-						return
-					}
-				case !old.SameAs(l):
-					if !w.send(registry.Event{Type: registry.Changed, Lease: l}) {
-						return
-					}
-				}
-			case clientv3.EventTypeDelete:
-				if had {
-					delete(w.state, name)
-					if !w.send(registry.Event{Type: registry.Removed, Lease: old}) {
-						return
-					}
-				}
-			}
-			w.rev = max(w.rev, ev.Kv.ModRevision)
-		}
-		if resp.IsProgressNotify() {
-			w.rev = max(w.rev, resp.Header.Revision)
+	case clientv3.EventTypeDelete:
+		if had {
+			delete(w.state, name)
+			return w.send(registry.Event{Type: registry.Removed, Lease: old})
 		}
 	}
-	if !w.ended() {
-		w.broken(fmt.Errorf("watch channel closed"))
-	}
+	return true
 }
 
-// ended reports whether the watch is over: its context ended or the client
-// was closed (which cancels ctx too, but from another goroutine, so a
-// closing client can be seen first).
-func (w *watcher) ended() bool { return w.ctx.Err() != nil || w.r.ctx.Err() != nil }
-
-// relist reads every node key, retrying with backoff until it works or the
-// watch ends; it moves rev to the revision read.
+// relist reads every node key (prefixWatch.relist: retried until it works
+// or the watch ends).
 func (w *watcher) relist() (map[string]registry.Lease, bool) {
-	for {
-		ctx, cancel := w.r.call(w.ctx)
+	var live map[string]registry.Lease
+	ok := w.prefixWatch.relist(func(ctx context.Context) (int64, error) {
 		got, rev, err := w.r.list(ctx)
-		cancel()
-		if err == nil {
-			w.recovered()
-			w.rev = rev
-			live := make(map[string]registry.Lease, len(got))
-			for name, l := range got {
-				live[name] = l.lease
-			}
-			return live, true
+		if err != nil {
+			return 0, err
 		}
-		if w.ended() {
-			return nil, false
+		live = make(map[string]registry.Lease, len(got))
+		for name, l := range got {
+			live[name] = l.lease
 		}
-		w.broken(err)
-		if !w.pause() {
-			return nil, false
-		}
-	}
+		return rev, nil
+	})
+	return live, ok
 }
 
 // apply sends events and adopts next as the consumer's view.
@@ -175,32 +117,5 @@ func (w *watcher) send(ev registry.Event) bool {
 		return true
 	case <-w.ctx.Done():
 		return false
-	}
-}
-
-// pause waits out the backoff; false if the watch ended meanwhile.
-func (w *watcher) pause() bool {
-	t := time.NewTimer(w.bo.Next())
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-w.ctx.Done():
-		return false
-	}
-}
-
-func (w *watcher) broken(err error) {
-	if !w.failing {
-		w.r.log.Warn("watch: etcd not answering; peers stay as last seen, retrying", "err", w.r.fail("watch", err))
-		w.failing = true
-	}
-}
-
-func (w *watcher) recovered() {
-	w.bo.Reset()
-	if w.failing {
-		w.r.log.Info("watch: etcd answering again; catching up", "fromRevision", w.rev+1)
-		w.failing = false
 	}
 }
