@@ -91,6 +91,9 @@ type Config struct {
 	// MaglevSize is the Maglev table size per service frontend (a prime);
 	// 0 = DefaultConntrackSize, DefaultMaglevSize.
 	ConntrackSize, MaglevSize int
+	// FDBSize bounds the switch's learned MACs (vswitch.Config.FDBSize);
+	// 0 = DefaultFDBSize.
+	FDBSize int
 	// Egress: pod traffic leaving the cluster, and hostPorts (egress.go).
 	Egress EgressConfig
 }
@@ -102,8 +105,17 @@ const (
 	DefaultFloodBurst = vswitch.DefaultFloodBurst
 
 	DefaultConntrackSize = conntrack.DefaultSize // 262144 flows, 24 MiB
+	DefaultFDBSize       = vswitch.DefaultFDBSize
+	MaxFDBSize           = vswitch.MaxFDBSize
 	DefaultMaglevSize    = vswitch.DefaultMaglevSize
 )
+
+// switchConfig is the switch's configuration for the node's pod subnet.
+func (n *Node) switchConfig(subnet netip.Prefix) vswitch.Config {
+	return vswitch.Config{RouterMAC: n.routerMAC, Subnet: subnet, Gateway: ipam.Gateway(subnet), MTU: n.mtu,
+		FloodRate: n.cfg.FloodRate, FloodBurst: n.cfg.FloodBurst, ServiceCIDR: n.cfg.ServiceCIDR,
+		MaglevSize: n.cfg.MaglevSize, Conntrack: conntrack.Config{Size: n.cfg.ConntrackSize}, FDBSize: n.cfg.FDBSize}
+}
 
 // Switch port numbers. The overlay and the host port are fixed so that
 // they read the same in every node's listings; pods take the rest.
@@ -243,9 +255,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("registry gave subnet %s outside cluster CIDR %s", subnet, n.cfg.ClusterCIDR)
 	}
 
-	if n.sw, err = vswitch.New(vswitch.Config{RouterMAC: n.routerMAC, Subnet: subnet, Gateway: ipam.Gateway(subnet), MTU: n.mtu,
-		FloodRate: n.cfg.FloodRate, FloodBurst: n.cfg.FloodBurst, ServiceCIDR: n.cfg.ServiceCIDR,
-		MaglevSize: n.cfg.MaglevSize, Conntrack: conntrack.Config{Size: n.cfg.ConntrackSize}}); err != nil {
+	if n.sw, err = vswitch.New(n.switchConfig(subnet)); err != nil {
 		return fmt.Errorf("switch: %w", err)
 	}
 	n.startPolicy(ipam.HostAddr(subnet))

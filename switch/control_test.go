@@ -30,6 +30,7 @@ func TestNewValidates(t *testing.T) {
 		{"gateway is broadcast", func(c *Config) { c.Gateway = mustAddr("10.244.1.255") }, "gateway"},
 		{"mtu too small", func(c *Config) { c.MTU = 500 }, "mtu"},
 		{"negative fdb", func(c *Config) { c.FDBSize = -1 }, "fdb size"},
+		{"fdb over max", func(c *Config) { c.FDBSize = MaxFDBSize + 1 }, "fdb size"},
 		{"tiny age", func(c *Config) { c.FDBMaxAge = time.Millisecond }, "fdb max age"},
 		{"negative icmp rate", func(c *Config) { c.ICMPRate = -5 }, "icmp rate"},
 		{"two errors", func(c *Config) { c.MTU = 1; c.ICMPBurst = -1 }, "icmp burst"},

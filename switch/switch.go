@@ -16,6 +16,10 @@ import (
 	"github.com/weftnet/weft/switch/maglev"
 )
 
+// MaxFDBSize bounds Config.FDBSize: the table takes 2-4 slots of 24 bytes
+// per entry (newFDB), all allocated at New; 48 MiB at this size.
+const MaxFDBSize = 1 << 20
+
 // Defaults for zero Config fields.
 const (
 	DefaultMTU         = 1450 // 1500-byte underlay minus VXLAN over IPv4 (50)
@@ -49,7 +53,8 @@ type Config struct {
 	Gateway netip.Addr
 	// MTU is the overlay MTU and the default port MTU.
 	MTU int
-	// FDBSize bounds the learned MACs; when full the oldest is evicted.
+	// FDBSize bounds the learned MACs (1..MaxFDBSize); when full, learning
+	// a new MAC evicts the least recently written one (Counters.FDBEvicted).
 	FDBSize   int
 	FDBMaxAge time.Duration
 	// NeighSize bounds the neighbours learned from ARP (static ones are
@@ -141,8 +146,8 @@ func (c *Config) validate() error {
 	if c.MTU < minMTU || c.MTU > maxMTU {
 		errs = append(errs, fmt.Errorf("mtu %d outside %d..%d", c.MTU, minMTU, maxMTU))
 	}
-	if c.FDBSize < 1 || c.FDBSize > 1<<20 {
-		errs = append(errs, fmt.Errorf("fdb size %d outside 1..%d", c.FDBSize, 1<<20))
+	if c.FDBSize < 1 || c.FDBSize > MaxFDBSize {
+		errs = append(errs, fmt.Errorf("fdb size %d outside 1..%d", c.FDBSize, MaxFDBSize))
 	}
 	if c.NeighSize < 1 || c.NeighSize > 1<<20 {
 		errs = append(errs, fmt.Errorf("neighbour table size %d outside 1..%d", c.NeighSize, 1<<20))

@@ -87,6 +87,10 @@ type Config struct {
 	// per service frontend (a prime; 2 bytes a slot).
 	ConntrackSize int `yaml:"conntrack_size"`
 	MaglevSize    int `yaml:"maglev_size"`
+	// FDBSize bounds the MACs the switch learns (24-96 bytes each,
+	// allocated at start); a new MAC beyond it evicts the least recently
+	// seen one (counted as fdb.evicted).
+	FDBSize int `yaml:"fdb_size"`
 	// Egress is the way out of the cluster (and hostPorts in) through the
 	// node's own stack.
 	Egress EgressConfig `yaml:"egress"`
@@ -206,6 +210,7 @@ func DefaultConfig() Config {
 
 		ConntrackSize: node.DefaultConntrackSize,
 		MaglevSize:    node.DefaultMaglevSize,
+		FDBSize:       node.DefaultFDBSize,
 		Egress:        EgressConfig{Enabled: true, Masquerade: true},
 	}
 }
@@ -444,6 +449,9 @@ func (c Config) Validate() error {
 	}
 	if c.ConntrackSize < 16 || c.ConntrackSize > 1<<24 {
 		return bad("conntrack-size", "%d is out of range 16..%d", c.ConntrackSize, 1<<24)
+	}
+	if c.FDBSize < 1 || c.FDBSize > node.MaxFDBSize {
+		return bad("fdb-size", "%d is out of range 1..%d", c.FDBSize, node.MaxFDBSize)
 	}
 	if c.MaglevSize < 7 || c.MaglevSize > 131071 || !isPrime(c.MaglevSize) {
 		return bad("maglev-size", "%d is not a prime in 7..131071 (e.g. 16381, 65521)", c.MaglevSize)
@@ -710,6 +718,8 @@ var flagSpecs = []flagSpec{
 		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.FloodRate) }},
 	{"conntrack-size", "N", "conntrack_size", "", "flows the connection tracking table holds (96 bytes each, allocated at start); a new service flow beyond it is dropped as conntrack_full",
 		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.ConntrackSize) }},
+	{"fdb-size", "N", "fdb_size", "", fmt.Sprintf("MACs the switch's learning table (FDB) holds, 1..%d (24-96 bytes each, allocated at start); when full, a new MAC evicts the least recently seen one (counted as fdb.evicted, weft counters)", node.MaxFDBSize),
+		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.FDBSize) }},
 	{"maglev-size", "N", "maglev_size", "", "Maglev table size per service frontend, a prime (16381 as Cilium; up to 131071): more slots spread more evenly and move fewer flows when backends change",
 		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.MaglevSize) }},
 	{"flood-burst", "N", "flood_burst", "", "frames a port may flood back to back before --flood-rate applies",

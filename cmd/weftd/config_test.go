@@ -58,6 +58,7 @@ func TestDefaults(t *testing.T) {
 
 		ConntrackSize: 262144,
 		MaglevSize:    16381,
+		FDBSize:       8192,
 		Egress:        EgressConfig{Enabled: true, Masquerade: true},
 	}
 	if !reflect.DeepEqual(cfg, want) {
@@ -102,6 +103,7 @@ func TestFullFile(t *testing.T) {
 
 		ConntrackSize: 1000000,
 		MaglevSize:    65521,
+		FDBSize:       100000,
 		Egress: EgressConfig{
 			Enabled: false, Masquerade: false, NonMasqueradeCIDRs: []string{"10.0.0.0/8", "192.168.0.0/16"},
 			MasqueradeLinkLocal: true, KeepIPForward: true,
@@ -279,6 +281,9 @@ func TestErrors(t *testing.T) {
 		{"tap queues", []string{"--tap-queues", "0"}, "config: tap-queues: 0 is out of range 1..16"},
 		{"flood rate", []string{"--flood-rate", "0"}, "config: flood-rate: 0 is out of range 1..10000000"},
 		{"conntrack size", []string{"--conntrack-size", "8"}, "config: conntrack-size: 8 is out of range 16..16777216"},
+		{"fdb size zero", []string{"--fdb-size", "0"}, "config: fdb-size: 0 is out of range 1..1048576"},
+		{"fdb size big", []string{"--fdb-size", "1048577"}, "config: fdb-size: 1048577 is out of range 1..1048576"},
+		{"fdb size junk", []string{"--fdb-size", "8k"}, `config: --fdb-size: "8k" is not a whole number`},
 		{"maglev size not prime", []string{"--maglev-size", "16383"}, "config: maglev-size: 16383 is not a prime in 7..131071 (e.g. 16381, 65521)"},
 		{"flood burst", []string{"--flood-burst", "-1"}, "config: flood-burst: -1 is out of range 1..10000000"},
 		{"tap queues plain", []string{"--tap-queues", "2", "--offload=false"}, "config: tap-queues: 2 queues need --offload (multi-queue TAPs carry virtio headers)"},

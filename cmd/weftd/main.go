@@ -71,6 +71,7 @@ func run(args []string) int {
 		NetnsRoots: cfg.NetnsRoots,
 		FloodRate:  cfg.FloodRate, FloodBurst: cfg.FloodBurst,
 		ConntrackSize: cfg.ConntrackSize, MaglevSize: cfg.MaglevSize,
+		FDBSize: cfg.FDBSize,
 		Egress: node.EgressConfig{
 			Enabled: cfg.Egress.Enabled, Masquerade: cfg.Egress.Masquerade,
 			NonMasqueradeCIDRs:  cfg.Egress.NonMasqueradePrefixes(),
