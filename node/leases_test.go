@@ -48,7 +48,7 @@ func (r *logRecorder) count(msg, attr string) int {
 
 // leaseNode is a Node with just what applyLeases uses: this node "self"
 // on 10.244.0.0/24 at underlay 192.0.2.1.
-func leaseNode(t *testing.T) (*Node, *logRecorder) {
+func leaseNode(t testing.TB) (*Node, *logRecorder) {
 	t.Helper()
 	rec := &logRecorder{}
 	self := netip.MustParsePrefix("10.244.0.0/24")

@@ -142,18 +142,19 @@ type Node struct {
 	ipam    *ipam.Allocator
 	records *recordStore
 
-	peers   *overlay.PeerTable
-	decap   *overlay.Decapper
-	dp      *datapath.Datapath
-	rx      []*overlay.Conn // the receiving sockets, one receiver each
-	gsoOK   bool            // the kernel took UDP GSO (underlay.go)
-	groOK   bool            // ... and UDP GRO
-	leases  atomic.Pointer[map[string]registry.Lease]
-	subnet  atomic.Pointer[netip.Prefix] // the lease's subnet the node took at start, for onAcquire
-	udpHist batchHist
-	svc     *serviceState // Services and pod metadata (services.go); nil without an object store
-	pol     *policyState  // NetworkPolicy (policy.go); nil without an object store
-	egress  egressState   // weftd's nftables table (egress.go)
+	peers *overlay.PeerTable
+	decap *overlay.Decapper
+	dp    *datapath.Datapath
+	rx    []*overlay.Conn // the receiving sockets, one receiver each
+	gsoOK bool            // the kernel took UDP GSO (underlay.go)
+	groOK bool            // ... and UDP GRO
+	// liveNames: the nodes with a live lease, sorted (leases.go).
+	liveNames atomic.Pointer[[]string]
+	subnet    atomic.Pointer[netip.Prefix] // the lease's subnet the node took at start, for onAcquire
+	udpHist   batchHist
+	svc       *serviceState // Services and pod metadata (services.go); nil without an object store
+	pol       *policyState  // NetworkPolicy (policy.go); nil without an object store
+	egress    egressState   // weftd's nftables table (egress.go)
 
 	// view is what the lease watch accepted, rejected and holds (leases.go).
 	view peerView

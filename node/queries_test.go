@@ -36,7 +36,7 @@ func TestPeersExpiryIsTheRegistrys(t *testing.T) {
 	}
 	n := &Node{cfg: Config{NodeName: "r2-a", Registry: reg}, peers: &overlay.PeerTable{}}
 	// What the watch delivered when the peer came up.
-	n.leases.Store(&map[string]registry.Lease{seen.Node: seen})
+	n.liveNames.Store(&[]string{seen.Node})
 	if err := n.peers.Set([]overlay.Peer{{Name: seen.Node, Underlay: seen.Underlay, RouterMAC: seen.RouterMAC, Subnet: seen.Subnet, VNI: 1}}); err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -151,10 +150,6 @@ func (s *serviceState) lastLive() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.live
-}
-
-func (n *Node) liveNodeNames() []string {
-	return slices.Sorted(maps.Keys(n.liveLeases()))
 }
 
 // compileServices compiles the current view and installs it.
