@@ -394,6 +394,13 @@ func (c *Cluster) AddPod(ctx context.Context, n *Node) (*Pod, error) {
 // metadata ("" and an empty PodMeta: the sim's own, PodNamespace, the sim
 // pod's name and podLabels).
 func (c *Cluster) AddPodMeta(ctx context.Context, n *Node, namespace, name string, meta api.PodMeta) (*Pod, error) {
+	return c.addPod(ctx, n, namespace, name, meta, nil)
+}
+
+// addPod is AddPodMeta; beforeAttach, if given, runs once the pod's
+// namespace exists and before its port is attached (servers that must be
+// listening when the first packet arrives).
+func (c *Cluster) addPod(ctx context.Context, n *Node, namespace, name string, meta api.PodMeta, beforeAttach func(*Pod) error) (*Pod, error) {
 	p := &Pod{Name: fmt.Sprintf("%s-p%d", n.Name, len(n.Pods)+1), Node: n.Name, HostPorts: c.podPortMappings(len(n.Pods))}
 	p.ID = c.Name + "-" + p.Name
 	p.Netns = c.Name + "-" + p.Name
@@ -403,6 +410,11 @@ func (c *Cluster) AddPodMeta(ctx context.Context, n *Node, namespace, name strin
 	}
 	if _, err := netdev.NewNetns(p.Netns); err != nil {
 		return nil, err
+	}
+	if beforeAttach != nil {
+		if err := beforeAttach(p); err != nil {
+			return nil, fmt.Errorf("pod %s: %w", p.Name, err)
+		}
 	}
 	cl := api.NewClient(n.Socket)
 	defer cl.Close()

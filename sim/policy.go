@@ -37,6 +37,7 @@ type PolicyEnv struct {
 	ApplyPolicies func(ctx context.Context, pols []*networkingv1.NetworkPolicy) error
 	ctx           context.Context
 	servers       []io.Closer
+	cluster       *Cluster // set by NewPolicySuite: what PolicySimCases need
 }
 
 // NewPolicyEnv maps the model's nine pods onto pods (at least nine; pod
@@ -218,6 +219,7 @@ func NewPolicySuite(ctx context.Context, c *Cluster, nsPrefix string) (*PolicyEn
 	if err != nil {
 		return nil, err
 	}
+	env.cluster = c
 	applied := map[string]string{} // ns/name -> document, in force
 	env.ApplyPolicies = func(ctx context.Context, pols []*networkingv1.NetworkPolicy) error {
 		return c.applyPolicies(ctx, pols, applied, nil)

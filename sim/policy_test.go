@@ -78,17 +78,30 @@ func TestPolicySuite(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer env.Close()
+	check := func(t *testing.T, results []policytest.Result, err error) {
+		t.Helper()
+		for _, r := range results {
+			if !r.OK() {
+				t.Errorf("%s:\n%s", r, r.Reach.Report())
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, tc := range policytest.Cases() {
 		t.Run(tc.Name, func(t *testing.T) {
 			results, err := policytest.Run(env.Model, tc, env, 32, true)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, r := range results {
-				if !r.OK() {
-					t.Errorf("%s:\n%s", r, r.Reach.Report())
-				}
-			}
+			check(t, results, err)
+		})
+	}
+	// After the policy-only cases: these add a pod and restart a node.
+	for _, sc := range PolicySimCases() {
+		t.Run(sc.Name, func(t *testing.T) {
+			start := time.Now()
+			results, err := sc.Run(env, ctx)
+			t.Logf("%s: %d matrices in %s", sc.Name, len(results), time.Since(start).Round(time.Second))
+			check(t, results, err)
 		})
 	}
 }

@@ -372,7 +372,7 @@ func findWeftd(given string) (string, error) {
 func simTest(fs *flag.FlagSet, f *simFlags) func(context.Context, *cli, []string) error {
 	workers := fs.Int("workers", 8, "`N` how many checks run at once")
 	port := fs.Int("port", 7777, "`PORT` the TCP test servers listen on (the localhost check uses PORT+1)")
-	policySuite := fs.Bool("policy-suite", false, "run the NetworkPolicy suite instead: nine pods added in namespaces netpol-x, -y, -z, every case's truth table printed")
+	policySuite := fs.Bool("policy-suite", false, "run the NetworkPolicy suite instead: nine pods added in namespaces netpol-x, -y, -z, the truth tables of failed steps printed, and those of the cases that attach a pod and restart a node")
 	return func(ctx context.Context, c *cli, _ []string) error {
 		cl, err := f.load(c)
 		if err != nil {

@@ -3,7 +3,10 @@ package policytest
 import (
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
+
+	networkingv1 "k8s.io/api/networking/v1"
 )
 
 func TestCoveringPrefix(t *testing.T) {
@@ -71,5 +74,45 @@ func TestCasesAreWellFormed(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// fakeEnv connects every pair except into blocked, and counts probes.
+type fakeEnv struct {
+	blocked *Pod
+	probes  atomic.Int32
+}
+
+func (f *fakeEnv) Apply([]*networkingv1.NetworkPolicy) error { return nil }
+func (f *fakeEnv) Probe(from, to *Pod, p Probe) bool {
+	f.probes.Add(1)
+	return to != f.blocked
+}
+
+func TestReachabilityFromTo(t *testing.T) {
+	m := NewModel("")
+	extra := &Pod{NSKey: "x", Namespace: "x", Name: "new"}
+	to := []*Pod{m.Pod("x", "a"), extra}
+	r := NewReachabilityFromTo(m.Pods, to)
+	r.IgnoreLoopback = true
+	r.ExpectAllIngress(extra, false)
+	env := &fakeEnv{blocked: extra}
+	Observe(r, env, Probes[0], 1)
+	if n := env.probes.Load(); n != 17 {
+		t.Errorf("%d probes, want 17 (9 pods to 2, x/a to itself left out)", n)
+	}
+	if mm := r.Mismatches(); len(mm) != 0 {
+		t.Errorf("mismatches: %v", mm)
+	}
+	if rep := r.Report(); !strings.Contains(rep, "from\\to\tx/a\tx/new\n") || !strings.Contains(rep, "y/c\t.\tX") {
+		t.Errorf("report:\n%s", rep)
+	}
+	env.blocked = nil
+	r2 := NewReachabilityFromTo(m.Pods, to)
+	r2.IgnoreLoopback = true
+	r2.ExpectAllIngress(extra, false)
+	Observe(r2, env, Probes[0], 4)
+	if got := len(r2.Mismatches()); got != 9 {
+		t.Errorf("%d mismatches with x/new reachable, want 9", got)
 	}
 }

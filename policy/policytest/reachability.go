@@ -19,22 +19,36 @@ func (p Peer) matches(pod *Pod) bool {
 // expectation starts all-allowed and is edited with a case's meaning.
 type Reachability struct {
 	Expected, Observed *TruthTable
-	pods               []*Pod
+	from, to           []*Pod
 	// IgnoreLoopback leaves a pod's connection to itself out of the
 	// comparison, as upstream does (its semantics are not defined, and in
 	// weft a pod's own address never leaves the pod).
 	IgnoreLoopback bool
 }
 
-// NewReachability makes all-allowed expectations over m's pods.
-func NewReachability(m *Model) *Reachability {
-	var items []string
-	for _, p := range m.Pods {
-		items = append(items, p.String())
+// NewReachability makes all-allowed expectations over m's pods, every
+// ordered pair.
+func NewReachability(m *Model) *Reachability { return NewReachabilityFromTo(m.Pods, m.Pods) }
+
+// NewReachabilityFromTo makes all-allowed expectations from every pod of
+// from to every pod of to (which may hold pods outside the model: one a
+// case attaches).
+func NewReachabilityFromTo(from, to []*Pod) *Reachability {
+	names := func(pods []*Pod) []string {
+		var out []string
+		for _, p := range pods {
+			out = append(out, p.String())
+		}
+		return out
 	}
 	all := true
-	return &Reachability{Expected: NewTruthTable(items, &all), Observed: NewTruthTable(items, nil), pods: m.Pods}
+	rows, cols := names(from), names(to)
+	return &Reachability{Expected: NewTruthTableRect(rows, cols, &all), Observed: NewTruthTableRect(rows, cols, nil), from: from, to: to}
 }
+
+// From and To are the sources and destinations the tables cover.
+func (r *Reachability) From() []*Pod { return r.from }
+func (r *Reachability) To() []*Pod   { return r.to }
 
 // Expect sets one pair.
 func (r *Reachability) Expect(from, to *Pod, connected bool) {
@@ -43,11 +57,11 @@ func (r *Reachability) Expect(from, to *Pod, connected bool) {
 
 // ExpectPeer sets every pair from a pod matching from to one matching to.
 func (r *Reachability) ExpectPeer(from, to Peer, connected bool) {
-	for _, f := range r.pods {
+	for _, f := range r.from {
 		if !from.matches(f) {
 			continue
 		}
-		for _, t := range r.pods {
+		for _, t := range r.to {
 			if to.matches(t) {
 				r.Expect(f, t, connected)
 			}
@@ -74,8 +88,8 @@ func (r *Reachability) Observe(from, to *Pod, connected bool) {
 // (or is missing).
 func (r *Reachability) Mismatches() []string {
 	var out []string
-	for _, f := range r.pods {
-		for _, t := range r.pods {
+	for _, f := range r.from {
+		for _, t := range r.to {
 			if r.IgnoreLoopback && f == t {
 				continue
 			}

@@ -46,14 +46,18 @@ func Run(m *Model, c Case, env Env, parallel int, ignoreLoopback bool) ([]Result
 			r := NewReachability(m)
 			r.IgnoreLoopback = ignoreLoopback
 			st.Expect(m, r, pr)
-			observe(m, r, env, pr, parallel)
+			Observe(r, env, pr, parallel)
 			out = append(out, Result{Case: c.Name, Step: st.Name, Probe: pr, Reach: r})
 		}
 	}
 	return out, nil
 }
 
-func observe(m *Model, r *Reachability, env Env, pr Probe, parallel int) {
+// Observe probes every pair r covers for pr, at most parallel at a time,
+// and records what it saw (a pod to itself is left out when r ignores
+// loopback).
+func Observe(r *Reachability, env Env, pr Probe, parallel int) {
+	parallel = max(parallel, 1)
 	type pair struct{ from, to *Pod }
 	work := make(chan pair)
 	var mu sync.Mutex
@@ -70,9 +74,11 @@ func observe(m *Model, r *Reachability, env Env, pr Probe, parallel int) {
 			}
 		}()
 	}
-	for _, f := range m.Pods {
-		for _, t := range m.Pods {
-			work <- pair{f, t}
+	for _, f := range r.from {
+		for _, t := range r.to {
+			if f != t || !r.IgnoreLoopback {
+				work <- pair{f, t}
+			}
 		}
 	}
 	close(work)
