@@ -49,6 +49,20 @@ type Snapshot struct {
 	// ("namespace/name:port").
 	Conntrack       ConntrackCounters
 	ServiceNewFlows map[string]uint64
+	// PolicyDrops are the NetworkPolicy drops of every policy in force
+	// (a deleted policy's go with it).
+	PolicyDrops []PolicyDrops
+}
+
+// PolicyDrops is one NetworkPolicy's drops by the direction it isolates:
+// frames of flows denied because a pod it isolates in that direction is
+// allowed the flow by no policy selecting it. Such a drop counts under
+// every policy isolating that pod in that direction (any of them could
+// have allowed it); weft_drops_total{reason="policy_ingress"} and
+// friends count each frame once.
+type PolicyDrops struct {
+	Policy          string // "namespace/name"
+	Ingress, Egress uint64
 }
 
 // ConntrackCounters are the connection tracking table's counters.
@@ -154,6 +168,7 @@ type Collector struct {
 	batchSize, registryHealthy, buildInfo, offload       *prometheus.Desc
 
 	ctEntries, ctMax, ctInserts, ctFull, ctClashes, ctRemoved, svcNewFlows *prometheus.Desc
+	policyDrops                                                            *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -189,6 +204,10 @@ func NewCollector(src MetricsSource) *Collector {
 		ctClashes:       d("conntrack_clash_drops_total", "New flows dropped because their reply tuple belonged to another flow."),
 		ctRemoved:       d("conntrack_removed_total", "Flows removed from the connection tracking table, by why: expired, flushed, replaced.", "why"),
 		svcNewFlows:     d("service_new_flows_total", "New flows this node load-balanced to a backend, by service frontend.", "service"),
+		policyDrops: d("policy_drops_total", "Frames dropped by NetworkPolicy, by policy (namespace/name) and the direction it isolates: "+
+			"a pod it isolates in that direction is allowed the flow by no policy selecting it. A frame counts under every policy "+
+			"isolating that pod in that direction (drops_total by reason counts it once). A deleted policy's series go with it.",
+			"policy", "direction"),
 	}
 }
 
@@ -199,7 +218,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		c.peerTxFrames, c.peerRxFrames, c.peerTxBytes, c.peerRxBytes,
 		c.drops, c.fdbEntries, c.peers, c.ipamUsed, c.ipamFree,
 		c.batchSize, c.registryHealthy, c.buildInfo, c.offload,
-		c.ctEntries, c.ctMax, c.ctInserts, c.ctFull, c.ctClashes, c.ctRemoved, c.svcNewFlows,
+		c.ctEntries, c.ctMax, c.ctInserts, c.ctFull, c.ctClashes, c.ctRemoved, c.svcNewFlows, c.policyDrops,
 	} {
 		ch <- d
 	}
@@ -243,6 +262,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.ctRemoved, ct.Replaced, "replaced")
 	for svc, n := range s.ServiceNewFlows {
 		counter(c.svcNewFlows, n, svc)
+	}
+	for _, p := range s.PolicyDrops {
+		counter(c.policyDrops, p.Ingress, p.Policy, "ingress")
+		counter(c.policyDrops, p.Egress, p.Policy, "egress")
 	}
 	gauge(c.fdbEntries, float64(s.FDBEntries))
 	gauge(c.peers, float64(len(s.Peers)))

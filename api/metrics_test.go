@@ -36,6 +36,7 @@ func testSnapshot() Snapshot {
 		RegistryHealthy: true,
 		BatchSizes:      map[string]HistogramSnapshot{"tap": tap.Snapshot(), "udp": udp.Snapshot()},
 		Offload:         map[string]uint64{"segments": 440, "drained_frames": 7},
+		PolicyDrops:     []PolicyDrops{{Policy: "x/deny-all", Ingress: 9, Egress: 2}},
 	}
 }
 
@@ -100,6 +101,10 @@ weft_peer_tx_frames_total{peer="node-b"} 5
 # HELP weft_peers Peer nodes with a live registry lease.
 # TYPE weft_peers gauge
 weft_peers 1
+# HELP weft_policy_drops_total Frames dropped by NetworkPolicy, by policy (namespace/name) and the direction it isolates: a pod it isolates in that direction is allowed the flow by no policy selecting it. A frame counts under every policy isolating that pod in that direction (drops_total by reason counts it once). A deleted policy's series go with it.
+# TYPE weft_policy_drops_total counter
+weft_policy_drops_total{direction="egress",policy="x/deny-all"} 2
+weft_policy_drops_total{direction="ingress",policy="x/deny-all"} 9
 # HELP weft_port_rx_bytes_total Bytes received from a pod port.
 # TYPE weft_port_rx_bytes_total counter
 weft_port_rx_bytes_total{pod="default/web-0",port="wt3a2b1c"} 1000
@@ -119,7 +124,7 @@ weft_registry_healthy 1
 	names := []string{
 		"weft_batch_size", "weft_drops_total", "weft_fdb_entries", "weft_ipam_free", "weft_ipam_used", "weft_offload_total",
 		"weft_peer_rx_bytes_total", "weft_peer_rx_frames_total", "weft_peer_tx_bytes_total", "weft_peer_tx_frames_total",
-		"weft_peers", "weft_port_rx_bytes_total", "weft_port_rx_frames_total", "weft_port_tx_bytes_total",
+		"weft_peers", "weft_policy_drops_total", "weft_port_rx_bytes_total", "weft_port_rx_frames_total", "weft_port_tx_bytes_total",
 		"weft_port_tx_frames_total", "weft_registry_healthy",
 	}
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), names...); err != nil {

@@ -163,3 +163,25 @@ func (n *Node) Policies(ctx context.Context) (api.PolicyList, error) {
 	}
 	return out, nil
 }
+
+// policyCounters adds every policy's drops to `weft counters`, as
+// policy.ingress_drops.<namespace>/<name> and policy.egress_drops.<...>.
+func (n *Node) policyCounters(c api.Counters) {
+	if n.pol == nil {
+		return
+	}
+	for _, d := range n.pol.eng.DropCounts() {
+		c["policy.ingress_drops."+d.Policy] = d.Ingress
+		c["policy.egress_drops."+d.Policy] = d.Egress
+	}
+}
+
+// policyMetrics fills the per-policy drops of a metrics snapshot.
+func (n *Node) policyMetrics(s *api.Snapshot) {
+	if n.pol == nil {
+		return
+	}
+	for _, d := range n.pol.eng.DropCounts() {
+		s.PolicyDrops = append(s.PolicyDrops, api.PolicyDrops{Policy: d.Policy, Ingress: d.Ingress, Egress: d.Egress})
+	}
+}

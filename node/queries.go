@@ -200,6 +200,7 @@ func (n *Node) Counters(ctx context.Context) (api.Counters, error) {
 		c["offload."+k] = v
 	}
 	n.conntrackCounters(c)
+	n.policyCounters(c)
 	return c, nil
 }
 
@@ -248,5 +249,6 @@ func (n *Node) MetricsSnapshot() api.Snapshot {
 	s.RegistryHealthy = n.keeper.Health().State == registry.HealthOK
 	s.Offload = n.offloadCounts()
 	n.conntrackMetrics(&s)
+	n.policyMetrics(&s)
 	return s
 }

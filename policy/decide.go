@@ -73,12 +73,15 @@ type Decision struct {
 	Ingress int32  // rule that allowed the destination's ingress, or NoRule
 	Allowed bool
 	Why     Why
+	// deniedBy is the table that denied (an isolated side no rule
+	// allowed), or NoRule: CountDrop counts under its policies.
+	deniedBy int32
 }
 
 // Decide takes the verdict for a new flow. It allocates nothing and may be
 // called from any number of goroutines.
 func (s *Snapshot) Decide(f Flow, check Check) Decision {
-	d := Decision{Gen: s.gen, Egress: NoRule, Ingress: NoRule}
+	d := Decision{Gen: s.gen, Egress: NoRule, Ingress: NoRule, deniedBy: NoRule}
 	if !s.ready {
 		return d
 	}
@@ -93,7 +96,7 @@ func (s *Snapshot) Decide(f Flow, check Check) Decision {
 	if check&CheckEgress != 0 && srcIsPod {
 		if t := s.pods[si].egress; t >= 0 {
 			if d.Egress = s.allowedBy(t, di, dstIsPod, dst, &f); d.Egress == NoRule {
-				d.Why = WhyEgressIsolated
+				d.Why, d.deniedBy = WhyEgressIsolated, t
 				return d
 			}
 		}
@@ -101,7 +104,7 @@ func (s *Snapshot) Decide(f Flow, check Check) Decision {
 	if check&CheckIngress != 0 && dstIsPod {
 		if t := s.pods[di].ingress; t >= 0 {
 			if d.Ingress = s.allowedBy(t, si, srcIsPod, src, &f); d.Ingress == NoRule {
-				d.Why = WhyIngressIsolated
+				d.Why, d.deniedBy = WhyIngressIsolated, t
 				return d
 			}
 		}

@@ -9,9 +9,10 @@ import (
 // one without locks; Update compiles a new one off the hot path and swaps
 // it in whole, with the next generation number.
 type Engine struct {
-	cur atomic.Pointer[Snapshot]
-	mu  sync.Mutex // serialises Update
-	gen uint64
+	cur   atomic.Pointer[Snapshot]
+	mu    sync.Mutex // serialises Update
+	gen   uint64
+	drops map[string]*dropSlot // per policy "namespace/name"; see drops.go
 }
 
 // NewEngine returns an Engine whose snapshot is not ready: it denies every
@@ -35,6 +36,7 @@ func (e *Engine) Update(in Input) *Snapshot {
 	defer e.mu.Unlock()
 	e.gen++
 	s := Compile(in, e.gen)
+	e.attachDrops(s)
 	e.cur.Store(s)
 	return s
 }

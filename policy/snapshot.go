@@ -20,6 +20,7 @@ type Snapshot struct {
 	spans   []portSpan  // the port maps of all lists, back to back
 	rules   []ruleInfo  // canonical order: policy, ingress rules, egress rules
 	names   []string    // policy "namespace/name", by policy index
+	drops   []*dropSlot // by policy index; nil unless published by an Engine
 
 	problems  []error
 	summaries []PolicySummary

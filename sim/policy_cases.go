@@ -107,6 +107,10 @@ func (e *PolicyEnv) newPodIntoDeny(ctx context.Context) ([]policytest.Result, er
 		out = append(out, policytest.Result{Case: name, Step: "attached-first-packet", Probe: pr, Reach: r})
 	}
 	wg.Wait()
+	// Those drops are the policy's, on the new pod's node (weft counters).
+	if err := policyDropsCounted(ctx, node, nsX+"/"+deny.Name); err != nil {
+		return out, fmt.Errorf("%s: %w", name, err)
+	}
 
 	allow := selectPods(nsX, "pl-allow-x-to-new", map[string]string{"pod": "new"}, ingressOnly...)
 	allow.Spec.Ingress = []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{}}}}}
@@ -240,4 +244,22 @@ func (e *PolicyEnv) probeUntil(ctx context.Context, from, to *policytest.Pod, pr
 			time.Sleep(restartProbeTimeout/3 - d)
 		}
 	}
+}
+
+// policyDropsCounted checks that node n's `weft counters` show ingress
+// drops under policy (namespace/name).
+func policyDropsCounted(ctx context.Context, n *Node, policy string) error {
+	cl := api.NewClient(n.Socket)
+	defer cl.Close()
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	counters, err := cl.Counters(qctx)
+	if err != nil {
+		return fmt.Errorf("node %s: counters: %w", n.Name, err)
+	}
+	key := "policy.ingress_drops." + policy
+	if counters[key] == 0 || counters["drop.policy_ingress"] == 0 {
+		return fmt.Errorf("node %s: denied probes but %s = %d, drop.policy_ingress = %d", n.Name, key, counters[key], counters["drop.policy_ingress"])
+	}
+	return nil
 }

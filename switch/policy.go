@@ -61,11 +61,17 @@ func (c *frameCtx) policyStage(f []byte, v *Verdict) bool {
 				c.s.ct.SetVerdict(origTuple(fl), &fl.hit, uint32(nv))
 			}
 			if !nv.Allowed() {
-				return c.drop(v, policyDropReason(d), StagePolicy)
+				return c.policyDrop(v, snap, d, policyDropReason(d))
 			}
 			return true
 		}
 		if !pv.Allowed() {
+			// A flow cut earlier: its verdict says denied, not by whom.
+			// Decide again (cheap, no allocation) to count it under the
+			// policies isolating it, as its first denied packet was.
+			if !c.dry {
+				snap.CountDrop(snap.Decide(pf, policy.CheckBoth))
+			}
 			return c.drop(v, DropPolicyFlow, StagePolicy)
 		}
 		c.trace(StagePolicy, step{kind: stepPolicyKept})
@@ -84,7 +90,7 @@ func (c *frameCtx) policyStage(f []byte, v *Verdict) bool {
 	}
 	c.tracePolicy(snap, pf, d, "new flow")
 	if !d.Allowed {
-		return c.drop(v, policyDropReason(d), StagePolicy)
+		return c.policyDrop(v, snap, d, policyDropReason(d))
 	}
 	if c.dry || fl.tcpFlags&packet.TCPFlagRST != 0 {
 		return true // a RST passes when allowed but opens nothing
@@ -119,9 +125,18 @@ func (c *frameCtx) policyUntracked(f []byte, v *Verdict, snap *policy.Snapshot) 
 	d := snap.Decide(pf, policy.CheckBoth)
 	c.tracePolicy(snap, pf, d, note)
 	if !d.Allowed {
-		return c.drop(v, policyDropReason(d), StagePolicy)
+		return c.policyDrop(v, snap, d, policyDropReason(d))
 	}
 	return true
+}
+
+// policyDrop drops a frame policy denied, counting it under the policies
+// that isolate the denied side (the per-reason count is output's).
+func (c *frameCtx) policyDrop(v *Verdict, snap *policy.Snapshot, d policy.Decision, r DropReason) bool {
+	if !c.dry {
+		snap.CountDrop(d)
+	}
+	return c.drop(v, r, StagePolicy)
 }
 
 // tracePolicy reports a policy decision. Its description needs the

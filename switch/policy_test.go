@@ -256,9 +256,58 @@ func TestPolicyStageTrace(t *testing.T) {
 	}
 }
 
+// Drops count per policy (into the Engine's slots the snapshot carries),
+// on new flows, on flows cut after a change, and not in a trace.
+func TestPolicyStageCountsDropsPerPolicy(t *testing.T) {
+	s := newTestSwitch(t, nil)
+	eng := policy.NewEngine()
+	allowA := bIngress(fromApp("a"))
+	s.SetPolicy(eng.Update(polInput(allowA)))
+	drops := func() policy.PolicyDrops {
+		t.Helper()
+		l := eng.DropCounts()
+		if len(l) != 1 || l[0].Policy != "x/b-in" {
+			t.Fatalf("drop counts %+v, want x/b-in alone", l)
+		}
+		return l[0]
+	}
+	fwd := func(flags uint8) Verdict {
+		v, _ := process(s, l4Frame(t, routerMAC, podAMAC, podAIP, 1000, podBIP, 8080, packet.IPProtoTCP, flags, 0), portA, sec)
+		return v
+	}
+	if v := fwd(packet.TCPFlagSYN); v.Action != ActionDeliver {
+		t.Fatalf("allowed SYN: %+v", v)
+	}
+	fromB := l4Frame(t, routerMAC, podBMAC, podBIP, 3000, peerPodIP, 2000, packet.IPProtoTCP, packet.TCPFlagSYN, 0)
+	if v, _ := process(s, fromB, portB, sec); v.Reason != DropPolicyEgress {
+		t.Fatalf("x/b -> y/c: %+v, want policy_egress", v)
+	}
+	s.Trace(l4Frame(t, routerMAC, podBMAC, podBIP, 3000, peerPodIP, 2000, packet.IPProtoTCP, packet.TCPFlagSYN, 0), portB, sec)
+	if d := drops(); d.Egress != 1 || d.Ingress != 0 {
+		t.Fatalf("after one denied flow out of x/b (and a trace of another): %+v", d)
+	}
+	// The allow goes: the tracked flow is cut, its packets count as the
+	// policy's ingress drops, the first one decided again and later ones
+	// on the stored verdict alike.
+	s.SetPolicy(eng.Update(polInput(bIngress(fromApp("c")))))
+	for i := range 3 {
+		if v := fwd(packet.TCPFlagACK); v.Action != ActionDrop {
+			t.Fatalf("packet %d of the cut flow: %+v", i, v)
+		}
+	}
+	if d := drops(); d.Egress != 1 || d.Ingress != 3 {
+		t.Fatalf("after the cut flow's packets: %+v, want ingress 3 egress 1", d)
+	}
+	if c := s.Counters(); c.Drops[DropPolicyIngress]+c.Drops[DropPolicyFlow] != 3 || c.Drops[DropPolicyEgress] != 1 {
+		t.Fatalf("per-reason drops disagree: ingress %d flow %d egress %d",
+			c.Drops[DropPolicyIngress], c.Drops[DropPolicyFlow], c.Drops[DropPolicyEgress])
+	}
+}
+
 func TestPolicyStageNoAllocs(t *testing.T) {
 	s := newTestSwitch(t, nil)
-	s.SetPolicy(polSnap(bIngress(fromApp("a"))))
+	// From an Engine, so that denied flows count into per-policy slots.
+	s.SetPolicy(policy.NewEngine().Update(polInput(bIngress(fromApp("a")))))
 	newFlow := l4Frame(t, routerMAC, podAMAC, podAIP, 1000, podBIP, 8080, packet.IPProtoTCP, packet.TCPFlagSYN, 0)
 	denied := l4Frame(t, routerMAC, podBMAC, podBIP, 1000, podAIP, 8080, packet.IPProtoTCP, packet.TCPFlagSYN, 0)
 	frames := [][]byte{newFlow}

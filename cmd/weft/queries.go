@@ -327,10 +327,14 @@ Examples:
 
 var countersCmd = &command{
 	name:     "counters",
-	summary:  "packet counters and drops by reason",
+	summary:  "packet counters, drops by reason and by NetworkPolicy",
 	synopsis: "[--nonzero] [flags]",
-	help: `Show the node's packet counters by name: traffic per device and every drop
-reason ("drop.<reason>"). Counters count since weftd started.
+	help: `Show the node's packet counters by name: traffic per device, every drop
+reason ("drop.<reason>"; NetworkPolicy's are drop.policy_*), and the drops of
+each NetworkPolicy in force by the direction it isolates
+("policy.ingress_drops.<namespace>/<name>", "policy.egress_drops...": a
+denied frame counts under every policy isolating the denied pod in that
+direction). Counters count since weftd started.
 
 Examples:
   weft counters --nonzero
