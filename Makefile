@@ -6,6 +6,7 @@
 #   make bench   packet-replay (weftd's data path, offload and plain) and table benchmarks
 #   make fuzz    each fuzz target for FUZZTIME (default 30s)
 #   make bench-e2e  weft vs kernel VXLAN end to end (iperf3, ping) in namespaces
+#   make bench-scale  control plane at 100..20,000 node leases (one weftd each)
 #
 # Everything a target needs is installed here (Debian packages via apt-get,
 # Go modules via the module proxy) so a fresh clone works with no hand set-up.
@@ -42,7 +43,7 @@ TOOLS_CACHE  ?= $(or $(WEFT_TOOLS_CACHE),/var/cache/weft-tools)
 GO_TOOLS     := etcd:go.etcd.io/etcd/server/v3
 GO_TOOL_BINS := $(foreach t,$(GO_TOOLS),$(TOOLS)/$(firstword $(subst :, ,$(t))))
 
-.PHONY: all build deps tools test bench bench-e2e fuzz sim vet clean check-go check-ci-root
+.PHONY: all build deps tools test bench bench-e2e bench-scale fuzz sim vet clean check-go check-ci-root
 
 all: build
 
@@ -111,6 +112,14 @@ bench: check-go
 # table into docs/BENCHMARKS.md and the chart into docs/e2e.svg.
 bench-e2e: check-go deps build
 	$(GO) run ./bench/e2e
+
+# Control-plane scale (issue 16): the node's lease apply and the switch's
+# route table rebuild in process (go test -bench), then one real weftd per
+# lease count against a file registry of N leases (bench/scale/main.go:
+# SCALE_N, SCALE_IDLE, SCALE_DOCS). Writes its table into docs/BENCHMARKS.md.
+bench-scale: check-go deps build
+	$(GO) test -run '^$$' -bench 'ApplyLeases|SetRoutes' -benchmem -benchtime $(BENCHTIME) ./node/ ./switch/
+	$(GO) run ./bench/scale
 
 # The targets are listed by `go test -list` over every package at once; a
 # package that does not build fails the listing, and make fuzz with it.

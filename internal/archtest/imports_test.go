@@ -50,6 +50,9 @@ var allowed = map[string][]string{
 	"cmd/weft":       {"api", "sim", "policy", "packet", "objects"},
 	"cmd/weft-cni":   {"api", "netdev", "packet"},
 	"cmd/weft-bench": {"bench", "packet"},
+	// bench/scale (make bench-scale) runs weftd in a sim against a file
+	// registry it fills through the registry's own API.
+	"bench/scale": {"sim", "api", "registry", "ipam", "packet", "internal/testenv", "internal/procstat"},
 
 	// Full outer VXLAN frames (pcap, AF_PACKET): bench's only, never weftd's.
 	"bench/internal/outerframe": {"overlay", "packet"},
@@ -65,6 +68,9 @@ var allowed = map[string][]string{
 	// starter by a parent-death signal (registry's etcdtest, sim, bench/e2e).
 	"internal/childproc": {},
 	"internal/archtest":  {},
+	// procstat reads a process's CPU, start time and memory from /proc for
+	// the benchmarks.
+	"internal/procstat": {},
 	// frametest builds the inner frames of the VXLAN tests (overlay's,
 	// bench's outer frames) with gopacket; only tests import it.
 	"internal/frametest": {"packet"},
