@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,7 +11,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/weftnet/weft/objects"
+	"github.com/weftnet/weft/policy"
 )
 
 func TestParseKernelResult(t *testing.T) {
@@ -183,6 +188,7 @@ func TestReportAndChart(t *testing.T) {
 	s := &summary{Reps: 2, T: 5, KernelRes: &kr, KernelSvcRes: &ksvc, WeftReps: []weftRep{
 		{Test: "tcp1", Gbps: 5, CPUPerGB: 2}, {Test: "tcp1", Gbps: 7, CPUPerGB: 1},
 		{Test: "svc1", Gbps: 5.7, CPUPerGB: 2}, {Test: "svc1", Gbps: 6.3, CPUPerGB: 1},
+		{Test: "pol1", Gbps: 5.8, CPUPerGB: 2}, {Test: "pol1", Gbps: 5.6, CPUPerGB: 2.2},
 		{Test: "tcp4", Gbps: 6}, {Test: "udp", RxPPS: 50000, LossPct: 10},
 		{Test: "ping", Ping: &pingFigures{N: 10, Avg: 0.1, P99: 0.3}},
 		{Test: "tcp4", Err: "iperf3: boom"},
@@ -197,10 +203,15 @@ func TestReportAndChart(t *testing.T) {
 	if got := s.serviceLine(); !strings.HasPrefix(got, "e2e service svc1/tcp1=1.00 ") {
 		t.Errorf("service line %q", got)
 	}
+	if got := s.policyLine(); !strings.HasPrefix(got, "e2e policy pol1/tcp1=0.95 ") {
+		t.Errorf("policy line %q", got)
+	}
 	md := s.markdown()
 	for _, want := range []string{sectionBegin, sectionEnd, "## End to end", "| TCP, 1 stream (Gbit/s) | 6.00 [5.00–7.00] | 10.00 [9.00–11.00] | 0.60 |",
 		"| TCP, 1 stream via cluster IP (Gbit/s) | 6.00 [5.70–6.30] | 8.00 [7.50–8.50] | 0.75 |",
-		"| TCP, 1 stream: via cluster IP / direct (weft) | 1.00 |", "ANC_SERVICE=1", "e2e.svg"} {
+		"| TCP, 1 stream: via cluster IP / direct (weft) | 1.00 |", "ANC_SERVICE=1", "e2e.svg",
+		"| TCP, 1 stream, permissive NetworkPolicy in force (Gbit/s) | 5.70 [5.60–5.80] |  |  |",
+		"| TCP, 1 stream: permissive policy / none (weft) | 0.95 |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}
@@ -248,5 +259,45 @@ func TestServiceYAML(t *testing.T) {
 		es.Endpoints[0].Conditions.Ready == nil || !*es.Endpoints[0].Conditions.Ready ||
 		len(es.Ports) != 1 || *es.Ports[0].Port != 5201 || *es.Ports[0].Name != svc.Spec.Ports[0].Name {
 		t.Errorf("endpoint slice = %+v", es)
+	}
+}
+
+// TestPolicyYAML decodes the pol1 row's policy as weftd does (strictly,
+// into the Kubernetes type), and compiles it with two pods of its
+// namespace: it must isolate both (so the policy stage runs) and admit
+// every flow between them and to the outside, both ways.
+func TestPolicyYAML(t *testing.T) {
+	o, err := objects.DecodeOne([]byte(policyYAML()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	np := o.NetworkPolicy
+	if np == nil || np.Namespace != policyNS || np.Name != policyName {
+		t.Fatalf("decoded %+v", o)
+	}
+	if err := policy.Validate(np); err != nil {
+		t.Fatal(err)
+	}
+	p1, p2 := netip.MustParseAddr("10.244.0.3"), netip.MustParseAddr("10.244.1.3")
+	s := policy.Compile(policy.Input{
+		Namespaces: []policy.Namespace{{Name: policyNS}},
+		Pods: []policy.Pod{
+			{Namespace: policyNS, Name: "n1-p1", Labels: map[string]string{"app": "sim", "sim-pod": "n1-p1"}, IP: p1},
+			{Namespace: policyNS, Name: "n2-p1", Labels: map[string]string{"app": "sim", "sim-pod": "n2-p1"}, IP: p2},
+		},
+		Policies: []*networkingv1.NetworkPolicy{np},
+	}, 1)
+	if !s.Active() || len(s.Policies()) != 1 || len(s.Policies()[0].Selects) != 2 || !s.Policies()[0].Ingress || !s.Policies()[0].Egress {
+		t.Fatalf("policy does not isolate both pods both ways: %+v", s.Policies())
+	}
+	for _, f := range []policy.Flow{
+		{Src: p1.As4(), Dst: p2.As4(), Proto: policy.ProtoTCP, DstPort: 5201},
+		{Src: p2.As4(), Dst: p1.As4(), Proto: policy.ProtoUDP, DstPort: 53},
+		{Src: p1.As4(), Dst: [4]byte{192, 0, 2, 1}, Proto: 1},
+		{Src: [4]byte{192, 0, 2, 1}, Dst: p2.As4(), Proto: policy.ProtoTCP, DstPort: 80},
+	} {
+		if d := s.Decide(f, policy.CheckBoth); !d.Allowed {
+			t.Errorf("%+v denied: %s", f, s.Explain(f, d))
+		}
 	}
 }

@@ -8,11 +8,15 @@
 // cluster IP (serviceVIP) whose only endpoint is pod 2: in weft a Service
 // and EndpointSlice applied through weftd's API (`weft sim apply`), in the
 // kernel the anchor again with ANC_SERVICE=1 (iptables DNAT on node 1, as
-// kube-proxy's iptables mode). Each figure is the median of E2E_REPS runs
+// kube-proxy's iptables mode). The policy row (pol1, weft only) is TCP with
+// 1 stream pod to pod while a NetworkPolicy selecting both pods admits
+// everything both ways (policy.go): every new flow is decided and tracked
+// in conntrack on both nodes. Each figure is the median of E2E_REPS runs
 // with its range.
 //
-// It prints a table, a line comparing weft's service path with its direct
-// pod-IP path (e2e service svc1/tcp1=...), and a last line
+// It prints a table, lines comparing weft's service path and its path
+// under a permissive policy with its direct pod-IP path (e2e service
+// svc1/tcp1=..., e2e policy pol1/tcp1=...), and a last line
 //
 //	e2e ratio tcp1=<weft/kernel> tcp4=<...> udp64=<...> rtt=<weft/kernel ping avg> svc1=<weft/kernel via the cluster IP>
 //
@@ -26,7 +30,7 @@
 //
 //	E2E_REPS=3           repetitions of each test
 //	E2E_T=10             seconds per iperf3 run
-//	E2E_SKIP=""          tests to leave out: any of tcp1 tcp4 udp ping svc1
+//	E2E_SKIP=""          tests to leave out: any of tcp1 pol1 svc1 tcp4 udp ping
 //	E2E_QUIET_PCT=15     wait before each run until the machine was at most this % busy for 1 s ...
 //	E2E_QUIET_MAX=240    ... or this many seconds passed
 //	E2E_WEFTD_ARGS=""    extra weftd flags, e.g. "--offload=false"
@@ -81,9 +85,10 @@ type config struct {
 	WeftBin, WeftdBin string
 }
 
-// allTests are the tests in the order they run; svc1 right after tcp1, so
-// the service path and the direct path it is compared with run back to back.
-var allTests = []string{"tcp1", "svc1", "tcp4", "udp", "ping"}
+// allTests are the tests in the order they run; pol1 and svc1 right after
+// tcp1, so the policy and service paths and the direct path they are
+// compared with run back to back.
+var allTests = []string{"tcp1", "pol1", "svc1", "tcp4", "udp", "ping"}
 
 func (c *config) skipped(test string) bool { return slices.Contains(c.Skip, test) }
 
@@ -305,6 +310,7 @@ func run() error {
 		}
 	}
 	fmt.Println(sum.serviceLine())
+	fmt.Println(sum.policyLine())
 	fmt.Println(sum.ratioLine())
 	if kernelErr != nil {
 		return fmt.Errorf("kernel VXLAN anchor (weft's figures are above and in %s): %w", cfg.OutDir, kernelErr)

@@ -26,11 +26,12 @@ type simCluster struct {
 	Name  string `json:"name"`
 	Dir   string `json:"dir"`
 	Nodes []struct {
-		Name  string `json:"name"`
-		Netns string `json:"netns"`
-		PID   int    `json:"pid"`
-		Log   string `json:"log"`
-		Pods  []struct {
+		Name   string `json:"name"`
+		Netns  string `json:"netns"`
+		PID    int    `json:"pid"`
+		Log    string `json:"log"`
+		Socket string `json:"socket"`
+		Pods   []struct {
 			Name    string       `json:"name"`
 			Netns   string       `json:"netns"`
 			Address netip.Prefix `json:"address"`
@@ -261,6 +262,16 @@ func (s *weftSim) runWeftTests(ctx context.Context, log func(format string, args
 		if s.cfg.skipped(test) {
 			continue
 		}
+		var policyDone func() error
+		if test == "pol1" {
+			done, err := s.policyRow(ctx, log)
+			if err != nil {
+				log("weft pol1: %v", err)
+				reps = append(reps, weftRep{Test: test, Rep: 1, Err: err.Error()})
+				continue
+			}
+			policyDone = done
+		}
 		for rep := 1; rep <= s.cfg.Reps; rep++ {
 			if ctx.Err() != nil {
 				return reps
@@ -271,7 +282,7 @@ func (s *weftSim) runWeftTests(ctx context.Context, log func(format string, args
 			r.BgBusyPct, r.Waited = bg, waited.Seconds()
 			cctx, cancel := context.WithTimeout(ctx, iperfTimeout)
 			switch test {
-			case "tcp1", "tcp4", "svc1":
+			case "tcp1", "pol1", "tcp4", "svc1":
 				dst := s.pod2IP
 				if test == "svc1" {
 					dst = serviceVIP
@@ -318,6 +329,16 @@ func (s *weftSim) runWeftTests(ctx context.Context, log func(format string, args
 				log("weft %s rep%d FAILED: %s", test, rep, r.Err)
 			}
 			reps = append(reps, r)
+		}
+		if policyDone != nil {
+			if err := policyDone(); err != nil {
+				log("weft pol1: %v", err)
+				for i := range reps {
+					if reps[i].Test == "pol1" && reps[i].Err == "" {
+						reps[i].Err = err.Error()
+					}
+				}
+			}
 		}
 	}
 	return reps
