@@ -48,6 +48,20 @@ func TCPSegments(payload, mss int) int {
 // one segment is copied as one segment with its lengths and checksums made
 // whole. frame is not modified. SegmentTCP does not allocate.
 func SegmentTCP(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, lens []int) (int, error) {
+	return segmentTCP(dst, gap, frame, l3Off, l4Off, mss, offs, lens, false)
+}
+
+// SegmentTCPPartial is SegmentTCP that leaves every segment's checksum
+// partial instead of computing it: the TCP checksum field holds the folded
+// pseudo-header sum over the segment's own length, not complemented, as
+// the kernel leaves a CHECKSUM_PARTIAL segment (virtio NEEDS_CSUM,
+// csum_start = l4Off, csum_offset = 16). Whoever writes a segment to a
+// device must say so in its virtio header; nobody reads the payload here.
+func SegmentTCPPartial(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, lens []int) (int, error) {
+	return segmentTCP(dst, gap, frame, l3Off, l4Off, mss, offs, lens, true)
+}
+
+func segmentTCP(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, lens []int, partial bool) (int, error) {
 	if mss <= 0 {
 		return 0, ErrGSOMSS
 	}
@@ -81,9 +95,13 @@ func SegmentTCP(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, 
 			f &^= TCPFlagCWR
 		}
 		tcp[13] = f
-		tcp[TCPOffChecksum], tcp[TCPOffChecksum+1] = 0, 0
 		l4len := uint32(tcpLen + len(chunk))
 		sum := p.pseudo + l4len>>16 + l4len&0xffff
+		if partial {
+			binary.BigEndian.PutUint16(tcp[TCPOffChecksum:], Fold(sum))
+			continue
+		}
+		tcp[TCPOffChecksum], tcp[TCPOffChecksum+1] = 0, 0
 		sum = Checksum(tcp[:tcpLen], sum)
 		sum = Checksum(chunk, sum)
 		binary.BigEndian.PutUint16(tcp[TCPOffChecksum:], ^Fold(sum))

@@ -15,6 +15,11 @@ import "encoding/binary"
 // CHECKSUM_PARTIAL, so nobody would check the segments' checksums after
 // this. The run is built by copying into a buffer the caller owns; TCPRun
 // never allocates.
+//
+// StartPartial and AddPartial take segments whose checksum is partial
+// (the field holds the pseudo-header sum, virtio NEEDS_CSUM, as a weft peer
+// sends them when both ends agree): there is nothing to verify, and the
+// merged frame is partial anyway. A run may mix both kinds.
 type TCPRun struct {
 	buf     []byte // the merged frame so far: buf[:n]
 	n       int
@@ -23,6 +28,7 @@ type TCPRun struct {
 	segs    int
 	nextSeq uint32
 	closed  bool // a short or PSH segment was added: nothing can follow
+	partial bool // the first segment's checksum is partial
 }
 
 // tcpRunL4Off is the TCP header offset: Ethernet + a 20-byte IPv4 header.
@@ -34,9 +40,14 @@ func (r *TCPRun) Segments() int { return r.segs }
 // Reset empties the run.
 func (r *TCPRun) Reset() { r.segs, r.n, r.closed = 0, 0, false }
 
+// Partial reports whether the frame Finish will return needs its checksum
+// completed (virtio NEEDS_CSUM): a merged run, or one partial segment.
+func (r *TCPRun) Partial() bool { return r.segs > 1 || r.segs == 1 && r.partial }
+
 // tcpCandidate checks that frame is a plain TCP/IPv4 data segment with a
-// valid checksum and returns its TCP header length and payload length.
-func tcpCandidate(frame []byte) (tcpLen, payload int, ok bool) {
+// valid checksum (unless partial) and returns its TCP header length and
+// payload length.
+func tcpCandidate(frame []byte, partial bool) (tcpLen, payload int, ok bool) {
 	if len(frame) < tcpRunL4Off+TCPMinHdrLen || EthType(frame) != EtherTypeIPv4 {
 		return 0, 0, false
 	}
@@ -56,8 +67,7 @@ func tcpCandidate(frame []byte) (tcpLen, payload int, ok bool) {
 	if f := tcp[13]; f != TCPFlagACK && f != TCPFlagACK|TCPFlagPSH {
 		return 0, 0, false
 	}
-	sum := PseudoHeaderSum4(ip.Src4(), ip.Dst4(), IPProtoTCP, uint16(len(tcp)))
-	if Fold(Checksum(tcp, sum)) != 0xffff {
+	if !partial && Fold(Checksum(tcp, PseudoHeaderSum4(ip.Src4(), ip.Dst4(), IPProtoTCP, uint16(len(tcp))))) != 0xffff {
 		return 0, 0, false
 	}
 	return tcpLen, len(tcp) - tcpLen, true
@@ -67,9 +77,14 @@ func tcpCandidate(frame []byte) (tcpLen, payload int, ok bool) {
 // largest merged frame wanted: up to EthHdrLen+65535 bytes). It returns
 // false and leaves the run empty if frame is not a candidate or does not
 // fit buf.
-func (r *TCPRun) Start(buf, frame []byte) bool {
+func (r *TCPRun) Start(buf, frame []byte) bool { return r.start(buf, frame, false) }
+
+// StartPartial is Start for a segment whose checksum is partial.
+func (r *TCPRun) StartPartial(buf, frame []byte) bool { return r.start(buf, frame, true) }
+
+func (r *TCPRun) start(buf, frame []byte, partial bool) bool {
 	r.Reset()
-	tcpLen, payload, ok := tcpCandidate(frame)
+	tcpLen, payload, ok := tcpCandidate(frame, partial)
 	if !ok {
 		return false
 	}
@@ -82,6 +97,7 @@ func (r *TCPRun) Start(buf, frame []byte) bool {
 	r.hdrLen = tcpRunL4Off + tcpLen
 	r.mss = payload
 	r.segs = 1
+	r.partial = partial
 	r.nextSeq = binary.BigEndian.Uint32(frame[tcpRunL4Off+4:]) + uint32(payload)
 	r.closed = frame[tcpRunL4Off+13]&TCPFlagPSH != 0
 	return true
@@ -89,11 +105,16 @@ func (r *TCPRun) Start(buf, frame []byte) bool {
 
 // Add appends frame's payload if it continues the run and reports whether
 // it did; if not, the run is unchanged (Finish it and Start a new one).
-func (r *TCPRun) Add(frame []byte) bool {
+func (r *TCPRun) Add(frame []byte) bool { return r.add(frame, false) }
+
+// AddPartial is Add for a segment whose checksum is partial.
+func (r *TCPRun) AddPartial(frame []byte) bool { return r.add(frame, true) }
+
+func (r *TCPRun) add(frame []byte, partial bool) bool {
 	if r.segs == 0 || r.closed {
 		return false
 	}
-	tcpLen, payload, ok := tcpCandidate(frame)
+	tcpLen, payload, ok := tcpCandidate(frame, partial)
 	if !ok || tcpRunL4Off+tcpLen != r.hdrLen || payload > r.mss || r.n+payload > len(r.buf) || r.n+payload-EthHdrLen > 0xffff {
 		return false
 	}
@@ -129,7 +150,7 @@ func (r *TCPRun) Add(frame []byte) bool {
 // buffer given to Start), the segment payload size to put in a virtio
 // header's gso_size, and the header length (Ethernet + IPv4 + TCP). The
 // TCP header offset is EthHdrLen+20. For a run of one segment the frame is
-// the segment unchanged. For more, the IPv4 total length and header
+// the segment unchanged (partial if it came so: see Partial). For more, the IPv4 total length and header
 // checksum are rewritten and the TCP checksum field holds the folded
 // pseudo-header sum, not complemented, as a CHECKSUM_PARTIAL frame wants
 // (virtio NEEDS_CSUM with csum_start = TCP header, csum_offset = 16).

@@ -14,6 +14,18 @@ const MaxUDPRunSegments = 64
 // (0 computed is sent as 0xffff). Layout, gap, results and errors are
 // SegmentTCP's; the UDP header starts at l4Off right after the IP header.
 func SegmentUDP(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, lens []int) (int, error) {
+	return segmentUDP(dst, gap, frame, l3Off, l4Off, mss, offs, lens, false)
+}
+
+// SegmentUDPPartial is SegmentUDP that leaves every datagram's checksum
+// partial: the UDP checksum field holds the folded pseudo-header sum over
+// the datagram's UDP length, not complemented (virtio NEEDS_CSUM,
+// csum_start = l4Off, csum_offset = 6); see SegmentTCPPartial.
+func SegmentUDPPartial(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, lens []int) (int, error) {
+	return segmentUDP(dst, gap, frame, l3Off, l4Off, mss, offs, lens, true)
+}
+
+func segmentUDP(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, lens []int, partial bool) (int, error) {
 	if mss <= 0 {
 		return 0, ErrGSOMSS
 	}
@@ -33,8 +45,12 @@ func SegmentUDP(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, 
 		udpLen := UDPHdrLen + len(chunk)
 		udp := seg[l4Off:]
 		binary.BigEndian.PutUint16(udp[UDPOffLen:], uint16(udpLen))
-		udp[UDPOffChecksum], udp[UDPOffChecksum+1] = 0, 0
 		sum := p.pseudo + uint32(udpLen)
+		if partial {
+			binary.BigEndian.PutUint16(udp[UDPOffChecksum:], Fold(sum))
+			continue
+		}
+		udp[UDPOffChecksum], udp[UDPOffChecksum+1] = 0, 0
 		sum = Checksum(udp[:UDPHdrLen], sum)
 		sum = Checksum(chunk, sum)
 		c := ^Fold(sum)
@@ -54,12 +70,15 @@ func SegmentUDP(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, 
 // MaxUDPRunSegments, and a valid or absent (0) checksum; unlike TCP there is
 // no sequence to check, and order is kept because only the next datagram
 // of the batch is ever added. Copies into a caller's buffer; never allocates.
+// StartPartial and AddPartial take datagrams whose checksum is partial, as
+// TCPRun's do.
 type UDPRun struct {
-	buf    []byte
-	n      int
-	mss    int
-	segs   int
-	closed bool
+	buf     []byte
+	n       int
+	mss     int
+	segs    int
+	closed  bool
+	partial bool // the first datagram's checksum is partial
 }
 
 // UDPRunHdrLen is the header length of a UDPRun's frames: Ethernet + a
@@ -72,9 +91,14 @@ func (r *UDPRun) Segments() int { return r.segs }
 // Reset empties the run.
 func (r *UDPRun) Reset() { r.segs, r.n, r.closed = 0, 0, false }
 
+// Partial reports whether the frame Finish will return needs its checksum
+// completed (virtio NEEDS_CSUM): a merged run, or one partial datagram.
+func (r *UDPRun) Partial() bool { return r.segs > 1 || r.segs == 1 && r.partial }
+
 // udpCandidate checks a plain UDP/IPv4 datagram with a valid or absent
-// checksum and returns its payload length.
-func udpCandidate(frame []byte) (int, bool) {
+// checksum (or a partial one, which is not checked) and returns its
+// payload length.
+func udpCandidate(frame []byte, partial bool) (int, bool) {
 	if len(frame) < UDPRunHdrLen || EthType(frame) != EtherTypeIPv4 {
 		return 0, false
 	}
@@ -90,7 +114,7 @@ func udpCandidate(frame []byte) (int, bool) {
 	if int(binary.BigEndian.Uint16(udp[UDPOffLen:])) != len(udp) || len(udp) == UDPHdrLen {
 		return 0, false
 	}
-	if binary.BigEndian.Uint16(udp[UDPOffChecksum:]) != 0 {
+	if !partial && binary.BigEndian.Uint16(udp[UDPOffChecksum:]) != 0 {
 		sum := PseudoHeaderSum4(ip.Src4(), ip.Dst4(), IPProtoUDP, uint16(len(udp)))
 		if Fold(Checksum(udp, sum)) != 0xffff {
 			return 0, false
@@ -101,24 +125,34 @@ func udpCandidate(frame []byte) (int, bool) {
 
 // Start begins a run with frame, copied into buf. It returns false and
 // leaves the run empty if frame is not a candidate or does not fit.
-func (r *UDPRun) Start(buf, frame []byte) bool {
+func (r *UDPRun) Start(buf, frame []byte) bool { return r.start(buf, frame, false) }
+
+// StartPartial is Start for a datagram whose checksum is partial.
+func (r *UDPRun) StartPartial(buf, frame []byte) bool { return r.start(buf, frame, true) }
+
+func (r *UDPRun) start(buf, frame []byte, partial bool) bool {
 	r.Reset()
-	payload, ok := udpCandidate(frame)
+	payload, ok := udpCandidate(frame, partial)
 	if !ok || UDPRunHdrLen+payload > len(buf) {
 		return false
 	}
 	r.n = copy(buf, frame[:UDPRunHdrLen+payload])
-	r.buf, r.mss, r.segs = buf, payload, 1
+	r.buf, r.mss, r.segs, r.partial = buf, payload, 1, partial
 	return true
 }
 
 // Add appends frame's payload if it continues the run and reports whether
 // it did; if not, the run is unchanged.
-func (r *UDPRun) Add(frame []byte) bool {
+func (r *UDPRun) Add(frame []byte) bool { return r.add(frame, false) }
+
+// AddPartial is Add for a datagram whose checksum is partial.
+func (r *UDPRun) AddPartial(frame []byte) bool { return r.add(frame, true) }
+
+func (r *UDPRun) add(frame []byte, partial bool) bool {
 	if r.segs == 0 || r.closed || r.segs == MaxUDPRunSegments {
 		return false
 	}
-	payload, ok := udpCandidate(frame)
+	payload, ok := udpCandidate(frame, partial)
 	if !ok || payload > r.mss || r.n+payload > len(r.buf) || r.n+payload-EthHdrLen > 0xffff {
 		return false
 	}
@@ -142,7 +176,8 @@ func (r *UDPRun) Add(frame []byte) bool {
 
 // Finish completes the run and returns the merged frame (in the buffer given
 // to Start) and the datagram payload size for the virtio header's gso_size.
-// One datagram is returned unchanged. For more, the IPv4 total length and
+// One datagram is returned unchanged (partial if it came so: see
+// Partial). For more, the IPv4 total length and
 // header checksum and the UDP length are rewritten, and the UDP checksum
 // field holds the folded pseudo-header sum over the whole UDP length, not
 // complemented (virtio NEEDS_CSUM, csum_start = UDP header, csum_offset = 6),
