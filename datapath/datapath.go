@@ -49,6 +49,15 @@ type Config struct {
 	// with USO, UDP) segments bound for one virtio-header TAP into one
 	// super-frame write (the TAP side of GRO).
 	Coalesce bool
+	// PartialCsum keeps a pod's partial checksums partial (partial.go):
+	// a plain frame marked NEEDS_CSUM keeps its mark through the switch
+	// and leaves partial for a virtio-header TAP or a peer with
+	// Peer.PartialCsum. Off: every such frame is completed on arrival, as
+	// before. Super-frames go partial to a peer with Peer.PartialCsum
+	// either way (the node sets that only when it runs with the option),
+	// and what arrives marked overlay.FlagPartialCsum is always written
+	// partial.
+	PartialCsum bool
 	// Observer, if set, sees every batch's verdicts right after the switch
 	// decided them (bench's replay counts the verdict mix with it). nil in
 	// the daemon: one nil check per batch.

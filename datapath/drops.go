@@ -45,6 +45,9 @@ const (
 	DropUnderlayTruncated
 	// DropUnderlayEmpty: a zero-length datagram on the VXLAN port.
 	DropUnderlayEmpty
+	// DropBadPartial: a datagram marked overlay.FlagPartialCsum whose
+	// inner frame is not TCP or UDP over IPv4 with its header inside.
+	DropBadPartial
 	// NumReasons sizes arrays indexed by Reason; not a reason.
 	NumReasons
 )
@@ -59,6 +62,7 @@ var ownNames = [NumReasons - ownBase]string{
 	DropBadCsum - ownBase:           "offload_bad_csum",
 	DropUnderlayTruncated - ownBase: "underlay_truncated",
 	DropUnderlayEmpty - ownBase:     "underlay_empty",
+	DropBadPartial - ownBase:        "offload_bad_partial",
 }
 
 // SwitchReason, DecapReason and DeviceReason place another package's

@@ -63,9 +63,10 @@ func newEmitter(dp *Datapath, out Writer, queue int) emitter {
 }
 
 // emit carries out the verdicts of frames[:len(verdicts)] that entered on
-// port in. hdrs[i] is frame i's virtio header (nil: all plain); owners[i]
-// is the buffer frame i lies in (its headroom takes the VXLAN header).
-// Datagrams stay queued until flush.
+// port in. hdrs[i] is frame i's virtio header (nil: all plain): a GSO
+// super-frame's, or NEEDS_CSUM alone for a frame whose checksum is partial
+// (partial.go); owners[i] is the buffer frame i lies in (its headroom
+// takes the VXLAN header). Datagrams stay queued until flush.
 func (e *emitter) emit(frames [][]byte, hdrs []netdev.VirtioHdr, owners [][]byte, verdicts []vswitch.Verdict, in vswitch.PortID) {
 	var plain netdev.VirtioHdr
 	for i, f := range frames {
@@ -89,10 +90,11 @@ func (e *emitter) emit(frames [][]byte, hdrs []netdev.VirtioHdr, owners [][]byte
 				e.write(id, f, h)
 			}
 		case vswitch.ActionEncap:
+			peer, _ := e.dp.peers.Lookup(v.Peer.As4()) // nil: not in the table (counted nowhere)
 			if h.GSO() == netdev.GSONone {
-				e.encap(owners[i], f, v.Peer)
+				e.encap(owners[i], f, h, v.Peer, peer)
 			} else {
-				e.encapSuper(f, h, v.Peer)
+				e.encapSuper(f, h, v.Peer, peer)
 			}
 		}
 	}
@@ -109,7 +111,8 @@ func (e *emitter) flush() {
 // ports), else as it is.
 func (e *emitter) deliver(id vswitch.PortID, f []byte, h *netdev.VirtioHdr) {
 	if e.coalesce && h.GSO() == netdev.GSONone {
-		if e.runPort == id && (e.run.Segments() > 0 && e.run.Add(f) || e.udpRun.Segments() > 0 && e.udpRun.Add(f)) {
+		partial := needsCsum(h)
+		if e.runPort == id && (e.run.Segments() > 0 && e.runAdd(f, partial) || e.udpRun.Segments() > 0 && e.udpRunAdd(f, partial)) {
 			return
 		}
 		e.flushRun()
@@ -117,7 +120,7 @@ func (e *emitter) deliver(id vswitch.PortID, f []byte, h *netdev.VirtioHdr) {
 			if e.runBuf == nil {
 				e.runBuf = make([]byte, packet.EthHdrLen+0xffff) // once per worker
 			}
-			if e.run.Start(e.runBuf, f) || netdev.TakesGSO(p.Dev.Offloads(), netdev.GSOUDPL4) && e.udpRun.Start(e.runBuf, f) {
+			if e.runStart(f, partial) || netdev.TakesGSO(p.Dev.Offloads(), netdev.GSOUDPL4) && e.udpRunStart(f, partial) {
 				e.runPort = id
 				return
 			}
@@ -126,9 +129,40 @@ func (e *emitter) deliver(id vswitch.PortID, f []byte, h *netdev.VirtioHdr) {
 	e.write(id, f, h)
 }
 
+// runStart, runAdd, udpRunStart and udpRunAdd start or continue the TCP
+// or UDP run with a frame whose checksum is complete or partial.
+func (e *emitter) runStart(f []byte, partial bool) bool {
+	if partial {
+		return e.run.StartPartial(e.runBuf, f)
+	}
+	return e.run.Start(e.runBuf, f)
+}
+
+func (e *emitter) runAdd(f []byte, partial bool) bool {
+	if partial {
+		return e.run.AddPartial(f)
+	}
+	return e.run.Add(f)
+}
+
+func (e *emitter) udpRunStart(f []byte, partial bool) bool {
+	if partial {
+		return e.udpRun.StartPartial(e.runBuf, f)
+	}
+	return e.udpRun.Start(e.runBuf, f)
+}
+
+func (e *emitter) udpRunAdd(f []byte, partial bool) bool {
+	if partial {
+		return e.udpRun.AddPartial(f)
+	}
+	return e.udpRun.Add(f)
+}
+
 // write writes one frame to port id: whole (with its virtio header when it
-// is a super-frame the device takes), or split into segments when the
-// device cannot take the super-frame.
+// is a super-frame the device takes, or a partial frame and the device has
+// virtio headers), or split into segments when the device cannot take the
+// super-frame. A partial frame for a plain device is completed first.
 func (e *emitter) write(id vswitch.PortID, f []byte, h *netdev.VirtioHdr) {
 	p := e.dp.port(id)
 	if p == nil {
@@ -136,12 +170,16 @@ func (e *emitter) write(id vswitch.PortID, f []byte, h *netdev.VirtioHdr) {
 		return
 	}
 	e.wrote(id)
+	if h.GSO() == netdev.GSONone && needsCsum(h) && !p.Dev.VnetHdr() && netdev.FinishChecksum(f, h) != nil {
+		e.dp.drops.Add(DropBadCsum, 1)
+		return
+	}
 	switch {
-	case h.GSO() == netdev.GSONone:
+	case h.GSO() == netdev.GSONone && !needsCsum(h):
 		e.one[0] = f
 		_, err := p.Dev.Write(e.one[:], 0)
 		e.countWrite(p, len(f), err)
-	case netdev.TakesGSO(p.Dev.Offloads(), h.GSO()):
+	case netdev.TakesGSO(p.Dev.Offloads(), h.GSO()): // GSONone: a partial frame
 		e.one[0], e.oneHdr[0] = f, *h
 		_, err := p.Dev.WriteVnet(e.one[:], e.oneHdr[:], 0)
 		e.countWrite(p, len(f), err)
@@ -155,7 +193,7 @@ func (e *emitter) writeSplit(p *Port, f []byte, h *netdev.VirtioHdr) {
 	if e.split == nil {
 		e.split = make([]byte, SuperBufSize+maxSegQueue/8*128) // once per worker, on first need
 	}
-	cnt, err := segment(e.split, 0, f, h, e.offs, e.lens)
+	cnt, err := segment(e.split, 0, f, h, e.offs, e.lens, false)
 	if err != nil {
 		e.dp.drops.Add(DropBadGSO, 1)
 		return
@@ -205,24 +243,24 @@ func (e *emitter) flushRun() {
 	case segs == 0:
 		return
 	case e.run.Segments() > 0:
+		partial := e.run.Partial()
 		f, mss, hdrLen := e.run.Finish()
 		frame = f
+		if partial {
+			hdr = netdev.VirtioHdr{Flags: netdev.VirtioFlagNeedsCsum, CsumStart: packet.TCPRunL4Off, CsumOffset: packet.TCPOffChecksum}
+		}
 		if segs > 1 {
-			hdr = netdev.VirtioHdr{
-				Flags: netdev.VirtioFlagNeedsCsum, GSOType: netdev.GSOTCPv4,
-				HdrLen: uint16(hdrLen), GSOSize: uint16(mss),
-				CsumStart: packet.TCPRunL4Off, CsumOffset: packet.TCPOffChecksum,
-			}
+			hdr.GSOType, hdr.HdrLen, hdr.GSOSize = netdev.GSOTCPv4, uint16(hdrLen), uint16(mss)
 		}
 	default:
+		partial := e.udpRun.Partial()
 		f, mss := e.udpRun.Finish()
 		frame = f
+		if partial {
+			hdr = netdev.VirtioHdr{Flags: netdev.VirtioFlagNeedsCsum, CsumStart: packet.UDPRunHdrLen - packet.UDPHdrLen, CsumOffset: packet.UDPOffChecksum}
+		}
 		if segs > 1 {
-			hdr = netdev.VirtioHdr{
-				Flags: netdev.VirtioFlagNeedsCsum, GSOType: netdev.GSOUDPL4,
-				HdrLen: packet.UDPRunHdrLen, GSOSize: uint16(mss),
-				CsumStart: packet.UDPRunHdrLen - packet.UDPHdrLen, CsumOffset: packet.UDPOffChecksum,
-			}
+			hdr.GSOType, hdr.HdrLen, hdr.GSOSize = netdev.GSOUDPL4, packet.UDPRunHdrLen, uint16(mss)
 		}
 	}
 	if segs > 1 {
@@ -240,11 +278,21 @@ func (e *emitter) flushRun() {
 	e.countWrite(p, len(frame), err)
 }
 
-// encap queues a plain frame for a peer: the VXLAN header goes into the
-// headroom in front of f in its buffer owner.
-func (e *emitter) encap(owner, f []byte, peer netip.Addr) {
+// encap queues a plain frame for the peer at addr (peer: its table entry,
+// nil if none): the VXLAN header goes into the headroom in front of f in
+// its buffer owner. A partial frame stays partial, flagged in the VXLAN
+// header, for a peer that takes it; for any other it is completed here.
+func (e *emitter) encap(owner, f []byte, h *netdev.VirtioHdr, addr netip.Addr, peer *overlay.Peer) {
 	if e.n == len(e.dgrams) {
 		e.send()
+	}
+	partial := needsCsum(h)
+	if partial && (peer == nil || !peer.PartialCsum) {
+		if netdev.FinishChecksum(f, h) != nil {
+			e.dp.drops.Add(DropBadCsum, 1)
+			return
+		}
+		partial = false
 	}
 	off := cap(owner) - cap(f) // f's offset in its buffer: they share the array
 	start, err := overlay.Encap(owner, off, len(f), e.dp.cfg.VNI)
@@ -252,31 +300,40 @@ func (e *emitter) encap(owner, f []byte, peer netip.Addr) {
 		e.dp.drops.Add(DropNoHeadroom, 1)
 		return
 	}
+	if partial {
+		overlay.MarkPartialCsum(owner[start:])
+	}
 	e.countPeerTx(peer, 1, len(f))
 	e.dgrams[e.n] = owner[start : off+len(f)]
-	e.to[e.n] = netip.AddrPortFrom(peer, e.dp.cfg.Port)
+	e.to[e.n] = netip.AddrPortFrom(addr, e.dp.cfg.Port)
 	e.n++
 }
 
 // encapSuper splits a super-frame into segments in the arena, each behind
-// its VXLAN header, and queues them for the peer.
-func (e *emitter) encapSuper(f []byte, h *netdev.VirtioHdr, peer netip.Addr) {
+// its VXLAN header, and queues them for the peer at addr (peer: its table
+// entry, nil if none). A peer with PartialCsum gets the segments with
+// their checksums partial and flagged: nobody reads the payload here.
+func (e *emitter) encapSuper(f []byte, h *netdev.VirtioHdr, addr netip.Addr, peer *overlay.Peer) {
 	if e.arena == nil {
 		e.arena = make([]byte, encapArenaSize) // once per worker, on first need
 	}
 	for attempt := 0; ; attempt++ {
 		room := min(len(e.dgrams)-e.n, len(e.offs))
-		cnt, err := segment(e.arena[e.arenaUsed:], overlay.HeaderLen, f, h, e.offs[:room], e.lens[:room])
+		partial := peer != nil && peer.PartialCsum
+		cnt, err := segment(e.arena[e.arenaUsed:], overlay.HeaderLen, f, h, e.offs[:room], e.lens[:room], partial)
 		if err == nil {
 			base := e.arenaUsed
 			bytes := 0
-			to := netip.AddrPortFrom(peer, e.dp.cfg.Port)
+			to := netip.AddrPortFrom(addr, e.dp.cfg.Port)
 			for i := range cnt {
 				off := base + e.offs[i]
 				start, eerr := overlay.Encap(e.arena, off, e.lens[i], e.dp.cfg.VNI)
 				if eerr != nil { // cannot happen: segment left the gap
 					e.dp.drops.Add(DropNoHeadroom, 1)
 					continue
+				}
+				if partial {
+					overlay.MarkPartialCsum(e.arena[start:])
 				}
 				e.dgrams[e.n] = e.arena[start : off+e.lens[i]]
 				e.to[e.n] = to
@@ -298,17 +355,24 @@ func (e *emitter) encapSuper(f []byte, h *netdev.VirtioHdr, peer netip.Addr) {
 }
 
 // segment splits a TCP (TSO) or UDP (USO) super-frame into dst, gap bytes
-// before each segment.
-func segment(dst []byte, gap int, f []byte, h *netdev.VirtioHdr, offs, lens []int) (int, error) {
-	if h.GSO() == netdev.GSOUDPL4 {
-		return packet.SegmentUDP(dst, gap, f, packet.EthHdrLen, int(h.CsumStart), int(h.GSOSize), offs, lens)
+// before each segment; with partial, the segments' checksums are left
+// partial.
+func segment(dst []byte, gap int, f []byte, h *netdev.VirtioHdr, offs, lens []int, partial bool) (int, error) {
+	l4, mss := int(h.CsumStart), int(h.GSOSize)
+	switch {
+	case h.GSO() == netdev.GSOUDPL4 && partial:
+		return packet.SegmentUDPPartial(dst, gap, f, packet.EthHdrLen, l4, mss, offs, lens)
+	case h.GSO() == netdev.GSOUDPL4:
+		return packet.SegmentUDP(dst, gap, f, packet.EthHdrLen, l4, mss, offs, lens)
+	case partial:
+		return packet.SegmentTCPPartial(dst, gap, f, packet.EthHdrLen, l4, mss, offs, lens)
 	}
-	return packet.SegmentTCP(dst, gap, f, packet.EthHdrLen, int(h.CsumStart), int(h.GSOSize), offs, lens)
+	return packet.SegmentTCP(dst, gap, f, packet.EthHdrLen, l4, mss, offs, lens)
 }
 
-func (e *emitter) countPeerTx(peer netip.Addr, frames, bytes int) {
-	if p, ok := e.dp.peers.Lookup(peer.As4()); ok {
-		st := p.Stats()
+func (e *emitter) countPeerTx(peer *overlay.Peer, frames, bytes int) {
+	if peer != nil {
+		st := peer.Stats()
 		st.TxFrames.Add(uint64(frames))
 		st.TxBytes.Add(uint64(bytes))
 	}

@@ -3,6 +3,7 @@ package datapath
 import (
 	"net/netip"
 
+	"github.com/weftnet/weft/netdev"
 	"github.com/weftnet/weft/overlay"
 	vswitch "github.com/weftnet/weft/switch"
 )
@@ -36,8 +37,10 @@ type Receiver struct {
 	from  []netip.AddrPort
 
 	frames   [][]byte
-	dgrams   [][]byte // the datagram each frame came in: its headroom for re-encap
-	small    []byte   // rxFrameBatch slots of smallSlot bytes
+	dgrams   [][]byte           // the datagram each frame came in: its headroom for re-encap
+	hdrs     []netdev.VirtioHdr // NEEDS_CSUM for a frame whose checksum came partial, else zero
+	ipLens   []uint16           // its IP length then (the switch's partial mark), else 0
+	small    []byte             // rxFrameBatch slots of smallSlot bytes
 	k        int
 	verdicts []vswitch.Verdict
 	e        emitter
@@ -56,6 +59,8 @@ func (dp *Datapath) NewReceiver(in Reader, out Writer, batch, bufSize int, hist 
 		from:     make([]netip.AddrPort, batch),
 		frames:   make([][]byte, rxFrameBatch),
 		dgrams:   make([][]byte, rxFrameBatch),
+		hdrs:     make([]netdev.VirtioHdr, rxFrameBatch),
+		ipLens:   make([]uint16, rxFrameBatch),
 		small:    make([]byte, rxFrameBatch*smallSlot),
 		verdicts: make([]vswitch.Verdict, rxFrameBatch),
 		e:        newEmitter(dp, out, rxFrameBatch),
@@ -84,7 +89,9 @@ func (r *Receiver) Run() error {
 //  2. split each run into its datagrams (a short one not at the end is
 //     copied into a slot of its own, so the switch may build an answer in
 //     place), and decap each: known peer, our VNI, sane header (and, from
-//     a foreign peer, count an inner checksum that does not verify);
+//     a foreign peer, count an inner checksum that does not verify); a
+//     frame flagged overlay.FlagPartialCsum keeps its checksum partial
+//     (partial.go) and is written to a virtio-header TAP as such;
 //  3. decide: Switch.Process over the inner frames, entering on the
 //     overlay port;
 //  4. emit: deliver (coalescing segments for virtio-header TAPs),
@@ -124,6 +131,15 @@ func (r *Receiver) Receive() error {
 			if peer.Foreign {
 				overlay.CheckForeignInner(peer, inner) // counted; forwarded either way
 			}
+			r.hdrs[r.k], r.ipLens[r.k] = netdev.VirtioHdr{}, 0
+			if overlay.PartialCsum(dgram) {
+				h, ipLen, ok := partialHdr(inner)
+				if !ok {
+					r.dp.drops.Add(DropBadPartial, 1)
+					continue
+				}
+				r.hdrs[r.k], r.ipLens[r.k] = h, ipLen
+			}
 			st := peer.Stats()
 			st.RxFrames.Add(1)
 			st.RxBytes.Add(uint64(len(inner)))
@@ -159,11 +175,11 @@ func (r *Receiver) process() {
 	frames := r.frames[:r.k]
 	r.k = 0
 	in := r.dp.cfg.OverlayPort
-	r.dp.sw.Process(frames, in, r.verdicts, r.dp.Now())
+	r.dp.sw.ProcessGSO(frames, r.ipLens, in, r.verdicts, r.dp.Now())
 	if o := r.dp.cfg.Observer; o != nil {
 		o.ObserveVerdicts(in, r.verdicts[:len(frames)])
 	}
-	r.e.emit(frames, nil, r.dgrams, r.verdicts[:len(frames)], in)
+	r.e.emit(frames, r.hdrs, r.dgrams, r.verdicts[:len(frames)], in)
 	r.e.send()
 	clear(frames) // no references into the read buffers past this batch
 	clear(r.dgrams[:len(frames)])

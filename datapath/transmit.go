@@ -68,8 +68,9 @@ func (t *Transmitter) Run() error {
 //
 //  1. read: a batch of frames with their virtio headers (zero on a plain
 //     TAP), taking the queue's read turn;
-//  2. prepare: finish the checksum of a plain frame marked NEEDS_CSUM;
-//     for a TSO/USO super-frame, work out the IP length of its largest
+//  2. prepare: finish the checksum of a plain frame marked NEEDS_CSUM
+//     (or, with Config.PartialCsum, keep it partial: partial.go); for a
+//     TSO/USO super-frame, work out the IP length of its largest
 //     segment (the switch checks the MTU against that, not the
 //     super-frame's);
 //  3. decide: Switch.ProcessGSO, once per frame or super-frame;
@@ -134,10 +135,19 @@ func (t *Transmitter) Transmit(wait bool) (int, error) {
 // prepare readies frame f, read with virtio header h, for the switch: a
 // plain frame gets its checksum finished and a zero header; a super-frame
 // keeps its header (HdrLen fixed) and returns the IP length of its largest
-// segment. A frame it cannot ready returns the reason.
+// segment. With Config.PartialCsum a plain TCP or UDP/IPv4 frame marked
+// NEEDS_CSUM keeps a NEEDS_CSUM header and returns its IP length: to the
+// switch it is a super-frame of one segment, whose L4 field is a partial
+// sum. A frame it cannot ready returns the reason.
 func (t *Transmitter) prepare(f []byte, h *netdev.VirtioHdr) (uint16, Reason) {
 	switch h.GSO() {
 	case netdev.GSONone:
+		if needsCsum(h) && t.dp.cfg.PartialCsum {
+			if ph, ipLen, ok := partialHdr(f); ok && ph.CsumStart == h.CsumStart && ph.CsumOffset == h.CsumOffset {
+				*h = ph
+				return ipLen, 0
+			}
+		}
 		if netdev.FinishChecksum(f, h) != nil {
 			return 0, DropBadCsum
 		}

@@ -20,7 +20,7 @@ const (
 	DropBadFlags
 	// DropReservedBits: a reserved flag bit or reserved field is set. RFC
 	// 7348 says to ignore them; the Linux kernel drops, and so do we (see
-	// ParseHeader).
+	// ParseHeader), except weft's FlagPartialCsum from a weft peer.
 	DropReservedBits
 	// DropWrongVNI: the VNI is not ours.
 	DropWrongVNI
@@ -113,7 +113,8 @@ func NewDecapper(vni uint32, peers *PeerTable) *Decapper {
 // payload (no copy) and the sending peer, or a drop reason, already counted
 // in d.Drops. Checks run cheapest first: length, flags, reserved bits, VNI,
 // then the peer lookup, then the inner source (innerSourceOK); the first
-// failure is the reason.
+// failure is the reason. PartialCsum(payload) then says whether the inner
+// checksum is partial (only a weft peer's can be).
 func (d *Decapper) Decap(payload []byte, from netip.AddrPort) (inner []byte, peer *Peer, reason DropReason) {
 	vni, reason := ParseHeader(payload)
 	if reason == DropNone && vni != d.VNI {
@@ -126,6 +127,8 @@ func (d *Decapper) Decap(payload []byte, from netip.AddrPort) (inner []byte, pee
 		}
 		if peer == nil {
 			reason = DropUnknownPeer
+		} else if peer.Foreign && PartialCsum(payload) {
+			reason = DropReservedBits // a kernel VXLAN never sets it
 		} else if !innerSourceOK(peer, payload[HeaderLen:]) {
 			reason = DropSpoofedInnerSrc
 		}

@@ -30,6 +30,8 @@ func TestDecapRejects(t *testing.T) {
 		{"only other flags", edit(func(b []byte) { b[0] = 0x80 }), from, DropBadFlags},
 		{"G flag with I", edit(func(b []byte) { b[0] = 0x88 }), from, DropReservedBits},
 		{"reserved byte 1", edit(func(b []byte) { b[1] = 0x40 }), from, DropReservedBits},
+		{"partial csum", edit(func(b []byte) { MarkPartialCsum(b) }), from, DropNone},
+		{"partial csum and RCO", edit(func(b []byte) { MarkPartialCsum(b); b[1] |= 0x20 }), from, DropReservedBits},
 		{"reserved byte 3", edit(func(b []byte) { b[3] = 1 }), from, DropReservedBits},
 		{"reserved byte 7", edit(func(b []byte) { b[7] = 1 }), from, DropReservedBits},
 		{"wrong VNI", edit(func(b []byte) { PutHeader(b, testVNI+1) }), from, DropWrongVNI},
@@ -59,6 +61,51 @@ func TestDecapRejects(t *testing.T) {
 				t.Errorf("counter %v = %d, want %d", tc.want, got, before+1)
 			}
 		})
+	}
+}
+
+// TestDecapPartialCsum: FlagPartialCsum round-trips through Encap and
+// Decap from a weft peer, is off unless marked, and a foreign peer (a
+// kernel VXLAN node, which never sets it) is refused for it.
+func TestDecapPartialCsum(t *testing.T) {
+	var pt PeerTable
+	err := pt.Set([]Peer{
+		{Name: "weft", Underlay: netip.AddrFrom4(underA), Subnet: netip.MustParsePrefix("10.244.1.0/24"), VNI: testVNI},
+		{Name: "kernel", Underlay: netip.AddrFrom4(underB), Subnet: netip.MustParsePrefix("10.244.2.0/24"), VNI: testVNI, Foreign: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewDecapper(testVNI, &pt)
+	for _, c := range []struct {
+		name    string
+		from    [4]byte
+		partial bool
+		want    DropReason
+	}{
+		{"weft full", underA, false, DropNone},
+		{"weft partial", underA, true, DropNone},
+		{"foreign full", underB, false, DropNone},
+		{"foreign partial", underB, true, DropReservedBits},
+	} {
+		b := make([]byte, MinPayloadLen+20)
+		start, err := Encap(b, HeaderLen, len(b)-HeaderLen, testVNI)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.partial {
+			MarkPartialCsum(b[start:])
+		}
+		if vni, r := ParseHeader(b); r != DropNone || vni != testVNI {
+			t.Fatalf("%s: ParseHeader = %d, %v", c.name, vni, r)
+		}
+		_, _, r := d.Decap(b, netip.AddrPortFrom(netip.AddrFrom4(c.from), 1))
+		if r != c.want {
+			t.Errorf("%s: Decap = %v, want %v", c.name, r, c.want)
+		}
+		if PartialCsum(b) != c.partial {
+			t.Errorf("%s: PartialCsum = %v", c.name, !c.partial)
+		}
 	}
 }
 

@@ -24,6 +24,11 @@ type Peer struct {
 	// registry.ForeignTTL): its inner checksums may be left partial by an
 	// offloading sender (CheckForeignInner).
 	Foreign bool
+	// PartialCsum: send the peer inner TCP/UDP checksums left partial
+	// (FlagPartialCsum) instead of computing them. The node sets it for a
+	// weft peer that advertised registry.CapPartialCsum, when its own
+	// --partial-csum is on; never for a Foreign peer.
+	PartialCsum bool
 
 	stats *PeerStats
 	// The inner IPv4 sources the peer may send from (ownsSource), set by

@@ -30,6 +30,18 @@ const (
 	// FlagVNI is the I flag: "the VNI is valid". Every other flag bit is
 	// reserved.
 	FlagVNI = 0x08
+	// FlagPartialCsum is weft's own use of a reserved bit (bit 16 of the
+	// first word, byte 1 = 0x01): the inner TCP or UDP checksum is partial
+	// (its field holds the pseudo-header sum, as a virtio NEEDS_CSUM frame
+	// carries it) and the receiver hands it to its pod's TAP as such, so
+	// that neither end computes it. The outer UDP checksum covers the
+	// datagram on the wire. No published extension uses the bit (GBP: bits
+	// 31, 22, 19 and 0-15; RCO: 21; GPE: 29-28, 26, 24 and 0-7), but a
+	// receiver that does not know it drops the datagram (the Linux kernel,
+	// and weftds before it: ParseHeader), so it goes only to peers that
+	// advertised the capability (registry.CapPartialCsum), never to a
+	// kernel VXLAN node.
+	FlagPartialCsum = 1 << 16
 	// MinPayloadLen is the shortest acceptable UDP payload: a VXLAN header
 	// and an inner Ethernet header.
 	MinPayloadLen = HeaderLen + packet.EthHdrLen
@@ -74,7 +86,9 @@ func PutHeader(b []byte, vni uint32) {
 // told to expect ("more robust and provides a little more security in adding
 // extensions"), and a kernel VXLAN device is the peer we interoperate with.
 // We follow the kernel: a clear I flag is DropBadFlags, any other bit set in
-// the flags word or the last reserved byte is DropReservedBits.
+// the flags word or the last reserved byte is DropReservedBits — except
+// our own FlagPartialCsum (see PartialCsum; Decap refuses it from a
+// foreign peer).
 func ParseHeader(payload []byte) (vni uint32, reason DropReason) {
 	if len(payload) < MinPayloadLen {
 		return 0, DropTooShort
@@ -84,11 +98,19 @@ func ParseHeader(payload []byte) (vni uint32, reason DropReason) {
 	if w0&(FlagVNI<<24) == 0 {
 		return 0, DropBadFlags
 	}
-	if w0 != FlagVNI<<24 || w1&0xff != 0 {
+	if w0&^FlagPartialCsum != FlagVNI<<24 || w1&0xff != 0 {
 		return 0, DropReservedBits
 	}
 	return w1 >> 8, DropNone
 }
+
+// PartialCsum reports whether the VXLAN header at the start of payload (at
+// least HeaderLen bytes, checked by ParseHeader) has FlagPartialCsum.
+func PartialCsum(payload []byte) bool { return payload[1]&(FlagPartialCsum>>16) != 0 }
+
+// MarkPartialCsum sets FlagPartialCsum in the VXLAN header at the start of
+// hdr (written by PutHeader or Encap).
+func MarkPartialCsum(hdr []byte) { hdr[1] |= FlagPartialCsum >> 16 }
 
 // Encap prepends a VXLAN header for vni in front of the inner frame at
 // buf[off:off+n] and returns the start of the UDP payload, off-HeaderLen.

@@ -91,7 +91,23 @@ type Lease struct {
 	// Foreign marks a node that runs no weftd (a kernel VXLAN node),
 	// registered by an operator with a ForeignTTL lease (foreign.go).
 	Foreign bool `json:"foreign,omitempty"`
+	// Caps are the data-path features the node's weftd takes from its
+	// peers. Absent (0) in the leases of older weftds and of foreign
+	// nodes: peers then send them nothing but plain VXLAN. Decoders ignore
+	// unknown fields, so older weftds read leases that carry it.
+	Caps Caps `json:"caps,omitempty"`
 }
+
+// Caps is a set of capabilities a node advertises in its lease.
+type Caps uint32
+
+// CapPartialCsum: the node takes VXLAN with weft's partial-checksum flag
+// (overlay.FlagPartialCsum) and writes such frames to its pods as
+// CHECKSUM_PARTIAL, so a sender need not compute their inner checksums.
+const CapPartialCsum Caps = 1 << 0
+
+// Has reports whether every capability of c is in cs.
+func (cs Caps) Has(c Caps) bool { return cs&c == c }
 
 // SameAs reports whether l and o describe the same node the same way,
 // ignoring Expiry (which every renewal moves).
@@ -112,6 +128,7 @@ type AcquireRequest struct {
 	Port      uint16
 	TTL       time.Duration // 0 = DefaultTTL; backends may round up (etcd: whole seconds, server minimum)
 	Foreign   bool          // see Lease.Foreign
+	Caps      Caps          // see Lease.Caps
 	// Subnet, if valid, is the subnet the node already serves: Acquire
 	// gives it exactly that one (claiming it if the node has no claim and
 	// it is free) or fails with ErrSubnetConflict, so that a lost or

@@ -108,6 +108,43 @@ func TestLeaseJSONRoundTrip(t *testing.T) {
 	}
 }
 
+// TestLeaseCapsCompatible: a lease without capabilities encodes exactly as
+// before the field existed (no "caps" key), one with them round-trips, an
+// older weftd's decoder (a struct without the field) still reads it, and an
+// old lease reads as no capabilities.
+func TestLeaseCapsCompatible(t *testing.T) {
+	l := lease("node-a", 7, time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))
+	b, err := json.Marshal(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "caps") {
+		t.Errorf("a lease without capabilities has a caps key: %s", b)
+	}
+	var old registry.Lease
+	if err := json.Unmarshal(b, &old); err != nil || old.Caps != 0 {
+		t.Errorf("old lease: caps %v, err %v", old.Caps, err)
+	}
+	l.Caps = registry.CapPartialCsum
+	if b, err = json.Marshal(l); err != nil {
+		t.Fatal(err)
+	}
+	var out registry.Lease
+	if err := json.Unmarshal(b, &out); err != nil || !out.SameAs(l) || !out.Caps.Has(registry.CapPartialCsum) {
+		t.Errorf("round trip of %s: %+v, %v", b, out, err)
+	}
+	var older struct {
+		Node   string       `json:"node"`
+		Subnet netip.Prefix `json:"subnet"`
+	}
+	if err := json.Unmarshal(b, &older); err != nil || older.Node != "node-a" {
+		t.Errorf("an older decoder fails on %s: %v", b, err)
+	}
+	if registry.Caps(0).Has(registry.CapPartialCsum) || !l.Caps.Has(0) {
+		t.Error("Has")
+	}
+}
+
 func TestAcquireRequestDefaults(t *testing.T) {
 	req, err := registry.AcquireRequest{Node: "n", Underlay: netip.MustParseAddr("192.0.2.1")}.Normalize()
 	if err != nil {

@@ -40,6 +40,7 @@ func (r *Registry) Acquire(ctx context.Context, req registry.AcquireRequest) (re
 		VNI:       req.VNI,
 		Port:      req.Port,
 		Foreign:   req.Foreign,
+		Caps:      req.Caps,
 		Subnet:    req.Subnet, // wanted, if valid; claimAndPut decides
 		// The server may raise the TTL to its minimum; go by what it granted.
 		Expiry: start.Add(time.Duration(grant.TTL) * time.Second),

@@ -175,6 +175,7 @@ func (r *Registry) Acquire(ctx context.Context, req registry.AcquireRequest) (re
 			Port:      req.Port,
 			Expiry:    now.Add(req.TTL),
 			Foreign:   req.Foreign,
+			Caps:      req.Caps,
 		},
 		Holder: backend.NewToken(),
 	}

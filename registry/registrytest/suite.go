@@ -80,7 +80,8 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// request returns a distinct, valid request for node number i.
+// request returns a distinct, valid request for node number i; odd
+// numbers advertise a capability, so the backends' encodings carry it.
 func request(node string, i int, ttl time.Duration) registry.AcquireRequest {
 	return registry.AcquireRequest{
 		Node:      node,
@@ -89,6 +90,7 @@ func request(node string, i int, ttl time.Duration) registry.AcquireRequest {
 		VNI:       1,
 		Port:      4789,
 		TTL:       ttl,
+		Caps:      registry.Caps(i & 1),
 	}
 }
 
@@ -142,7 +144,7 @@ func waitGone(t *testing.T, c registry.Registry, l registry.Lease) {
 func checkLease(t *testing.T, got registry.Lease, req registry.AcquireRequest, subnet netip.Prefix) {
 	t.Helper()
 	want := registry.Lease{Node: req.Node, Underlay: req.Underlay, Subnet: subnet,
-		RouterMAC: req.RouterMAC, VNI: req.VNI, Port: req.Port}
+		RouterMAC: req.RouterMAC, VNI: req.VNI, Port: req.Port, Caps: req.Caps}
 	if !got.SameAs(want) {
 		t.Errorf("lease = %+v, want %+v", got, want)
 	}
