@@ -41,8 +41,8 @@ type Snapshot struct {
 	// BatchSizes are the sizes of read batches by source ("tap", "udp").
 	BatchSizes map[string]HistogramSnapshot
 	// Offload counts the offload data path's work by kind (tso_frames,
-	// segments, coalesced_runs, coalesced_segments, drained_frames); empty
-	// with offloads off.
+	// segments, coalesced_runs, coalesced_segments, drained_frames,
+	// partial_csum_tx, partial_csum_rx); empty with offloads off.
 	Offload map[string]uint64
 	// Conntrack is the connection tracking table's state; ServiceNewFlows
 	// counts the flows this node load-balanced, by service frontend

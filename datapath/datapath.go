@@ -94,6 +94,8 @@ type Work struct {
 	Runs        atomic.Uint64 // super-frames coalesced for TAPs
 	Coalesced   atomic.Uint64 // segments those runs merged
 	Drained     atomic.Uint64 // frames a receiver read from a TAP it had written to
+	PartialTx   atomic.Uint64 // frames and segments sent to peers with their checksum partial
+	PartialRx   atomic.Uint64 // frames received from peers with their checksum partial
 }
 
 // New returns a data path over cfg's switch and peers.

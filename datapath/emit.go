@@ -302,6 +302,7 @@ func (e *emitter) encap(owner, f []byte, h *netdev.VirtioHdr, addr netip.Addr, p
 	}
 	if partial {
 		overlay.MarkPartialCsum(owner[start:])
+		e.dp.work.PartialTx.Add(1)
 	}
 	e.countPeerTx(peer, 1, len(f))
 	e.dgrams[e.n] = owner[start : off+len(f)]
@@ -342,6 +343,9 @@ func (e *emitter) encapSuper(f []byte, h *netdev.VirtioHdr, addr netip.Addr, pee
 			}
 			e.arenaUsed = base + e.offs[cnt-1] + e.lens[cnt-1]
 			e.dp.work.Segments.Add(uint64(cnt))
+			if partial {
+				e.dp.work.PartialTx.Add(uint64(cnt))
+			}
 			e.countPeerTx(peer, cnt, bytes)
 			return
 		}

@@ -107,7 +107,7 @@ func (r *Receiver) Receive() error {
 	if r.hist != nil {
 		r.hist.Observe(cnt)
 	}
-	empty := uint64(0)
+	empty, partial := uint64(0), uint64(0)
 	for i := range cnt {
 		if r.sizes[i] == 0 || r.segs[i] <= 0 {
 			empty++ // truncated (counted by the reader) or a zero-length datagram
@@ -139,6 +139,7 @@ func (r *Receiver) Receive() error {
 					continue
 				}
 				r.hdrs[r.k], r.ipLens[r.k] = h, ipLen
+				partial++
 			}
 			st := peer.Stats()
 			st.RxFrames.Add(1)
@@ -154,6 +155,9 @@ func (r *Receiver) Receive() error {
 	if trunc := r.in.Truncated() - trunc0; trunc > 0 || empty > 0 {
 		r.dp.drops.Add(DropUnderlayTruncated, trunc)
 		r.dp.drops.Add(DropUnderlayEmpty, empty-min(empty, trunc))
+	}
+	if partial > 0 {
+		r.dp.work.PartialRx.Add(partial)
 	}
 	if r.k > 0 {
 		r.process()

@@ -327,7 +327,8 @@ func (n *Node) publishPeers() {
 	for _, name := range v.order {
 		l := v.accepted[name]
 		routes = append(routes, vswitch.Route{Prefix: l.Subnet, Kind: vswitch.RoutePeer, Peer: l.Underlay, PeerMAC: l.RouterMAC})
-		peers = append(peers, overlay.Peer{Name: l.Node, Underlay: l.Underlay, RouterMAC: l.RouterMAC, Subnet: l.Subnet, VNI: n.cfg.VNI, Foreign: l.Foreign})
+		peers = append(peers, overlay.Peer{Name: l.Node, Underlay: l.Underlay, RouterMAC: l.RouterMAC, Subnet: l.Subnet, VNI: n.cfg.VNI, Foreign: l.Foreign,
+			PartialCsum: n.partialCsum() && !l.Foreign && l.Caps.Has(registry.CapPartialCsum)})
 	}
 	routes = append(routes, n.egressRoutes()...)
 	// Peers first: a route is only useful once the peer's VXLAN is accepted.

@@ -199,3 +199,42 @@ func TestVanishedLeaseHeldUntilConfirmed(t *testing.T) {
 		t.Errorf("b came back: vanished %v, routes %v", n.view.vanished, peerRoutes(n))
 	}
 }
+
+// TestPeerPartialCsum: a peer gets partial checksums only when this node
+// runs with them (Offload and PartialCsum) and the peer's lease advertises
+// CapPartialCsum and is not foreign; this node advertises exactly then.
+func TestPeerPartialCsum(t *testing.T) {
+	withCaps := func(l registry.Lease, foreign bool) registry.Lease {
+		l.Caps, l.Foreign = registry.CapPartialCsum, foreign
+		return l
+	}
+	live := map[string]registry.Lease{
+		"old":     lease("old", 2, "10.244.1.0/24"),
+		"new":     withCaps(lease("new", 3, "10.244.2.0/24"), false),
+		"foreign": withCaps(lease("foreign", 4, "10.244.3.0/24"), true),
+	}
+	for _, c := range []struct {
+		offload, partial bool
+		want             string
+	}{
+		{true, true, "new"},
+		{true, false, ""},
+		{false, true, ""},
+	} {
+		n, _ := leaseNode(t)
+		n.cfg.Offload, n.cfg.PartialCsum = c.offload, c.partial
+		n.applyLeases(live)
+		got := ""
+		for _, p := range n.peers.List() {
+			if p.PartialCsum {
+				got += p.Name
+			}
+		}
+		if got != c.want {
+			t.Errorf("offload %v partial %v: peers taking partial checksums %q, want %q", c.offload, c.partial, got, c.want)
+		}
+		if n.caps().Has(registry.CapPartialCsum) != (c.want != "") {
+			t.Errorf("offload %v partial %v: advertises %v", c.offload, c.partial, n.caps())
+		}
+	}
+}

@@ -70,6 +70,10 @@ type Config struct {
 	// DisableGRO keeps UDP GRO off on the underlay, and with it the
 	// coalescing of received segments into super-frames for the TAPs.
 	DisableGRO bool
+	// PartialCsum (under Offload) leaves the checksums pods leave partial
+	// uncomputed for local pods and for weft peers that advertise
+	// registry.CapPartialCsum, and advertises it (offload.go).
+	PartialCsum bool
 
 	// RxWorkers is how many sockets receive VXLAN, each with its own
 	// worker (underlay.go); 0 or 1: one.
@@ -270,7 +274,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.peers = &overlay.PeerTable{}
 	n.decap = overlay.NewDecapper(n.cfg.VNI, n.peers)
 	n.dp = datapath.New(datapath.Config{Switch: n.sw, Decap: n.decap, Peers: n.peers, VNI: n.cfg.VNI, Port: n.cfg.Port,
-		OverlayPort: overlayPortID, Coalesce: n.gro(), Epoch: n.start})
+		OverlayPort: overlayPortID, Coalesce: n.gro(), PartialCsum: n.partialCsum(), Epoch: n.start})
 	if err := n.openUnderlay(ctx); err != nil {
 		return err
 	}
@@ -333,7 +337,7 @@ func (n *Node) acquireLease(ctx context.Context) error {
 	k, err := registry.NewKeeper(n.cfg.Registry, registry.KeeperConfig{
 		Request: registry.AcquireRequest{
 			Node: n.cfg.NodeName, Underlay: n.underlay.Addr, RouterMAC: n.routerMAC,
-			VNI: n.cfg.VNI, Port: n.cfg.Port, TTL: n.cfg.LeaseTTL, Subnet: served,
+			VNI: n.cfg.VNI, Port: n.cfg.Port, TTL: n.cfg.LeaseTTL, Subnet: served, Caps: n.caps(),
 		},
 		ReleaseOnStop: n.cfg.ReleaseOnShutdown,
 		OnAcquire:     n.onAcquire,

@@ -5,6 +5,7 @@ import (
 	"github.com/weftnet/weft/netdev"
 	"github.com/weftnet/weft/overlay"
 	"github.com/weftnet/weft/packet"
+	"github.com/weftnet/weft/registry"
 )
 
 // Which kernel offloads the node asks for (Config.Offload, the master
@@ -19,6 +20,20 @@ func (n *Node) tso() bool    { return n.cfg.Offload && !n.cfg.DisableTSO }
 func (n *Node) uso() bool    { return n.cfg.Offload && !n.cfg.DisableTSO && !n.cfg.DisableUSO }
 func (n *Node) udpGSO() bool { return n.cfg.Offload && !n.cfg.DisableUSO }
 func (n *Node) gro() bool    { return n.cfg.Offload && !n.cfg.DisableGRO }
+
+// partialCsum says whether checksums pods leave partial stay partial
+// (datapath/partial.go): it needs virtio-header TAPs, so Offload. A node
+// without it neither sends nor advertises partial checksums; what arrives
+// flagged anyway is still handled (written partial or completed).
+func (n *Node) partialCsum() bool { return n.cfg.Offload && n.cfg.PartialCsum }
+
+// caps are the capabilities the node advertises in its lease.
+func (n *Node) caps() registry.Caps {
+	if n.partialCsum() {
+		return registry.CapPartialCsum
+	}
+	return 0
+}
 
 // offloadTapConfig asks for a virtio-header TAP with checksum offload, TSO
 // and USO as the knobs allow (USO needs Linux 6.2; the ladder steps down)
@@ -58,7 +73,7 @@ func gsoMaxSegs(mtu int) int {
 }
 
 // offloadStatus says what the node's offload path does, for `weft status`:
-// e.g. "tap=csum|tso4|tso6 udp=gso,gro", or "off".
+// e.g. "tap=csum|tso4|tso6 udp=gso,gro csum=partial", or "off".
 func (n *Node) offloadStatus() string {
 	if !n.cfg.Offload {
 		return "off"
@@ -77,6 +92,9 @@ func (n *Node) offloadStatus() string {
 	default:
 		s += " udp=none"
 	}
+	if n.partialCsum() {
+		s += " csum=partial"
+	}
 	return s
 }
 
@@ -92,5 +110,7 @@ func (n *Node) offloadCounts() map[string]uint64 {
 		"coalesced_runs":     w.Runs.Load(),
 		"coalesced_segments": w.Coalesced.Load(),
 		"drained_frames":     w.Drained.Load(),
+		"partial_csum_tx":    w.PartialTx.Load(),
+		"partial_csum_rx":    w.PartialRx.Load(),
 	}
 }

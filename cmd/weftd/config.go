@@ -66,6 +66,10 @@ type Config struct {
 	TSO bool `yaml:"tso"`
 	USO bool `yaml:"uso"`
 	GRO bool `yaml:"gro"`
+	// PartialCsum: under Offload, leave the TCP/UDP checksums pods leave
+	// partial uncomputed towards local pods and towards weft peers that
+	// advertise it (and advertise it ourselves). On by default.
+	PartialCsum bool `yaml:"partial_csum"`
 	// Workers is the number of underlay receive workers: UDP sockets on
 	// the VXLAN port in one SO_REUSEPORT group, spread by inner flow, one
 	// reader each; 0 picks one per CPU.
@@ -203,6 +207,7 @@ func DefaultConfig() Config {
 		TSO:         true,
 		USO:         true,
 		GRO:         true,
+		PartialCsum: true,
 		Workers:     1,
 		TapQueues:   1,
 		FloodRate:   node.DefaultFloodRate,
@@ -708,6 +713,8 @@ var flagSpecs = []flagSpec{
 		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.USO) }},
 	{"gro", "", "gro", "", "with --offload: UDP GRO on the underlay socket and coalescing of received segments into super-frames for pod TAPs",
 		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.GRO) }},
+	{"partial-csum", "", "partial_csum", "", "with --offload: leave the TCP/UDP checksums a pod leaves partial uncomputed for local pods and for weft peers that take them (advertised in the node's lease; VXLAN reserved bit, outer UDP checksum on the wire); kernel VXLAN peers and older weftds always get full checksums",
+		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.PartialCsum) }},
 	{"workers", "N", "workers", "", fmt.Sprintf("underlay receive workers, 0..%d (0 = one per CPU): N sockets on the VXLAN port (SO_REUSEPORT) with a BPF program spreading datagrams by inner flow, one reader each; pod TAPs keep one worker each. On 2 CPUs 2 workers measured no faster than 1 (docs/BENCHMARKS.md)", maxWorkers),
 		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.Workers) }},
 	{"tap-queues", "N", "tap_queues", "", fmt.Sprintf("queues per pod TAP, 1..%d (IFF_MULTI_QUEUE; needs --offload): the pod's stack spreads its flows over them and each queue gets its own worker. A TAP keeps the queue mode it was created with across restarts. On 2 CPUs 2 queues measured no faster than 1 (docs/BENCHMARKS.md)", netdev.MaxQueues),

@@ -51,6 +51,7 @@ func TestDefaults(t *testing.T) {
 		TSO:         true,
 		USO:         true,
 		GRO:         true,
+		PartialCsum: true,
 		Workers:     1,
 		TapQueues:   1,
 		FloodRate:   1000,
@@ -96,6 +97,7 @@ func TestFullFile(t *testing.T) {
 		TSO:         true,
 		USO:         true,
 		GRO:         false,
+		PartialCsum: false,
 		Workers:     4,
 		TapQueues:   1, // the default: full.yaml sets no tap_queues
 		FloodRate:   200,

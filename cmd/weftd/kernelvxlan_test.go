@@ -137,6 +137,11 @@ func TestKernelVXLANPeer(t *testing.T) {
 			}
 		})
 	}
+	// The weft node runs with partial checksums (the default), but a kernel
+	// VXLAN peer never gets them: it would drop the flag as a reserved bit.
+	if n, ok := counters(t, cl)["offload.partial_csum_tx"]; !ok || n != 0 {
+		t.Errorf("weft node sent %d frames with partial checksums (counter present: %v); the kernel peer must get none", n, ok)
+	}
 
 	p, ok := findPeer(peers(t, cl), kNode)
 	if !ok || p.TxFrames == 0 || p.RxFrames == 0 {
