@@ -21,7 +21,11 @@ import (
 //     peer writes the frame to its pod with a NEEDS_CSUM header. On the
 //     wire the outer UDP checksum, which the sending kernel always fills
 //     in (weft never sets SO_NO_CHECK) and the receiving kernel verifies
-//     before weft reads the datagram, protects the whole inner frame.
+//     before weft reads the datagram, protects the whole inner frame
+//     (overlay's TestOuterUDPChecksumSent and TestOuterUDPChecksumChecked).
+//     Over IPv4 a field of 0 means "no checksum" (RFC 768) and is
+//     accepted unchecked; weft's kernel never sends 0 (a computed 0 goes
+//     out as 0xffff), so corruption would have to zero exactly that field.
 //
 // Everything else gets the checksum completed first: plain TAPs, foreign
 // (kernel VXLAN) peers and weftds that did not advertise the capability.
