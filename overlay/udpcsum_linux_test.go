@@ -272,7 +272,6 @@ func (c *capture) next(t *testing.T, port uint16) ([]byte, uint32) {
 	return nil, 0
 }
 
-
 // udpChecksum returns an IPv4/UDP packet's checksum field and whether it
 // verifies over the pseudo-header.
 func udpChecksum(ip []byte) (uint16, bool) {
