@@ -72,10 +72,10 @@ type routeEntry struct {
 
 // routeTable is an immutable compiled route snapshot.
 type routeTable struct {
-	trie     *lpm
-	entries  []routeEntry
-	routes   []Route // sorted by prefix, for listings
-	compiled []Route // in entries order
+	trie    *lpm
+	entries []routeEntry // the trie's values index entries and routes alike
+	routes  []Route
+	listed  []uint32 // indexes of routes sorted by address then length, for listings
 }
 
 func (t *routeTable) lookup(dst uint32) *routeEntry {
@@ -114,32 +114,49 @@ func (s *Switch) compileRoutes(routes []Route) (*routeTable, error) {
 	if !haveSubnet {
 		rs = append(rs, Route{Prefix: s.subnet, Kind: RouteLocal})
 	}
-	slices.SortFunc(rs, func(a, b Route) int {
-		return cmp.Or(cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()), a.Prefix.Addr().Compare(b.Prefix.Addr()))
-	})
-	for i := 1; i < len(rs); i++ {
-		if rs[i].Prefix == rs[i-1].Prefix {
-			return nil, fmt.Errorf("route %s: given twice", rs[i].Prefix)
+	// Both orders sort integer keys over IPv4 prefixes rather than Routes
+	// (netip values, compared through methods, copied with write
+	// barriers): issue 16 rebuilds this table for every applied batch of
+	// lease changes, 50,000 routes in a big cluster.
+	byLen := make([]routeKey, len(rs))
+	for i, r := range rs {
+		byLen[i] = routeKey{k: uint64(r.Prefix.Bits())<<32 | uint64(ip4Key(r.Prefix.Addr().As4())), i: uint32(i)}
+	}
+	slices.SortFunc(byLen, routeKey.compare)
+	for i := 1; i < len(byLen); i++ {
+		if byLen[i].k == byLen[i-1].k {
+			return nil, fmt.Errorf("route %s: given twice", rs[byLen[i].i].Prefix)
 		}
 	}
-	t := &routeTable{entries: make([]routeEntry, len(rs)), routes: rs}
+	t := &routeTable{entries: make([]routeEntry, len(rs)), routes: rs, listed: make([]uint32, len(rs))}
 	ps := make([]lpmPrefix, len(rs))
-	for i, r := range rs {
-		t.entries[i] = routeEntry{kind: r.Kind, peer: r.Peer, peerMAC: r.PeerMAC}
+	for j, key := range byLen {
+		r := rs[key.i]
+		t.entries[key.i] = routeEntry{kind: r.Kind, peer: r.Peer, peerMAC: r.PeerMAC}
 		if r.Via.IsValid() {
-			t.entries[i].hasVia = true
-			t.entries[i].via = ip4Key(r.Via.As4())
+			t.entries[key.i].hasVia = true
+			t.entries[key.i].via = ip4Key(r.Via.As4())
 		}
-		ps[i] = lpmPrefix{addr: ip4Key(r.Prefix.Addr().As4()), bits: uint8(r.Prefix.Bits()), val: uint32(i)}
+		ps[j] = lpmPrefix{addr: uint32(key.k), bits: uint8(key.k >> 32), val: key.i}
 	}
 	t.trie = buildLPM(ps)
-	t.compiled = rs
-	t.routes = slices.Clone(rs)
-	slices.SortFunc(t.routes, func(a, b Route) int {
-		return cmp.Or(a.Prefix.Addr().Compare(b.Prefix.Addr()), cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()))
-	})
+	for i := range byLen { // now by address, then length
+		byLen[i].k = byLen[i].k<<32 | byLen[i].k>>32
+	}
+	slices.SortFunc(byLen, routeKey.compare)
+	for j, key := range byLen {
+		t.listed[j] = key.i
+	}
 	return t, nil
 }
+
+// routeKey is a route's prefix as an integer sort key, and its index.
+type routeKey struct {
+	k uint64
+	i uint32
+}
+
+func (a routeKey) compare(b routeKey) int { return cmp.Compare(a.k, b.k) }
 
 func (s *Switch) checkRoute(r Route) error {
 	if !r.Prefix.IsValid() || !r.Prefix.Addr().Is4() {
@@ -187,4 +204,11 @@ func (s *Switch) SetRoutes(routes []Route) error {
 }
 
 // Routes lists the current routes sorted by address then length.
-func (s *Switch) Routes() []Route { return slices.Clone(s.routes.Load().routes) }
+func (s *Switch) Routes() []Route {
+	t := s.routes.Load()
+	out := make([]Route, len(t.listed))
+	for j, i := range t.listed {
+		out[j] = t.routes[i]
+	}
+	return out
+}

@@ -234,7 +234,7 @@ func (c *frameCtx) routeName(dst uint32) string {
 }
 
 // routesByIndex returns the route compiled at index i.
-func (t *routeTable) routesByIndex(i uint32) Route { return t.compiled[i] }
+func (t *routeTable) routesByIndex(i uint32) Route { return t.routes[i] }
 
 func (c *frameCtx) describeVerdict(f []byte, v *Verdict) string {
 	var b strings.Builder

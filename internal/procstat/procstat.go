@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ClockTicks is USER_HZ, the unit of the times in /proc/PID/stat: 100 on
@@ -110,4 +112,16 @@ func LoadAvg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// ThreadCPU returns the CPU time the calling OS thread has used
+// (CLOCK_THREAD_CPUTIME_ID). On a shared machine it leaves out the time
+// the thread waited for a core, which wall time counts: benchmarks lock
+// their goroutine to its thread (runtime.LockOSThread) and report both.
+func ThreadCPU() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
 }

@@ -35,6 +35,9 @@ func TestSelf(t *testing.T) {
 	if rss <= 0 || peak < rss {
 		t.Errorf("rss %d KiB, peak %d KiB", rss, peak)
 	}
+	if ThreadCPU() <= 0 {
+		t.Error("no thread CPU time")
+	}
 	if LoadAvg() == "?" {
 		t.Error("no load average")
 	}
