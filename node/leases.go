@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/netip"
 	"slices"
@@ -252,6 +253,7 @@ func (n *Node) applyPending() {
 			v.dirty[name] = struct{}{}
 		}
 	}
+	var gone, up, refused logCap
 	joinedOrLeft := false
 	var changed []string
 	fresh := map[string]struct{}{}
@@ -268,7 +270,9 @@ func (n *Node) applyPending() {
 			if acc {
 				if _, held := v.vanished[name]; !held {
 					v.vanished[name] = now
-					n.log.Info("peer lease gone; keeping its routes until the registry confirms it", "peer", name, "subnet", a.Subnet)
+					if gone.ok() {
+						n.log.Info("peer lease gone; keeping its routes until the registry confirms it", "peer", name, "subnet", a.Subnet)
+					}
 				}
 			}
 		case acc && a.SameAs(l):
@@ -294,7 +298,7 @@ func (n *Node) applyPending() {
 	for _, name := range append(changed, slices.Sorted(maps.Keys(fresh))...) {
 		l := v.live[name]
 		if why := n.checkPeerLease(l); why != "" {
-			if v.rejected[name] != why {
+			if v.rejected[name] != why && refused.ok() {
 				n.log.Error("peer lease rejected; no routes to it", "peer", name, "why", why)
 			}
 			v.rejected[name] = why
@@ -303,10 +307,13 @@ func (n *Node) applyPending() {
 		delete(v.rejected, name)
 		v.accept(l)
 		added++
-		if _, before := was[name]; !before {
+		if _, before := was[name]; !before && up.ok() {
 			n.log.Info("peer up", "peer", name, "underlay", l.Underlay, "subnet", l.Subnet)
 		}
 	}
+	gone.summary(n.log, "peer lease gone: more leases vanished; their routes are kept until the registry confirms")
+	refused.summary(n.log, "peer lease rejected: more leases refused")
+	up.summary(n.log, "peer up: more peers", "peers", len(v.accepted))
 	n.logPeersDown(was)
 	if joinedOrLeft {
 		names := slices.Sorted(maps.Keys(v.live))
@@ -410,8 +417,13 @@ func (n *Node) checkPeerLease(l registry.Lease) string {
 // changed, refused, or gone.
 func (n *Node) logPeersDown(was map[string]registry.Lease) {
 	v := &n.view
+	var lines logCap
+	defer lines.summary(n.log, "peer down or changed: more peers", "peers", len(v.accepted))
 	for _, name := range slices.Sorted(maps.Keys(was)) {
 		old := was[name]
+		if !lines.ok() {
+			continue
+		}
 		if l, ok := v.accepted[name]; ok {
 			n.log.Info("peer changed", "peer", name, "underlay", l.Underlay, "subnet", l.Subnet, "was_underlay", old.Underlay, "was_subnet", old.Subnet)
 		} else if why, ok := v.rejected[name]; ok {
@@ -419,5 +431,26 @@ func (n *Node) logPeersDown(was map[string]registry.Lease) {
 		} else {
 			n.log.Info("peer down: lease gone, routes withdrawn", "peer", name, "subnet", old.Subnet)
 		}
+	}
+}
+
+// logEachMax bounds the lines one kind of per-peer message gets in one
+// update; the rest are counted in one line. A snapshot of 20,000 leases
+// logs 16 "peer up" lines and a count, not 20,000 lines.
+const logEachMax = 16
+
+// logCap counts one kind of per-peer message in one update.
+type logCap struct{ n int }
+
+// ok counts a message and reports whether it may still be logged.
+func (c *logCap) ok() bool {
+	c.n++
+	return c.n <= logEachMax
+}
+
+// summary logs how many messages ok refused, if any.
+func (c *logCap) summary(log *slog.Logger, msg string, args ...any) {
+	if c.n > logEachMax {
+		log.Info(msg, append([]any{"more", c.n - logEachMax}, args...)...)
 	}
 }

@@ -174,3 +174,68 @@ func benchLease(i int) registry.Lease {
 	return registry.Lease{Node: fmt.Sprintf("node-%05d", i), Underlay: netip.AddrFrom4([4]byte{172, 16 + byte(i>>16), byte(i >> 8), byte(i)}),
 		Subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24), RouterMAC: packet.MAC{2, 0, 0, byte(i >> 16), byte(i >> 8), byte(i)}, VNI: 1}
 }
+
+// TestRemovalNotStarvedByStream: a removal (a node killed) followed by an
+// endless stream of other changes is applied while the stream goes on:
+// coalescing stops taking events after coalesceMax, it does not wait for
+// a pause.
+func TestRemovalNotStarvedByStream(t *testing.T) {
+	n, _ := leaseNode(t)
+	n.ctx = context.Background()
+	n.applyLeases(map[string]registry.Lease{"killed": lease("killed", 2, "10.244.1.0/24"), "busy": lease("busy", 3, "10.244.2.0/24")})
+	ch := make(chan registry.Event)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		ch <- registry.Event{Type: registry.Removed, Lease: lease("killed", 2, "10.244.1.0/24")}
+		for i := 0; ; i++ {
+			l := lease("busy", 3, "10.244.2.0/24")
+			l.Port = uint16(i) // a change every time
+			select {
+			case ch <- registry.Event{Type: registry.Changed, Lease: l}:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	n.view.note(<-ch)
+	done := make(chan bool)
+	go func() { done <- n.coalesceWatch(ch, time.NewTimer(time.Hour)) }()
+	select {
+	case open := <-done:
+		if !open {
+			t.Fatal("channel reported closed")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("coalesceWatch still taking events after 30 s of a stream that never pauses")
+	}
+	n.applyPending()
+	if got := peerRoutes(n); len(got) != 1 || got["10.244.2.0/24"] == "" {
+		t.Fatalf("routes %v while the stream goes on, want busy's only", got)
+	}
+}
+
+// TestPeerLogsBounded: a snapshot of many leases logs a few of them and a
+// count, as does their going.
+func TestPeerLogsBounded(t *testing.T) {
+	n, logs := leaseNode(t)
+	live := map[string]registry.Lease{}
+	for i := range 100 {
+		l := benchLease(i)
+		live[l.Node] = l
+	}
+	n.applyLeases(live)
+	if got := logs.count("peer up", "peer="); got != logEachMax {
+		t.Errorf("%d peer up lines, want %d", got, logEachMax)
+	}
+	if logs.count("peer up: more peers", "more=84") != 1 {
+		t.Errorf("no count of the other 84: %q", logs.lines)
+	}
+	n.applyLeases(map[string]registry.Lease{})
+	if got := logs.count("peer down: lease gone", "peer="); got != logEachMax {
+		t.Errorf("%d peer down lines, want %d", got, logEachMax)
+	}
+	if logs.count("peer down or changed: more peers", "more=84") != 1 || len(peerRoutes(n)) != 0 {
+		t.Errorf("routes %v; logs %q", peerRoutes(n), logs.lines[len(logs.lines)-3:])
+	}
+}

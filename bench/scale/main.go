@@ -179,8 +179,6 @@ func runOne(n int, weftd, out string, idle time.Duration) (result, error) {
 		rss int64
 	}
 	conv := make(chan seen, 1)
-	var pidMu sync.Mutex
-	pid := 0
 	go func() {
 		cl := api.NewClient(socket)
 		defer cl.Close()
@@ -189,14 +187,12 @@ func runOne(n int, weftd, out string, idle time.Duration) (result, error) {
 			st, err := cl.Status(qctx)
 			qcancel()
 			if err == nil && st.Peers >= n {
-				at := time.Now()
-				pidMu.Lock()
-				p := pid
-				pidMu.Unlock()
-				s := seen{at: at, pid: p}
-				if p != 0 {
-					s.cpu, _ = cpuTime(p)
-					s.rss, _, _ = rss(p)
+				// The sim records weftd's PID before it waits for its API.
+				s := seen{at: time.Now()}
+				if rec, err := sim.Load(dir); err == nil && len(rec.Nodes) > 0 {
+					s.pid = rec.Nodes[0].PID
+					s.cpu, _ = cpuTime(s.pid)
+					s.rss, _, _ = rss(s.pid)
 				}
 				conv <- s
 				return
@@ -208,9 +204,6 @@ func runOne(n int, weftd, out string, idle time.Duration) (result, error) {
 		return r, err
 	}
 	node := c.Nodes[0]
-	pidMu.Lock()
-	pid = node.PID
-	pidMu.Unlock()
 	start, err := procStart(node.PID)
 	if err != nil {
 		return r, err
@@ -222,7 +215,7 @@ func runOne(n int, weftd, out string, idle time.Duration) (result, error) {
 		return r, fmt.Errorf("weftd did not report %d peers within 5 minutes (log %s)", n, node.Log)
 	}
 	r.Converge = s.at.Sub(start)
-	if s.pid == 0 { // converged before Up returned: take the figures now
+	if s.pid != node.PID { // no record yet: take the figures now
 		r.Note = "CPU/RSS at converge read after sim up returned"
 		s.cpu, _ = cpuTime(node.PID)
 		s.rss, _, _ = rss(node.PID)
