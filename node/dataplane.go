@@ -58,7 +58,7 @@ func (n *Node) startPort(p *port) error {
 			return err
 		}
 		conns = append(conns, c)
-		txs = append(txs, n.dp.NewTransmitter(&p.Port, q, n.underlayWriter(c)))
+		txs = append(txs, n.dp.NewTransmitter(&p.Port, q, n.transmitWriter(c)))
 	}
 	n.ports[p.ID].Store(p)
 	n.dp.SetPort(&p.Port)

@@ -74,6 +74,10 @@ type Config struct {
 	// uncomputed for local pods and for weft peers that advertise
 	// registry.CapPartialCsum, and advertises it (offload.go).
 	PartialCsum bool
+	// ZeroCopy (under Offload, with UDP GSO) sends the transmitters' GSO
+	// messages of 10 KB and more with MSG_ZEROCOPY (overlay/zerocopy_linux.go);
+	// each writer gives it up where the kernel copies anyway (veth).
+	ZeroCopy bool
 
 	// RxWorkers is how many sockets receive VXLAN, each with its own
 	// worker (underlay.go); 0 or 1: one.
@@ -149,9 +153,10 @@ type Node struct {
 	peers *overlay.PeerTable
 	decap *overlay.Decapper
 	dp    *datapath.Datapath
-	rx    []*overlay.Conn // the receiving sockets, one receiver each
-	gsoOK bool            // the kernel took UDP GSO (underlay.go)
-	groOK bool            // ... and UDP GRO
+	rx    []*overlay.Conn       // the receiving sockets, one receiver each
+	gsoOK bool                  // the kernel took UDP GSO (underlay.go)
+	groOK bool                  // ... and UDP GRO
+	zc    overlay.ZeroCopyStats // the transmitters' MSG_ZEROCOPY sends (Config.ZeroCopy)
 	// liveNames: the nodes with a live lease, sorted (leases.go).
 	liveNames atomic.Pointer[[]string]
 	subnet    atomic.Pointer[netip.Prefix] // the lease's subnet the node took at start, for onAcquire

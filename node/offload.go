@@ -104,7 +104,7 @@ func (n *Node) offloadCounts() map[string]uint64 {
 		return nil
 	}
 	w := n.dp.Work()
-	return map[string]uint64{
+	m := map[string]uint64{
 		"tso_frames":         w.SuperFrames.Load(),
 		"segments":           w.Segments.Load(),
 		"coalesced_runs":     w.Runs.Load(),
@@ -113,4 +113,10 @@ func (n *Node) offloadCounts() map[string]uint64 {
 		"partial_csum_tx":    w.PartialTx.Load(),
 		"partial_csum_rx":    w.PartialRx.Load(),
 	}
+	if n.cfg.ZeroCopy {
+		m["zerocopy_sent"] = n.zc.Sent.Load()
+		m["zerocopy_copied"] = n.zc.Copied.Load()
+		m["zerocopy_gave_up"] = n.zc.GaveUp.Load()
+	}
+	return m
 }

@@ -153,6 +153,20 @@ func (n *Node) underlayWriter(c *overlay.Conn) datapath.Writer {
 	return datapath.PlainWriter{C: c}
 }
 
+// transmitWriter is underlayWriter for a transmitter's own (send-only)
+// socket: with Config.ZeroCopy its GSO sends use MSG_ZEROCOPY. Only there:
+// completions arrive on the socket's error queue, which would wake a
+// receiver's reads for nothing.
+func (n *Node) transmitWriter(c *overlay.Conn) datapath.Writer {
+	w := n.underlayWriter(c)
+	if g, ok := w.(*overlay.GSOWriter); ok && n.cfg.ZeroCopy {
+		if err := g.EnableZeroCopy(&n.zc); err != nil {
+			n.log.Warn("MSG_ZEROCOPY unavailable; sends copy", "err", err)
+		}
+	}
+	return w
+}
+
 // underlayReader is how a receiver reads c: with UDP GRO when on and the
 // kernel has it (then the socket is GRO's alone), else plainly.
 func (n *Node) underlayReader(c *overlay.Conn) (r datapath.Reader, gro bool) {

@@ -348,8 +348,13 @@ func (c *Conn) sendmmsg(fd uintptr) bool {
 // then tells the netpoller to wait and call again. Every callback of this
 // package (Conn, GSOWriter, GROReader) goes through here.
 func mmsg(trap, fd uintptr, msgs *unix.Mmsghdr, n int, got *int, errno *syscall.Errno) bool {
+	return mmsgFlags(trap, fd, msgs, n, 0, got, errno)
+}
+
+// mmsgFlags is mmsg with flags for the call (sendmmsg: MSG_ZEROCOPY).
+func mmsgFlags(trap, fd uintptr, msgs *unix.Mmsghdr, n, flags int, got *int, errno *syscall.Errno) bool {
 	for {
-		r, _, e := unix.Syscall6(trap, fd, uintptr(unsafe.Pointer(msgs)), uintptr(n), 0, 0, 0)
+		r, _, e := unix.Syscall6(trap, fd, uintptr(unsafe.Pointer(msgs)), uintptr(n), uintptr(flags), 0, 0)
 		switch e {
 		case unix.EINTR:
 			continue

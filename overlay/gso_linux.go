@@ -63,9 +63,11 @@ type GSOWriter struct {
 	owner []int32 // the run each prepared message belongs to
 
 	first, n, got int
+	flags         int // of the sendmmsg call: MSG_ZEROCOPY or 0
 	errno         syscall.Errno
 	sendFn        func(fd uintptr) bool
 	disabled      atomic.Bool
+	zc            zeroCopy // MSG_ZEROCOPY state (zerocopy_linux.go); off unless EnableZeroCopy
 
 	// eioOnGSO makes sends of UDP_SEGMENT messages fail with EIO, as a
 	// kernel whose path cannot segment does: for tests of the fallback.
@@ -108,6 +110,7 @@ func NewGSOWriter(c *Conn, batch int) (*GSOWriter, error) {
 		cm.SetLen(unix.CmsgLen(2))
 	}
 	g.sendFn = g.sendmmsg
+	g.zc.reapFn = g.reapZeroCopy
 	return g, nil
 }
 
@@ -295,12 +298,20 @@ func (g *GSOWriter) send(k int) (int, error) {
 				}
 			}
 		}
+		g.flags = g.zeroCopyFlags(total, k)
 		werr := g.c.rc.Write(g.sendFn)
 		if werr != nil {
 			return total, fmt.Errorf("sendmmsg: %w", werr)
 		}
+		if g.errno == unix.ENOBUFS && g.flags != 0 {
+			g.zc.stopOnENOBUFS()
+			continue // the notification queue is full: send these copied
+		}
 		if g.errno != 0 {
 			return total, os.NewSyscallError("sendmmsg", g.errno)
+		}
+		if g.flags != 0 && g.got > 0 {
+			g.waitZeroCopy(g.got)
 		}
 		if g.got == 0 {
 			return total, errors.New("sendmmsg: sent nothing")
@@ -311,7 +322,7 @@ func (g *GSOWriter) send(k int) (int, error) {
 }
 
 func (g *GSOWriter) sendmmsg(fd uintptr) bool {
-	return mmsg(unix.SYS_SENDMMSG, fd, &g.msgs[g.first], g.n, &g.got, &g.errno)
+	return mmsgFlags(unix.SYS_SENDMMSG, fd, &g.msgs[g.first], g.n, g.flags, &g.got, &g.errno)
 }
 
 // release drops the iovecs' pointers into the caller's buffers.

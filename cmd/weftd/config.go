@@ -70,6 +70,9 @@ type Config struct {
 	// partial uncomputed towards local pods and towards weft peers that
 	// advertise it (and advertise it ourselves). On by default.
 	PartialCsum bool `yaml:"partial_csum"`
+	// ZeroCopy: under Offload, MSG_ZEROCOPY on the transmitters' UDP GSO
+	// sends of 10 KB and more. Off by default.
+	ZeroCopy bool `yaml:"zerocopy"`
 	// Workers is the number of underlay receive workers: UDP sockets on
 	// the VXLAN port in one SO_REUSEPORT group, spread by inner flow, one
 	// reader each; 0 picks one per CPU.
@@ -715,6 +718,8 @@ var flagSpecs = []flagSpec{
 		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.GRO) }},
 	{"partial-csum", "", "partial_csum", "", "with --offload: leave the TCP/UDP checksums a pod leaves partial uncomputed for local pods and for weft peers that take them (advertised in the node's lease; VXLAN reserved bit, outer UDP checksum on the wire); kernel VXLAN peers and older weftds always get full checksums",
 		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.PartialCsum) }},
+	{"zerocopy", "", "zerocopy", "", "with --offload and UDP GSO: send pods' TSO traffic to peers with MSG_ZEROCOPY (each send waits for the kernel to release its pages; a socket whose path copies anyway, as a veth does, turns it off by itself); off by default",
+		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.ZeroCopy) }},
 	{"workers", "N", "workers", "", fmt.Sprintf("underlay receive workers, 0..%d (0 = one per CPU): N sockets on the VXLAN port (SO_REUSEPORT) with a BPF program spreading datagrams by inner flow, one reader each; pod TAPs keep one worker each. On 2 CPUs 2 workers measured no faster than 1 (docs/BENCHMARKS.md)", maxWorkers),
 		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.Workers) }},
 	{"tap-queues", "N", "tap_queues", "", fmt.Sprintf("queues per pod TAP, 1..%d (IFF_MULTI_QUEUE; needs --offload): the pod's stack spreads its flows over them and each queue gets its own worker. A TAP keeps the queue mode it was created with across restarts. On 2 CPUs 2 queues measured no faster than 1 (docs/BENCHMARKS.md)", netdev.MaxQueues),

@@ -98,6 +98,7 @@ func TestFullFile(t *testing.T) {
 		USO:         true,
 		GRO:         false,
 		PartialCsum: false,
+		ZeroCopy:    true,
 		Workers:     4,
 		TapQueues:   1, // the default: full.yaml sets no tap_queues
 		FloodRate:   200,
