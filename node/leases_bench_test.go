@@ -43,11 +43,11 @@ func benchSnapshot(n int) registry.Event {
 // next to a real weftd. cpu-ns/op is the benchmark thread's CPU time (wall
 // time on a shared machine counts the waits for a core).
 func BenchmarkApplyLeases(b *testing.B) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	for _, n := range benchSizes {
 		b.Run(fmt.Sprintf("appear/%d", n), func(b *testing.B) {
 			ev := benchSnapshot(n)
+			runtime.LockOSThread() // for procstat.ThreadCPU
+			defer runtime.UnlockOSThread()
 			b.ReportAllocs()
 			var cpu time.Duration
 			runs := 0
@@ -64,40 +64,35 @@ func BenchmarkApplyLeases(b *testing.B) {
 			b.ReportMetric(float64(cpu)/float64(runs), "cpu-ns/op")
 		})
 		b.Run(fmt.Sprintf("change/%d", n), func(b *testing.B) {
-			nd := benchLeaseNode(b, n)
 			l := benchLease(n / 2)
 			moved := l
 			moved.Underlay = netip.MustParseAddr("192.0.2.200")
-			b.ReportAllocs()
-			cpu := procstat.ThreadCPU()
-			i := 0
-			for b.Loop() {
-				ev := registry.Event{Type: registry.Changed, Lease: l}
-				if i%2 == 0 {
-					ev.Lease = moved
-				}
-				nd.view.note(ev)
-				nd.applyPending()
-				i++
-			}
-			b.ReportMetric(float64(procstat.ThreadCPU()-cpu)/float64(i), "cpu-ns/op")
+			benchEvents(b, n, registry.Event{Type: registry.Changed, Lease: moved}, registry.Event{Type: registry.Changed, Lease: l})
 		})
 		b.Run(fmt.Sprintf("vanish/%d", n), func(b *testing.B) {
-			nd := benchLeaseNode(b, n)
 			l := benchLease(n / 2)
-			b.ReportAllocs()
-			cpu := procstat.ThreadCPU()
-			i := 0
-			for b.Loop() {
-				ev := registry.Event{Type: registry.Removed, Lease: l}
-				if i%2 == 1 {
-					ev.Type = registry.Added
-				}
-				nd.view.note(ev)
-				nd.applyPending()
-				i++
-			}
-			b.ReportMetric(float64(procstat.ThreadCPU()-cpu)/float64(i), "cpu-ns/op")
+			benchEvents(b, n, registry.Event{Type: registry.Removed, Lease: l}, registry.Event{Type: registry.Added, Lease: l})
 		})
 	}
+}
+
+// benchEvents applies ev and undo in turn, each as its own update, to a
+// node that knows n leases.
+func benchEvents(b *testing.B, n int, ev, undo registry.Event) {
+	nd := benchLeaseNode(b, n)
+	runtime.LockOSThread() // for procstat.ThreadCPU
+	defer runtime.UnlockOSThread()
+	b.ReportAllocs()
+	cpu := procstat.ThreadCPU()
+	i := 0
+	for b.Loop() {
+		if i%2 == 0 {
+			nd.view.note(ev)
+		} else {
+			nd.view.note(undo)
+		}
+		nd.applyPending()
+		i++
+	}
+	b.ReportMetric(float64(procstat.ThreadCPU()-cpu)/float64(i), "cpu-ns/op")
 }

@@ -61,6 +61,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/weftnet/weft/internal/procstat"
 )
 
 // config is the run's settings, from the environment.
@@ -222,7 +224,7 @@ func run() error {
 
 	sum := &summary{
 		When: time.Now().UTC().Format("2006-01-02 15:04 UTC"), Commit: gitCommit(root),
-		Kernel: kernelRelease(), CPUs: runtime.NumCPU(), LoadStart: loadAvg(),
+		Kernel: kernelRelease(), CPUs: runtime.NumCPU(), LoadStart: procstat.LoadAvg(),
 		Reps: cfg.Reps, T: int(cfg.Duration / time.Second), WeftdArgs: strings.Join(cfg.WeftdArgs, " "),
 		QuietPct: cfg.QuietPct,
 	}
@@ -275,7 +277,7 @@ func run() error {
 		kernelErr = errors.Join(kernelErr,
 			runKernel(ctx, cfg, progress, logf, true, &sum.KernelSvcRes, &sum.KernelSvcNote))
 	}
-	sum.LoadEnd = loadAvg()
+	sum.LoadEnd = procstat.LoadAvg()
 	sum.compute()
 
 	table := sum.textTable()

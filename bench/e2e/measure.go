@@ -258,19 +258,6 @@ func waitQuiet(ctx context.Context, pct float64, maxWait time.Duration) (float64
 	}
 }
 
-// loadAvg is /proc/loadavg's first three fields.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
 // udpRcvbufErrors is UdpRcvbufErrors in a namespace: datagrams the
 // receiving socket (the iperf3 server) had no room for.
 func udpRcvbufErrors(ctx context.Context, netns string) int64 {

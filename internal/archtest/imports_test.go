@@ -45,7 +45,7 @@ var allowed = map[string][]string{
 	// sim runs weftd as processes: it talks to them through api, never node.
 	"sim": {"api", "netdev", "registry", "ipam", "packet", "objects", "policy", "internal/childproc"},
 	// bench replays captures through datapath over fakes.
-	"bench":          {"datapath", "switch", "overlay", "netdev", "packet", "internal/childproc", "bench/internal/outerframe"},
+	"bench":          {"datapath", "switch", "overlay", "netdev", "packet", "internal/childproc", "internal/procstat", "bench/internal/outerframe"},
 	"cmd/weftd":      {"node", "api", "registry", "ipam", "netdev", "overlay", "packet", "objects"},
 	"cmd/weft":       {"api", "sim", "policy", "packet", "objects"},
 	"cmd/weft-cni":   {"api", "netdev", "packet"},
