@@ -122,3 +122,30 @@ spec:
 		t.Fatalf("ValidateObjects(valid) = %v", err)
 	}
 }
+
+// TestUnknownFieldsRefused: a misspelt field must never be dropped
+// silently, at any depth: `podSelectr` would leave podSelector empty
+// (every pod of the namespace), `fromm` an ingress rule with no peers
+// (everything), `excpt` an ipBlock without its holes. objects.Decode is
+// the one decoder weft apply and the registries use.
+func TestUnknownFieldsRefused(t *testing.T) {
+	const head = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\n"
+	for _, c := range []struct{ spec, field string }{
+		{"spec: {podSelectr: {matchLabels: {app: db}}}", "podSelectr"},
+		{"spec: {podSelector: {matchLabel: {app: db}}}", "matchLabel"},
+		{"spec: {podSelector: {}, ingress: [{fromm: [{podSelector: {}}]}]}", "fromm"},
+		{"spec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8, excpt: [10.1.0.0/16]}}]}]}", "excpt"},
+		{"spec: {podSelector: {}, egress: [{ports: [{prot: UDP, port: 53}]}]}", "prot"},
+		{"spec: {podSelector: {}, policyType: [Egress]}", "policyType"},
+		{"spec: {podSelector: {}}\nstatus: {}", "status"},
+	} {
+		_, err := objects.Decode(strings.NewReader(head + c.spec + "\n"))
+		if err == nil || !strings.Contains(err.Error(), "unknown field") || !strings.Contains(err.Error(), c.field) {
+			t.Errorf("%s: err = %v, want an unknown field error naming %q", c.spec, err, c.field)
+		}
+	}
+	// Case matters as in the API server: podselector is not podSelector.
+	if _, err := objects.Decode(strings.NewReader(head + "spec: {podselector: {}}\n")); err == nil {
+		t.Error("podselector (wrong case) accepted")
+	}
+}

@@ -2,11 +2,14 @@ package sim
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weftnet/weft/internal/testenv"
 	"github.com/weftnet/weft/policy/policytest"
@@ -95,6 +98,29 @@ func TestPolicySuite(t *testing.T) {
 			check(t, results, err)
 		})
 	}
+	// Bad input through weft apply (the node API, as a person would):
+	// refused with an error naming what is wrong, and refused whole.
+	t.Run("bad-input-refused", func(t *testing.T) {
+		nsX := env.Model.Namespaces["x"]
+		head := "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: %s, namespace: " + nsX + "}\n"
+		doc := func(name, spec string) string { return fmt.Sprintf(head, name) + spec + "\n" }
+		for _, tc := range []struct{ name, docs, want string }{
+			{"unknown field", doc("pl-bad-field", "spec: {podSelector: {}, ingress: [{fromm: [{podSelector: {}}]}]}"), "unknown field"},
+			{"invalid cidr", doc("pl-bad-cidr", "spec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/33}}]}]}"), "10.0.0.0/33"},
+			{"one bad among good", doc("pl-half-good", "spec: {podSelector: {}}") + "---\n" +
+				doc("pl-half-bad", "spec: {podSelector: {}, egress: [{ports: [{port: 0}]}]}"), "pl-half-bad"},
+		} {
+			if _, err := c.Apply(ctx, tc.docs); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s: weft apply = %v, want an error naming %q", tc.name, err, tc.want)
+			}
+		}
+		// Nothing of them was stored: every node converges on exactly one
+		// policy applied after them (Apply waits for exactly that set).
+		after := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: nsX, Name: "pl-after-bad-input"}}
+		if err := env.Apply([]*networkingv1.NetworkPolicy{after}); err != nil {
+			t.Errorf("after the refused applies: %v", err)
+		}
+	})
 	// After the policy-only cases: these add a pod and restart a node.
 	for _, sc := range PolicySimCases() {
 		t.Run(sc.Name, func(t *testing.T) {
