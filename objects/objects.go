@@ -10,6 +10,7 @@
 package objects
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -110,17 +111,32 @@ const MaxDocumentBytes = 4 << 20
 // gives them. Empty documents are skipped; an input with no object is an
 // error.
 func Decode(r io.Reader) ([]Object, error) {
-	dec := utilyaml.NewYAMLOrJSONDecoder(r, 4096)
+	br := bufio.NewReader(r)
+	// JSON (a stream of objects) goes through the JSON decoder; YAML is
+	// split into its documents and each handed to DecodeOne as written:
+	// converting it to JSON first would drop a key given twice (the last
+	// one winning) before the strict decode could refuse it.
+	next := utilyaml.NewYAMLReader(br).Read
+	if head, _ := br.Peek(1024); bytes.HasPrefix(bytes.TrimSpace(head), []byte("{")) {
+		dec := utilyaml.NewYAMLOrJSONDecoder(br, 4096)
+		next = func() ([]byte, error) {
+			var raw rawDoc
+			err := dec.Decode(&raw)
+			return raw, err
+		}
+	}
 	var objs []Object
 	for doc := 1; ; doc++ {
-		var raw rawDoc
-		if err := dec.Decode(&raw); err != nil {
+		raw, err := next()
+		if err != nil {
 			if errors.Is(err, io.EOF) {
 				break
 			}
 			return nil, fmt.Errorf("document %d: %w", doc, err)
 		}
-		if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		if empty, err := emptyDoc(raw); err != nil {
+			return nil, fmt.Errorf("document %d: %w", doc, err)
+		} else if empty {
 			continue
 		}
 		if len(raw) > MaxDocumentBytes {
@@ -136,6 +152,19 @@ func Decode(r io.Reader) ([]Object, error) {
 		return nil, errors.New("no Kubernetes object in the input")
 	}
 	return objs, nil
+}
+
+// emptyDoc reports a document with no object: blank, comments only, or
+// null.
+func emptyDoc(raw []byte) (bool, error) {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return true, nil
+	}
+	js, err := yaml.YAMLToJSONStrict(raw)
+	if err != nil {
+		return false, err
+	}
+	return bytes.Equal(bytes.TrimSpace(js), []byte("null")), nil
 }
 
 // rawDoc keeps a document's JSON as is for the second, typed decode.
@@ -180,7 +209,9 @@ func DecodeOne(doc []byte) (Object, error) {
 		o.Pod = new(corev1.Pod)
 		target = o.Pod
 	}
-	js, err := yaml.YAMLToJSON(doc)
+	// Strict: a key given twice in YAML is an error, not the last one
+	// winning (JSON's duplicates are the strict decode's below).
+	js, err := yaml.YAMLToJSONStrict(doc)
 	if err != nil {
 		return Object{}, fmt.Errorf("%s: %w", tm.Kind, err)
 	}

@@ -75,6 +75,9 @@ func TestDecodeRefuses(t *testing.T) {
 		{"not yaml", "{{{", "document 1"},
 		{"scalar", "just words", "not a Kubernetes object"},
 		{"namespaced namespace", "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, namespace: b}\n", "has no metadata.namespace"},
+		{"duplicate key (yaml)", "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec:\n  clusterIP: 10.96.0.1\n  clusterIP: 10.96.0.2\n", "already set"},
+		{"duplicate key, second document", "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: b, name: c}\n", "document 2"},
+		{"duplicate key (json)", `{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a", "name": "b"}}`, "already set"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

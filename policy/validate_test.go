@@ -148,4 +148,8 @@ func TestUnknownFieldsRefused(t *testing.T) {
 	if _, err := objects.Decode(strings.NewReader(head + "spec: {podselector: {}}\n")); err == nil {
 		t.Error("podselector (wrong case) accepted")
 	}
+	// A field given twice is refused rather than one of them winning.
+	if _, err := objects.Decode(strings.NewReader(head + "spec:\n  podSelector: {}\n  podSelector: {matchLabels: {app: db}}\n")); err == nil {
+		t.Error("duplicate podSelector accepted")
+	}
 }
