@@ -46,6 +46,10 @@ func (d *sinkDev) ReadVnetTurn([][]byte, []int, []netdev.VirtioHdr, int) (int, e
 	return 0, errSinkRead
 }
 func (d *sinkDev) TryReadVnetTurn([][]byte, []int, []netdev.VirtioHdr, int) int { return 0 }
+func (d *sinkDev) WaitRead() error                                              { return errSinkRead }
+func (d *sinkDev) ReadVnetTurnNow([][]byte, []int, []netdev.VirtioHdr, int) (int, error) {
+	return 0, errSinkRead
+}
 
 // Write counts the frames.
 func (d *sinkDev) Write(bufs [][]byte, offset int) (int, error) {
@@ -110,6 +114,20 @@ func (c *captureTap) Drops(r netdev.DropReason) uint64 {
 
 func (c *captureTap) ReadVnetTurn(bufs [][]byte, sizes []int, hdrs []netdev.VirtioHdr, offset int) (int, error) {
 	return c.TryReadVnetTurn(bufs, sizes, hdrs, offset), nil
+}
+
+func (c *captureTap) ReadVnetTurnNow(bufs [][]byte, sizes []int, hdrs []netdev.VirtioHdr, offset int) (int, error) {
+	return c.TryReadVnetTurn(bufs, sizes, hdrs, offset), nil
+}
+
+// WaitRead implements netdev.Device. The replay only drains (Transmit
+// without wait); with nothing queued nothing ever will be, so it fails
+// rather than block.
+func (c *captureTap) WaitRead() error {
+	if c.next < len(c.frames) {
+		return nil
+	}
+	return errSinkRead
 }
 
 // TryReadVnetTurn implements netdev.Device: up to a batch of the queued

@@ -51,6 +51,13 @@ type Device interface {
 	ReadVnetTurn(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int) (n int, err error)
 	TryReadVnetTurn(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int) int
 	EndTurn()
+	// WaitRead and ReadVnetTurnNow let the owner wait without lending
+	// buffers: WaitRead blocks until a frame is queued and the read turn
+	// is free, reading nothing; ReadVnetTurnNow is ReadVnetTurn that
+	// returns 0, nil (turn not held) instead of waiting when nothing is
+	// queued, e.g. because another reader took the frames first.
+	WaitRead() error
+	ReadVnetTurnNow(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int) (n int, err error)
 }
 
 // DefaultBatchSize is the Read batch a Tap or Fake uses when none is given.

@@ -167,6 +167,31 @@ func (f *Fake) TryReadVnetTurn(bufs [][]byte, sizes []int, hdrs []VirtioHdr, off
 // EndTurn implements Device.
 func (f *Fake) EndTurn() { f.turn.Unlock() }
 
+// WaitRead implements Device: it returns when a frame is queued and the
+// read turn is free, or fails once the pair is closed and drained.
+func (f *Fake) WaitRead() error {
+	if err := f.waitReadable(); err != nil {
+		return err
+	}
+	f.turn.Lock()
+	f.turn.Unlock()
+	return nil
+}
+
+// ReadVnetTurnNow implements Device.
+func (f *Fake) ReadVnetTurnNow(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int) (int, error) {
+	if hdrs == nil {
+		hdrs = []VirtioHdr{}
+	}
+	f.turn.Lock()
+	n, err := f.read(bufs[:min(len(bufs), len(hdrs))], sizes, hdrs, offset, false)
+	if n == 0 || err != nil {
+		f.turn.Unlock()
+		return n, err
+	}
+	return n, nil
+}
+
 // waitReadable blocks until a frame is queued or the pair is closed.
 func (f *Fake) waitReadable() error {
 	q := f.rx

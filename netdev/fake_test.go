@@ -210,3 +210,38 @@ func TestFakeVnet(t *testing.T) {
 		})
 	}
 }
+
+// TestFakeWaitRead: as on a Tap, WaitRead returns once a frame is queued
+// and the turn is free, ReadVnetTurnNow reads it (or returns 0 without the
+// turn), and a closed pair ends the wait.
+func TestFakeWaitRead(t *testing.T) {
+	a, b := NewPipe()
+	bufs := [][]byte{make([]byte, 128)}
+	sizes, hdrs := make([]int, 1), make([]VirtioHdr, 1)
+	if n, err := b.ReadVnetTurnNow(bufs, sizes, hdrs, 0); n != 0 || err != nil || !b.turn.TryLock() {
+		t.Fatalf("ReadVnetTurnNow on an empty end = %d, %v (or kept the turn)", n, err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- b.WaitRead() }() // turn held by the test: waits for it
+	if _, err := a.Write([][]byte{[]byte("frame")}, 0); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-waited:
+		t.Fatalf("WaitRead returned (%v) while the turn was held", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	b.turn.Unlock()
+	if err := <-waited; err != nil {
+		t.Fatalf("WaitRead: %v", err)
+	}
+	if n, err := b.ReadVnetTurnNow(bufs, sizes, hdrs, 0); n != 1 || err != nil || string(bufs[0][:sizes[0]]) != "frame" {
+		t.Fatalf("ReadVnetTurnNow = %d, %v", n, err)
+	}
+	b.EndTurn()
+	go func() { waited <- b.WaitRead() }()
+	a.Close()
+	if err := <-waited; !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("WaitRead after Close: %v, want os.ErrClosed", err)
+	}
+}

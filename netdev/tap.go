@@ -43,6 +43,8 @@ type Tap struct {
 	turn   sync.Mutex
 	try    tapReader
 	tryCtl func(fd uintptr) // bound once, as rd.fn
+	// readyFn is WaitRead's callback, bound once for the same reason.
+	readyFn func(fd uintptr) bool
 
 	drops [NumDropReasons]atomic.Uint64
 
@@ -73,6 +75,10 @@ type tapReader struct {
 	// takeTurn: take Tap.turn before the first read (ReadVnetTurn);
 	// holding: it is taken.
 	takeTurn, holding bool
+	// noWait: return with nothing instead of parking (ReadVnetTurnNow).
+	noWait bool
+	// pollErr: WaitRead's poll saw POLLERR (or HUP, NVAL).
+	pollErr bool
 }
 
 // tapWriter is tapReader's counterpart for Write; same reasons.
@@ -102,6 +108,7 @@ func newTap(f *os.File, name, nsPath string, vnet bool, offloads, batch int) (*T
 	t := &Tap{name: name, nsPath: nsPath, vnet: vnet, offloads: offloads, batch: batch, file: f, rc: rc}
 	t.rd.fn = func(fd uintptr) bool { return t.readFrames(&t.rd, fd) }
 	t.tryCtl = func(fd uintptr) { t.readFrames(&t.try, fd) }
+	t.readyFn = t.readyFrames
 	t.wr.fn = t.writeFrames
 	return t, nil
 }
@@ -192,7 +199,77 @@ func (t *Tap) ReadVnet(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int)
 }
 
 func (t *Tap) read(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int) (int, error) {
-	return t.readTurn(bufs, sizes, hdrs, offset, false)
+	return t.readTurn(bufs, sizes, hdrs, offset, false, false)
+}
+
+// WaitRead blocks until the TAP holds a frame to read and no other reader
+// holds its read turn, and reads nothing. A worker waits here holding no
+// buffers, and takes them (ReadVnetTurnNow) only when there is something
+// to read; another reader may still take the frame first. It fails as Read
+// does: after Close, and when the kernel removed the device (poll(2) then
+// says POLLERR: tun_chr_poll), with an error wrapping os.ErrClosed.
+func (t *Tap) WaitRead() error {
+	if t.closed.Load() {
+		return fmt.Errorf("read tap %s: %w", t.name, os.ErrClosed)
+	}
+	r := &t.rd
+	r.mu.Lock()
+	r.pollErr = false
+	err := t.rc.Read(t.readyFn)
+	if err != nil && !t.closed.Load() {
+		// After POLLERR the runtime refuses to wait on the fd at all
+		// ("not pollable"): ask poll(2) whether the device is gone.
+		t.rc.Control(func(fd uintptr) { t.readyFrames(fd) })
+	}
+	gone := r.pollErr
+	r.mu.Unlock()
+	switch {
+	case gone:
+		return t.ioError("read", unix.EBADFD)
+	case err != nil:
+		return t.ioError("read", err)
+	}
+	// A TryReadVnetTurn that holds the turn is reading the frames now:
+	// wait for it, so that the caller's read finds what it left (or
+	// nothing) rather than the turn taken.
+	t.turn.Lock()
+	t.turn.Unlock()
+	return nil
+}
+
+// readyFrames runs inside RawConn.Read for WaitRead: poll(2) without a
+// timeout says whether a frame is queued. false parks the caller on the
+// netpoller until the fd turns readable (edge-triggered: a frame that came
+// after this poll wakes it), and the runtime asks again. POLLERR (the
+// device is gone) ends the wait too.
+func (t *Tap) readyFrames(fd uintptr) bool {
+	pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(pfd[:], 0)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return true // the read that follows reports it
+		case n == 0:
+			return false
+		}
+		if pfd[0].Revents&(unix.POLLERR|unix.POLLHUP|unix.POLLNVAL) != 0 {
+			t.rd.pollErr = true
+		}
+		return true
+	}
+}
+
+// ReadVnetTurnNow is ReadVnetTurn that does not wait for frames: it takes
+// the read turn (waiting while another reader holds it), reads what the
+// TAP holds now and returns 0, nil without the turn when that is nothing.
+// With n > 0 and no error the caller holds the turn until EndTurn.
+func (t *Tap) ReadVnetTurnNow(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int) (int, error) {
+	if hdrs == nil {
+		hdrs = []VirtioHdr{}
+	}
+	return t.readTurn(bufs[:min(len(bufs), len(hdrs))], sizes, hdrs, offset, true, true)
 }
 
 // ReadVnetTurn is ReadVnet for a TAP that two goroutines drain: the one
@@ -208,7 +285,7 @@ func (t *Tap) ReadVnetTurn(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset 
 	if hdrs == nil {
 		hdrs = []VirtioHdr{}
 	}
-	return t.readTurn(bufs[:min(len(bufs), len(hdrs))], sizes, hdrs, offset, true)
+	return t.readTurn(bufs[:min(len(bufs), len(hdrs))], sizes, hdrs, offset, true, false)
 }
 
 // TryReadVnetTurn takes the read turn if it is free and reads what the TAP
@@ -241,7 +318,7 @@ func (t *Tap) TryReadVnetTurn(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offs
 // TryReadVnetTurn.
 func (t *Tap) EndTurn() { t.turn.Unlock() }
 
-func (t *Tap) readTurn(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int, turn bool) (int, error) {
+func (t *Tap) readTurn(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int, turn, noWait bool) (int, error) {
 	if t.closed.Load() {
 		return 0, fmt.Errorf("read tap %s: %w", t.name, os.ErrClosed)
 	}
@@ -257,7 +334,7 @@ func (t *Tap) readTurn(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int,
 	}
 	r.bufs, r.sizes, r.hdrs, r.offset = bufs, sizes, hdrs, offset
 	r.n, r.errno, r.short = 0, 0, false
-	r.takeTurn = turn
+	r.takeTurn, r.noWait = turn, noWait
 	err := t.rc.Read(r.fn)
 	n := r.n
 	r.bufs, r.sizes, r.hdrs = nil, nil, nil
@@ -282,8 +359,9 @@ func (t *Tap) readTurn(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int,
 
 // readFrames runs inside RawConn.Read (and, for TryReadVnetTurn, inside
 // RawConn.Control, whose result it ignores). It returns false only when
-// nothing was delivered and the fd would block, which makes the runtime
-// park on the netpoller and call it again; otherwise it drains non-blocking
+// nothing was delivered and the fd would block (and the caller is willing
+// to wait: not ReadVnetTurnNow), which makes the runtime park on the
+// netpoller and call it again; otherwise it drains non-blocking
 // reads until EAGAIN or a full batch, amortizing one wakeup over a burst.
 // A turn-taking read takes the turn before its first read (waiting for a
 // TryReadVnetTurn in progress) and gives it back before it parks.
@@ -322,7 +400,7 @@ func (t *Tap) readFrames(r *tapReader, fd uintptr) bool {
 				r.holding = false
 				t.turn.Unlock()
 			}
-			return r.n > 0
+			return r.n > 0 || r.noWait
 		default:
 			r.errno = errno
 			return true

@@ -309,3 +309,109 @@ func TestTapSingleQueueKeepsMode(t *testing.T) {
 	bufs, sizes := newBatch(8, 2048)
 	checkARP(t, re, bufs, sizes, 0)
 }
+
+// TestTapWaitRead checks the owner's wait that lends no buffers: WaitRead
+// blocks while the TAP is empty and while another reader holds the read
+// turn, returns once a frame waits and the turn is free, and ends with
+// os.ErrClosed when the device goes away; ReadVnetTurnNow then reads what
+// is there, or returns 0 without the turn.
+func TestTapWaitRead(t *testing.T) {
+	testenv.RequireRoot(t)
+	cfg := podTapConfig(newTestNetns(t))
+	cfg.VnetHdr = true
+	tap := createTestTap(t, cfg)
+	bufs, sizes := newBatch(8, 2048)
+	checkARP(t, tap, bufs, sizes, 0)
+	hdrs := make([]VirtioHdr, len(bufs))
+	ping := func(seq uint16) {
+		t.Helper()
+		req := echoRequest(make([]byte, 256), tap.MAC(), gwIP, podIP, 0x7746, seq, 56)
+		if _, err := tap.Write([][]byte{req}, 0); err != nil {
+			t.Fatalf("Write echo request: %v", err)
+		}
+	}
+	isReply := func(n int, seq uint16) bool {
+		for i := range n {
+			if got, ok := echoReply(bufs[i][:sizes[i]], podIP, 0x7746); ok && got == seq {
+				return true
+			}
+		}
+		return false
+	}
+	waited := func() chan error {
+		c := make(chan error, 1)
+		go func() { c <- tap.WaitRead() }()
+		return c
+	}
+	mustBlock := func(c chan error, why string) {
+		t.Helper()
+		select {
+		case err := <-c:
+			t.Fatalf("WaitRead returned (%v) %s", err, why)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	mustReturn := func(c chan error, why string) error {
+		t.Helper()
+		select {
+		case err := <-c:
+			return err
+		case <-time.After(ioTimeout):
+			t.Fatalf("WaitRead still blocked %s", why)
+		}
+		return nil
+	}
+
+	if n, err := tap.ReadVnetTurnNow(bufs, sizes, hdrs, 0); n != 0 || err != nil {
+		t.Fatalf("ReadVnetTurnNow on an empty TAP = %d, %v; want 0, nil", n, err)
+	}
+	if !tap.turn.TryLock() {
+		t.Fatal("ReadVnetTurnNow that read nothing kept the turn")
+	}
+	tap.turn.Unlock()
+	if a := testing.AllocsPerRun(100, func() { tap.ReadVnetTurnNow(bufs, sizes, hdrs, 0) }); a != 0 {
+		t.Errorf("ReadVnetTurnNow allocates %.1f times per call, want 0", a)
+	}
+
+	c := waited()
+	mustBlock(c, "on an empty TAP")
+	ping(1)
+	if err := mustReturn(c, "after a frame came"); err != nil {
+		t.Fatalf("WaitRead: %v", err)
+	}
+	n, err := tap.ReadVnetTurnNow(bufs, sizes, hdrs, 0)
+	if err != nil || !isReply(n, 1) {
+		t.Fatalf("ReadVnetTurnNow after WaitRead: %d frames, %v; no reply 1", n, err)
+	}
+	tap.EndTurn()
+
+	// Another reader holds the turn: WaitRead waits for it to end.
+	ping(2)
+	if n := tap.TryReadVnetTurn(bufs, sizes, hdrs, 0); !isReply(n, 2) {
+		t.Fatalf("TryReadVnetTurn: %d frames, no reply 2", n)
+	}
+	ping(3)
+	c = waited()
+	mustBlock(c, "while another reader held the turn")
+	tap.EndTurn()
+	if err := mustReturn(c, "after EndTurn"); err != nil {
+		t.Fatalf("WaitRead: %v", err)
+	}
+	if n, err := tap.ReadVnetTurnNow(bufs, sizes, hdrs, 0); err != nil || !isReply(n, 3) {
+		t.Fatalf("ReadVnetTurnNow: %d frames, %v; no reply 3", n, err)
+	}
+	tap.EndTurn()
+
+	// The device goes away under a waiting owner.
+	c = waited()
+	mustBlock(c, "on an empty TAP")
+	if err := DeleteTap(cfg.Name, cfg.NetnsPath); err != nil {
+		t.Fatal(err)
+	}
+	if err := mustReturn(c, "after the device was deleted"); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("WaitRead after delete: %v, want os.ErrClosed", err)
+	}
+	if err := tap.WaitRead(); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("WaitRead on a deleted TAP: %v, want os.ErrClosed", err)
+	}
+}
