@@ -32,6 +32,11 @@ func TestAllocs(t *testing.T) {
 				r.txA.Transmit(false)
 				drainB()
 			}},
+			{"transmit waiting", func() { // Run's way: wait, take a set, read, give it back
+				r.podA.Write([][]byte{toB}, 0)
+				r.txA.Transmit(true)
+				drainB()
+			}},
 			{"transmit encap", func() {
 				r.podA.Write([][]byte{toRemote}, 0)
 				r.txA.Transmit(false)

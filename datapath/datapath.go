@@ -32,6 +32,9 @@ const (
 	// maxSegQueue bounds the datagrams queued before a flush (and the
 	// segments one super-frame may split into: an MSS below 64 is refused).
 	maxSegQueue = 1024
+	// splitBufSize holds a super-frame segmented for a port that cannot
+	// take it whole: the payload once, headers once per segment.
+	splitBufSize = SuperBufSize + maxSegQueue/8*128
 )
 
 // Config is what the data path needs of the node.
@@ -85,6 +88,9 @@ type Datapath struct {
 	retired [netdev.NumDropReasons]atomic.Uint64 // device drops of detached ports
 	drops   Drops
 	work    Work
+	pools   pools // the workers' big buffers (bufpool.go)
+	arenas  *bufPool
+	splits  *bufPool
 }
 
 // Work counts what the offload machinery did, by kind.
@@ -104,6 +110,8 @@ func New(cfg Config) *Datapath {
 	if dp.epoch.IsZero() {
 		dp.epoch = time.Now()
 	}
+	dp.arenas = dp.pools.pool(1, encapArenaSize)
+	dp.splits = dp.pools.pool(1, splitBufSize)
 	return dp
 }
 

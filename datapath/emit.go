@@ -30,13 +30,15 @@ type emitter struct {
 	// The datagram queue: dgrams[:n] go to to[:n] at the next send. A
 	// plain frame's datagram is its VXLAN header and the frame in the
 	// frame's own buffer; a super-frame's are its segments in arena.
-	dgrams     [][]byte
-	to         []netip.AddrPort
-	n          int
-	arena      []byte // [VXLAN gap][segment][VXLAN gap][segment]... (on first need)
+	dgrams [][]byte
+	to     []netip.AddrPort
+	n      int
+	// arena is [VXLAN gap][segment][VXLAN gap][segment]..., taken from
+	// the data path's pool on first need in a batch and given back by
+	// send.
+	arena      *bufSet
 	arenaUsed  int
 	offs, lens []int
-	split      []byte // a super-frame segmented for a port that cannot take it whole (on first need)
 
 	// One run is open at a time, TCP or UDP, for one port.
 	run     packet.TCPRun
@@ -188,22 +190,24 @@ func (e *emitter) write(id vswitch.PortID, f []byte, h *netdev.VirtioHdr) {
 	}
 }
 
-// writeSplit segments a super-frame for a port that cannot take it whole.
+// writeSplit segments a super-frame for a port that cannot take it whole,
+// in a buffer from the data path's pool.
 func (e *emitter) writeSplit(p *Port, f []byte, h *netdev.VirtioHdr) {
-	if e.split == nil {
-		e.split = make([]byte, SuperBufSize+maxSegQueue/8*128) // once per worker, on first need
-	}
-	cnt, err := segment(e.split, 0, f, h, e.offs, e.lens, false)
+	set := e.dp.splits.get()
+	defer e.dp.splits.put(set)
+	split := set.bufs[0]
+	cnt, err := segment(split, 0, f, h, e.offs, e.lens, false)
 	if err != nil {
 		e.dp.drops.Add(DropBadGSO, 1)
 		return
 	}
 	for i := range cnt {
-		seg := e.split[e.offs[i] : e.offs[i]+e.lens[i]]
+		seg := split[e.offs[i] : e.offs[i]+e.lens[i]]
 		e.one[0] = seg
 		_, err := p.Dev.Write(e.one[:], 0)
 		e.countWrite(p, len(seg), err)
 	}
+	e.one[0] = nil
 }
 
 // countWrite does the bookkeeping of one frame of size bytes written to p.
@@ -315,28 +319,29 @@ func (e *emitter) encap(owner, f []byte, h *netdev.VirtioHdr, addr netip.Addr, p
 // entry, nil if none). A peer with PartialCsum gets the segments with
 // their checksums partial and flagged: nobody reads the payload here.
 func (e *emitter) encapSuper(f []byte, h *netdev.VirtioHdr, addr netip.Addr, peer *overlay.Peer) {
-	if e.arena == nil {
-		e.arena = make([]byte, encapArenaSize) // once per worker, on first need
-	}
 	for attempt := 0; ; attempt++ {
+		if e.arena == nil {
+			e.arena = e.dp.arenas.get() // until send
+		}
+		arena := e.arena.bufs[0]
 		room := min(len(e.dgrams)-e.n, len(e.offs))
 		partial := peer != nil && peer.PartialCsum
-		cnt, err := segment(e.arena[e.arenaUsed:], overlay.HeaderLen, f, h, e.offs[:room], e.lens[:room], partial)
+		cnt, err := segment(arena[e.arenaUsed:], overlay.HeaderLen, f, h, e.offs[:room], e.lens[:room], partial)
 		if err == nil {
 			base := e.arenaUsed
 			bytes := 0
 			to := netip.AddrPortFrom(addr, e.dp.cfg.Port)
 			for i := range cnt {
 				off := base + e.offs[i]
-				start, eerr := overlay.Encap(e.arena, off, e.lens[i], e.dp.cfg.VNI)
+				start, eerr := overlay.Encap(arena, off, e.lens[i], e.dp.cfg.VNI)
 				if eerr != nil { // cannot happen: segment left the gap
 					e.dp.drops.Add(DropNoHeadroom, 1)
 					continue
 				}
 				if partial {
-					overlay.MarkPartialCsum(e.arena[start:])
+					overlay.MarkPartialCsum(arena[start:])
 				}
-				e.dgrams[e.n] = e.arena[start : off+e.lens[i]]
+				e.dgrams[e.n] = arena[start : off+e.lens[i]]
 				e.to[e.n] = to
 				e.n++
 				bytes += e.lens[i]
@@ -382,8 +387,8 @@ func (e *emitter) countPeerTx(peer *overlay.Peer, frames, bytes int) {
 	}
 }
 
-// send sends the queued datagrams on the worker's own socket and empties
-// the queue and the arena. A datagram the socket refuses (EMSGSIZE, an
+// send sends the queued datagrams on the worker's own socket, empties the
+// queue and gives the arena back. A datagram the socket refuses (EMSGSIZE, an
 // unreachable peer) is counted and skipped; the rest still go.
 func (e *emitter) send() {
 	queued := e.n
@@ -401,4 +406,8 @@ func (e *emitter) send() {
 		dgrams, to = dgrams[sent+1:], to[sent+1:]
 	}
 	clear(e.dgrams[:queued]) // no stale references into the buffers
+	if e.arena != nil {
+		e.dp.arenas.put(e.arena)
+		e.arena = nil
+	}
 }

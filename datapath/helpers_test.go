@@ -215,13 +215,19 @@ func tcpSegment(t testing.TB, seq uint32, payload int) []byte {
 // its header.
 func superFrame(t testing.TB, payload int, seq uint32, mss uint16, dst netip.Addr) ([]byte, []byte, netdev.VirtioHdr) {
 	t.Helper()
+	return superFrameFrom(t, payload, seq, mss, podAMAC, podAIP, dst)
+}
+
+// superFrameFrom is superFrame from another pod (MAC, address).
+func superFrameFrom(t testing.TB, payload int, seq uint32, mss uint16, srcMAC packet.MAC, src, dst netip.Addr) ([]byte, []byte, netdev.VirtioHdr) {
+	t.Helper()
 	data := make([]byte, payload)
 	for i := range data {
 		data[i] = byte(i*13 + i>>9)
 	}
-	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(podAMAC[:]), DstMAC: net.HardwareAddr(routerMAC[:]), EthernetType: layers.EthernetTypeIPv4}
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(srcMAC[:]), DstMAC: net.HardwareAddr(routerMAC[:]), EthernetType: layers.EthernetTypeIPv4}
 	ip := &layers.IPv4{Version: 4, TTL: 64, Id: 100, Flags: layers.IPv4DontFragment, Protocol: layers.IPProtocolTCP,
-		SrcIP: podAIP.AsSlice(), DstIP: dst.AsSlice()}
+		SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
 	tcp := &layers.TCP{SrcPort: 40000, DstPort: 5201, Seq: seq, Ack: 1, ACK: true, PSH: true, Window: 1000,
 		Options: []layers.TCPOption{{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindNop},
 			{OptionType: layers.TCPOptionKindTimestamps, OptionLength: 10, OptionData: make([]byte, 8)}}}
@@ -230,7 +236,7 @@ func superFrame(t testing.TB, payload int, seq uint32, mss uint16, dst netip.Add
 	must(t, gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, tcp, gopacket.Payload(data)))
 	f := buf.Bytes()
 	l4 := packet.EthHdrLen + packet.IPv4MinHdrLen
-	sum := packet.PseudoHeaderSum4(podAIP.As4(), dst.As4(), packet.IPProtoTCP, uint16(len(f)-l4))
+	sum := packet.PseudoHeaderSum4(src.As4(), dst.As4(), packet.IPProtoTCP, uint16(len(f)-l4))
 	binary.BigEndian.PutUint16(f[l4+packet.TCPOffChecksum:], packet.Fold(sum))
 	h := netdev.VirtioHdr{Flags: netdev.VirtioFlagNeedsCsum, GSOType: netdev.GSOTCPv4, GSOSize: mss,
 		HdrLen: uint16(l4 + 32), CsumStart: uint16(l4), CsumOffset: packet.TCPOffChecksum}

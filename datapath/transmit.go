@@ -7,15 +7,16 @@ import (
 )
 
 // Transmitter forwards what one queue of a port's device reads: frames a
-// pod (or the node, through its host port) sends. It owns its batch (read
-// buffers, virtio headers, verdicts), its dispatcher and the underlay
-// socket it sends on.
+// pod (or the node, through its host port) sends. It owns its batch
+// (virtio headers, verdicts), its dispatcher and the underlay socket it
+// sends on; the read buffers it takes from the data path's pool for each
+// batch (bufpool.go), so an idle pod holds none.
 type Transmitter struct {
 	dp   *Datapath
 	port *Port
 	q    netdev.Device
+	pool *bufPool // read buffers: full size, headroom included
 
-	bufs     [][]byte // full buffers, headroom included
 	sizes    []int
 	hdrs     []netdev.VirtioHdr
 	ipLens   []uint16 // per frame: IP length of a super-frame's largest segment; 0 plain
@@ -37,7 +38,7 @@ func (dp *Datapath) NewTransmitter(p *Port, q netdev.Device, out Writer) *Transm
 	}
 	t := &Transmitter{
 		dp: dp, port: p, q: q,
-		bufs:     make([][]byte, batch),
+		pool:     dp.pools.pool(batch, bufSize),
 		sizes:    make([]int, batch),
 		hdrs:     make([]netdev.VirtioHdr, batch),
 		ipLens:   make([]uint16, batch),
@@ -45,9 +46,6 @@ func (dp *Datapath) NewTransmitter(p *Port, q netdev.Device, out Writer) *Transm
 		owners:   make([][]byte, batch),
 		verdicts: make([]vswitch.Verdict, batch),
 		e:        newEmitter(dp, out, maxSegQueue),
-	}
-	for i := range t.bufs {
-		t.bufs[i] = make([]byte, bufSize)
 	}
 	p.tx = append(p.tx, t)
 	return t
@@ -67,7 +65,8 @@ func (t *Transmitter) Run() error {
 // frames it read:
 //
 //  1. read: a batch of frames with their virtio headers (zero on a plain
-//     TAP), taking the queue's read turn;
+//     TAP) into a set of buffers from the pool, taking the queue's read
+//     turn;
 //  2. prepare: finish the checksum of a plain frame marked NEEDS_CSUM
 //     (or, with Config.PartialCsum, keep it partial: partial.go); for a
 //     TSO/USO super-frame, work out the IP length of its largest
@@ -75,10 +74,11 @@ func (t *Transmitter) Run() error {
 //     super-frame's);
 //  3. decide: Switch.ProcessGSO, once per frame or super-frame;
 //  4. emit: deliver, flood, or encapsulate for a peer (a super-frame is
-//     split into segments there), and flush once.
+//     split into segments there), flush once, and give the buffers back.
 //
 // With wait the call blocks until frames come (the transmitter's own
-// goroutine, Run). Without wait it is the drain-after-write: a Receiver
+// goroutine, Run), holding no buffers while it waits; it may still return
+// 0 frames when another reader took them first. Without wait it is the drain-after-write: a Receiver
 // that just wrote to this port calls it, because the pod's stack answers
 // inside that write (an ACK, an echo reply, the TCP burst an ACK let go)
 // and its frames are often queued already; forwarding them here saves
@@ -89,18 +89,34 @@ func (t *Transmitter) Run() error {
 // transmitter for the call: nobody else touches its buffers or its socket
 // meanwhile, and the queue's frames leave in order.
 func (t *Transmitter) Transmit(wait bool) (int, error) {
+	if wait {
+		if err := t.q.WaitRead(); err != nil {
+			return 0, err
+		}
+	}
+	set := t.pool.get()
 	var cnt int
 	if wait {
 		var err error
-		if cnt, err = t.q.ReadVnetTurn(t.bufs, t.sizes, t.hdrs, Headroom); err != nil {
+		if cnt, err = t.q.ReadVnetTurnNow(set.bufs, t.sizes, t.hdrs, Headroom); err != nil || cnt == 0 {
+			t.pool.put(set)
 			return 0, err
 		}
 	} else {
-		if cnt = t.q.TryReadVnetTurn(t.bufs, t.sizes, t.hdrs, Headroom); cnt == 0 {
+		if cnt = t.q.TryReadVnetTurn(set.bufs, t.sizes, t.hdrs, Headroom); cnt == 0 {
+			t.pool.put(set)
 			return 0, nil
 		}
 		t.dp.work.Drained.Add(uint64(cnt))
 	}
+	t.forward(set.bufs, cnt)
+	t.q.EndTurn()
+	t.pool.put(set)
+	return cnt, nil
+}
+
+// forward does steps 2 to 4 for the cnt frames read into bufs.
+func (t *Transmitter) forward(bufs [][]byte, cnt int) {
 	p := t.port
 	if p.Hist != nil {
 		p.Hist.Observe(cnt)
@@ -108,14 +124,14 @@ func (t *Transmitter) Transmit(wait bool) (int, error) {
 	var bytes uint64
 	k := 0
 	for i := range cnt {
-		f := t.bufs[i][Headroom : Headroom+t.sizes[i]]
+		f := bufs[i][Headroom : Headroom+t.sizes[i]]
 		bytes += uint64(len(f))
 		ipLen, reason := t.prepare(f, &t.hdrs[i])
 		if reason != 0 {
 			t.dp.drops.Add(reason, 1)
 			continue
 		}
-		t.frames[k], t.owners[k], t.hdrs[k], t.ipLens[k] = f, t.bufs[i], t.hdrs[i], ipLen
+		t.frames[k], t.owners[k], t.hdrs[k], t.ipLens[k] = f, bufs[i], t.hdrs[i], ipLen
 		k++
 	}
 	p.RxFrames.Add(uint64(cnt))
@@ -127,9 +143,9 @@ func (t *Transmitter) Transmit(wait bool) (int, error) {
 		}
 		t.e.emit(t.frames[:k], t.hdrs[:k], t.owners[:k], t.verdicts[:k], p.ID)
 		t.e.flush()
+		clear(t.frames[:k]) // no references into the set past the batch
+		clear(t.owners[:k])
 	}
-	t.q.EndTurn()
-	return cnt, nil
 }
 
 // prepare readies frame f, read with virtio header h, for the switch: a

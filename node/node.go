@@ -570,7 +570,8 @@ func (n *Node) addPodPort(r PortRecord, tap *netdev.Tap) error {
 	return nil
 }
 
-// housekeeping ages the FDB and neighbours out of band.
+// housekeeping ages the FDB and neighbours out of band, and frees the
+// data path's buffers that no worker needed for a whole tick.
 func (n *Node) housekeeping() {
 	defer n.wg.Done()
 	t := time.NewTicker(5 * time.Second)
@@ -581,6 +582,7 @@ func (n *Node) housekeeping() {
 			return
 		case <-t.C:
 			n.sw.Expire(n.now())
+			n.dp.TrimBuffers()
 		}
 	}
 }

@@ -183,6 +183,9 @@ func (n *Node) Counters(ctx context.Context) (api.Counters, error) {
 	c["fdb.evicted"] = sc.FDBEvicted
 	c["fdb.expired"] = sc.FDBExpired
 	c["fdb.entries"] = sc.FDBEntries
+	bs := n.dp.BufferStats() // the workers' pooled buffers (datapath/bufpool.go)
+	c["buffers.bytes"] = uint64(bs.Bytes)
+	c["buffers.free_bytes"] = uint64(bs.FreeBytes)
 	for _, p := range n.allPorts() {
 		c["tap.rx_frames"] += p.RxFrames.Load()
 		c["tap.rx_bytes"] += p.RxBytes.Load()
