@@ -16,9 +16,14 @@
 // counted under one drop-reason space (Reason) that composes the switch's
 // reasons, the decapsulator's, the devices' and the data path's own.
 //
-// Ownership: each Transmitter and Receiver owns its buffers and its own
-// underlay send socket (the node gives each one, SO_REUSEPORT); nothing is
-// shared per batch but the switch, the peer table and atomic counters. The
+// Ownership: each Transmitter and Receiver owns its batch state and its
+// own underlay send socket (the node gives each one, SO_REUSEPORT). The big
+// buffers (a transmitter's read batch, the segment arena, the split
+// buffer) come from pools of the data path (bufpool.go): a worker takes a
+// set when it has frames to read and gives it back after the flush, so a
+// pod that sends nothing holds none; the set is the worker's alone in
+// between. Nothing else is shared per batch but the switch, the peer
+// table and atomic counters. The
 // one exception is documented on Transmitter.Transmit: a Receiver that just
 // wrote to a pod's TAP may run that TAP's Transmitter in its place, holding
 // the TAP's read turn, which is what makes it the Transmitter's owner for
