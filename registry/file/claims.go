@@ -18,7 +18,7 @@ import (
 
 // The claim index, DIR/subnets/<addr>_<bits>, holds the name of the node
 // that claims each subnet, one file per subnet. It is written when a claim
-// is made and removed when the claim ends, both under the directory lock,
+// is made and removed when the claim ends, both under the claim lock,
 // and is the registry's word on who owns a subnet: a node file may be
 // truncated, corrupted or forged, but as long as the index names the
 // owner, its subnet is neither handed to another node nor advertised by
@@ -52,7 +52,7 @@ func (r *Registry) claimPath(p netip.Prefix) string {
 // its subnet (for nobody); a node named by two entries keeps the lower
 // subnet, and the other is reported.
 func (r *Registry) readClaims() (claimIndex, error) {
-	idx := claimIndex{bySubnet: map[netip.Prefix]string{}, byNode: map[string]netip.Prefix{}}
+	idx := newClaimIndex()
 	entries, err := os.ReadDir(r.claimsDir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return idx, fmt.Errorf("read claim index: %w", err)
@@ -72,19 +72,33 @@ func (r *Registry) readClaims() (claimIndex, error) {
 		}
 		if err != nil {
 			r.warnOnce(fmt.Errorf("claim index entry %s: %w; the subnet stays claimed", e.Name(), err))
-			idx.bySubnet[p] = ""
-			continue
+			node = ""
 		}
-		idx.bySubnet[p] = node
-		if prev, dup := idx.byNode[node]; dup {
-			r.warnOnce(fmt.Errorf("claim index names %s for both %s and %s; the lower one is its claim", node, prev, p))
-			if prev.Addr().Less(p.Addr()) {
-				continue
-			}
-		}
-		idx.byNode[node] = p
+		r.addClaim(&idx, p, node)
 	}
 	return idx, nil
+}
+
+func newClaimIndex() claimIndex {
+	return claimIndex{bySubnet: map[netip.Prefix]string{}, byNode: map[string]netip.Prefix{}}
+}
+
+// addClaim adds the index entry p -> node ("": unreadable) to idx. A node
+// named by two entries keeps the lower subnet, whichever comes first.
+func (r *Registry) addClaim(idx *claimIndex, p netip.Prefix, node string) {
+	idx.bySubnet[p] = node
+	if node == "" {
+		return
+	}
+	if prev, dup := idx.byNode[node]; dup {
+		lo, hi := prev, p
+		if hi.Addr().Less(lo.Addr()) {
+			lo, hi = hi, lo
+		}
+		r.warnOnce(fmt.Errorf("claim index names %s for both %s and %s; the lower one is its claim", node, lo, hi))
+		p = lo
+	}
+	idx.byNode[node] = p
 }
 
 // owns reports whether the index lets node advertise subnet: it names node
@@ -102,16 +116,41 @@ func (idx claimIndex) owns(node string, subnet netip.Prefix) bool {
 	return true
 }
 
-// writeClaim records node as subnet's owner (temp file, fsync, rename,
-// fsync directory). Must hold the directory lock.
+// writeClaim records node as the owner of p, which the index must not
+// name yet: the entry is written to a temporary file, fsynced, and linked
+// into place with link(2), which fails with EEXIST rather than replace an
+// entry (the claim lock already keeps two claims apart; this keeps a
+// writer that ignores it from silently taking a subnet), then the
+// directory is fsynced. Must hold the claim lock.
 func (r *Registry) writeClaim(p netip.Prefix, node string) error {
 	if err := os.MkdirAll(r.claimsDir, 0o755); err != nil {
 		return fmt.Errorf("claim index: %w", err)
 	}
-	if err := writeFileSynced(r.claimsDir, claimFileName(p), []byte(node+"\n")); err != nil {
+	tmp, err := os.CreateTemp(r.claimsDir, "."+claimFileName(p)+".tmp-*")
+	if err != nil {
 		return fmt.Errorf("claim index: %w", err)
 	}
-	return nil
+	defer os.Remove(tmp.Name())
+	_, err = tmp.WriteString(node + "\n")
+	if err == nil {
+		err = tmp.Chmod(0o644)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Link(tmp.Name(), r.claimPath(p))
+	}
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("claim index: %s is already claimed: %w", p, registry.ErrSubnetConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("claim index: %w", err)
+	}
+	return syncDir(r.claimsDir)
 }
 
 // removeClaim ends node's claim on p, if the index gives p to node. Must

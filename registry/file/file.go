@@ -3,23 +3,47 @@
 //
 // Layout:
 //
-//	DIR/lock              flock(2)ed around every change
+//	DIR/lock              the claim lock (lock.go)
+//	DIR/locks/NAME        node NAME's lock (lock.go)
 //	DIR/nodes/NAME.json   the node's lease
 //	DIR/subnets/A.B.C.D_N the claim index: the name of the node owning that subnet
+//	DIR/changes           the change log: names of nodes whose file changed (changes.go)
 //
-// A node file is written to a temporary file, fsynced and renamed over the
-// old one (and the directory fsynced), so readers never see half a record
-// and need no lock. The claim (the index entry, see claims.go) outlives the
-// lease's expiry: it gives the node its subnet back (see the registry
-// package), even if its node file was damaged meanwhile. Both go away on
-// Release, or when another node reclaims the subnet. A lease whose subnet
-// the index gives to another node is not listed.
+// A node file is written to a temporary file and renamed over the old one,
+// so readers never see half a record and need no lock. The claim (the
+// index entry, see claims.go) outlives the lease's expiry: it gives the
+// node its subnet back (see the registry package), even if its node file
+// was damaged meanwhile. Both go away on Release, or when another node
+// reclaims the subnet. A lease whose subnet the index gives to another
+// node is not listed.
+//
+// # One subnet, one node
+//
+// Every claim is made under the claim lock: Acquire reads the index and
+// every node file (a subnet an unindexed or damaged file names stays
+// taken), picks the subnet, and creates its index entry with link(2),
+// which fails rather than replace an entry that exists; the entry is
+// fsynced (file and directory) before the node file is written, and the
+// node file before Acquire returns. So two Acquires, in one process or in
+// many, crashing or not, never hand out one subnet twice: the second one
+// to take the lock sees the first one's entry on disk. Release and
+// reclaim change the index under the same lock.
+//
+// # Renewals
+//
+// A renewal takes only its own node's lock (so that it never crosses an
+// Acquire or Release of the same node), rewrites only its own file, and
+// does not fsync: it moves an expiry, which after a crash of the machine
+// means nothing (every holder died with it), and a file lost or torn by
+// the crash is rewritten by its node's next Acquire while the claim,
+// fsynced when it was made, keeps its subnet. So renewals never wait for
+// other nodes nor for the disk (issue 16).
 //
 // Liveness is decided by comparing a lease's expiry with the clock, not by
 // the file's presence, so one machine's clock is the only clock involved.
-// Watch polls the directory (every 200 ms by default) and diffs: a node that
-// joins is seen within one poll, and one that stops renewing is Removed
-// within one poll of its expiry.
+// Watch looks every poll interval (200 ms by default) at what may have
+// changed (watch.go): a node that joins is seen within one poll, and one
+// that stops renewing is Removed within one poll of its expiry.
 package file
 
 import (
@@ -38,13 +62,11 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/weftnet/weft/registry"
 	"github.com/weftnet/weft/registry/internal/backend"
 )
 
-// DefaultPollInterval is how often Watch re-reads the directory.
+// DefaultPollInterval is how often Watch looks for changes.
 const DefaultPollInterval = 200 * time.Millisecond
 
 // Config configures a client of one registry directory.
@@ -52,7 +74,7 @@ type Config struct {
 	// Dir is the registry directory, created if missing. All clients of one
 	// cluster on this machine use the same one.
 	Dir string
-	// PollInterval: how often Watch re-reads Dir. 0 = DefaultPollInterval.
+	// PollInterval: how often Watch looks for changes. 0 = DefaultPollInterval.
 	PollInterval time.Duration
 
 	registry.Options
@@ -61,9 +83,12 @@ type Config struct {
 // Registry is a client of a registry directory. It implements
 // registry.Registry.
 type Registry struct {
+	dir          string
 	nodesDir     string
 	claimsDir    string
+	locksDir     string
 	lockPath     string
+	changesPath  string
 	pollInterval time.Duration
 	subnets      registry.SubnetSource
 	reclaimAfter time.Duration
@@ -104,9 +129,12 @@ func Open(cfg Config) (*Registry, error) {
 		return nil, errors.New("file registry: no directory given")
 	}
 	r := &Registry{
+		dir:          cfg.Dir,
 		nodesDir:     filepath.Join(cfg.Dir, "nodes"),
 		claimsDir:    filepath.Join(cfg.Dir, "subnets"),
-		lockPath:     filepath.Join(cfg.Dir, "lock"),
+		locksDir:     filepath.Join(cfg.Dir, nodeLocksDir),
+		lockPath:     filepath.Join(cfg.Dir, claimLockName),
+		changesPath:  filepath.Join(cfg.Dir, changeLogName),
 		pollInterval: cfg.PollInterval,
 		subnets:      cfg.Subnets,
 		reclaimAfter: cfg.ReclaimAfterOrDefault(),
@@ -118,14 +146,18 @@ func Open(cfg Config) (*Registry, error) {
 	if r.pollInterval <= 0 {
 		r.pollInterval = DefaultPollInterval
 	}
-	if err := os.MkdirAll(r.nodesDir, 0o755); err != nil {
-		return nil, fmt.Errorf("file registry: create %s: %w", r.nodesDir, err)
+	for _, d := range []string{r.nodesDir, r.locksDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("file registry: create %s: %w", d, err)
+		}
 	}
-	f, err := os.OpenFile(r.lockPath, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("file registry: create lock file: %w", err)
+	for _, p := range []string{r.lockPath, r.changesPath} {
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("file registry: create %s: %w", p, err)
+		}
+		f.Close()
 	}
-	f.Close()
 	return r, nil
 }
 
@@ -138,11 +170,16 @@ func (r *Registry) Acquire(ctx context.Context, req registry.AcquireRequest) (re
 	if err := r.checkOpen(); err != nil {
 		return registry.Lease{}, fmt.Errorf("acquire %s: %w", req.Node, err)
 	}
-	unlock, err := r.lock(ctx)
+	unlock, err := r.lockClaims(ctx)
 	if err != nil {
 		return registry.Lease{}, fmt.Errorf("acquire %s: %w", req.Node, err)
 	}
 	defer unlock()
+	unlockNode, err := r.lockNode(ctx, req.Node)
+	if err != nil {
+		return registry.Lease{}, fmt.Errorf("acquire %s: %w", req.Node, err)
+	}
+	defer unlockNode()
 
 	recs, bad, err := r.readRecords()
 	if err != nil {
@@ -156,7 +193,7 @@ func (r *Registry) Acquire(ctx context.Context, req registry.AcquireRequest) (re
 		return registry.Lease{}, fmt.Errorf("acquire %s: %w", req.Node, err)
 	}
 	now := time.Now()
-	subnet, err := r.claimFor(req.Node, req.Subnet, recs, bad, idx, now)
+	subnet, reclaimedFrom, err := r.claimFor(ctx, req.Node, req.Subnet, recs, bad, idx, now)
 	if err != nil {
 		return registry.Lease{}, fmt.Errorf("acquire %s: %w", req.Node, err)
 	}
@@ -185,6 +222,7 @@ func (r *Registry) Acquire(ctx context.Context, req registry.AcquireRequest) (re
 	r.mu.Lock()
 	r.held[req.Node] = holding{token: rec.Holder, ttl: req.TTL, subnet: subnet}
 	r.mu.Unlock()
+	r.logAndTrim(req.Node, reclaimedFrom)
 	return rec.Lease, nil
 }
 
@@ -194,13 +232,13 @@ func (r *Registry) Acquire(ctx context.Context, req registry.AcquireRequest) (re
 // and index entry are removed). With want valid it is want or an
 // ErrSubnetConflict. While an unreadable node file's subnet is unknown, no
 // new subnet is handed out: it may be that one. Must hold the directory
-// lock.
-func (r *Registry) claimFor(node string, want netip.Prefix, recs map[string]record, bad map[string]badFile, idx claimIndex, now time.Time) (netip.Prefix, error) {
+// lock; reclaimedFrom names the node whose subnet was reclaimed, if any.
+func (r *Registry) claimFor(ctx context.Context, node string, want netip.Prefix, recs map[string]record, bad map[string]badFile, idx claimIndex, now time.Time) (p netip.Prefix, reclaimedFrom string, err error) {
 	if own, ok := idx.byNode[node]; ok {
 		if want.IsValid() && own != want {
-			return netip.Prefix{}, fmt.Errorf("the registry says %s claims %s, but it serves %s: %w", node, own, want, registry.ErrSubnetConflict)
+			return netip.Prefix{}, "", fmt.Errorf("the registry says %s claims %s, but it serves %s: %w", node, own, want, registry.ErrSubnetConflict)
 		}
-		return own, nil
+		return own, "", nil
 	}
 	claimed := make(map[netip.Prefix]string, len(recs)+len(idx.bySubnet))
 	for p, owner := range idx.bySubnet {
@@ -219,16 +257,16 @@ func (r *Registry) claimFor(node string, want netip.Prefix, recs map[string]reco
 		}
 	}
 	if unknown := unknownClaims(bad, idx); len(unknown) > 0 {
-		return netip.Prefix{}, fmt.Errorf("node files %s are unreadable and their subnets unknown; no subnet is given to a new node until they are fixed or removed: %w",
+		return netip.Prefix{}, "", fmt.Errorf("node files %s are unreadable and their subnets unknown; no subnet is given to a new node until they are fixed or removed: %w",
 			strings.Join(unknown, ", "), registry.ErrSubnetConflict)
 	}
 	if want.IsValid() {
 		for p, owner := range claimed {
 			if p.Overlaps(want) {
-				return netip.Prefix{}, fmt.Errorf("%s serves %s, which %q claims: %w", node, want, owner, registry.ErrSubnetConflict)
+				return netip.Prefix{}, "", fmt.Errorf("%s serves %s, which %q claims: %w", node, want, owner, registry.ErrSubnetConflict)
 			}
 		}
-		return want, nil
+		return want, "", nil
 	}
 	taken := make(map[netip.Prefix]bool, len(claimed))
 	for p := range claimed {
@@ -236,31 +274,59 @@ func (r *Registry) claimFor(node string, want netip.Prefix, recs map[string]reco
 	}
 	p, ok, err := backend.FirstFree(r.subnets, taken)
 	if err != nil || ok {
-		return p, err
+		return p, "", err
 	}
 	var victim *record
 	for _, name := range slices.Sorted(maps.Keys(recs)) {
 		rec := recs[name]
-		if !idx.owns(name, rec.Subnet) {
-			continue
+		if name == node || !idx.owns(name, rec.Subnet) {
+			continue // (node's own lock is held: it cannot be its own victim)
 		}
 		if rec.Expiry.Add(r.reclaimAfter).Before(now) && (victim == nil || rec.Expiry.Before(victim.Expiry)) {
 			victim = &rec
 		}
 	}
 	if victim == nil {
-		return netip.Prefix{}, fmt.Errorf("all %d subnets are claimed (claims of dead nodes are kept for %v): %w",
+		return netip.Prefix{}, "", fmt.Errorf("all %d subnets are claimed (claims of dead nodes are kept for %v): %w",
 			r.subnets.Count(), r.reclaimAfter, registry.ErrPoolExhausted)
 	}
-	if err := r.remove(victim.Node); err != nil {
-		return netip.Prefix{}, fmt.Errorf("reclaim %s from %s: %w", victim.Subnet, victim.Node, err)
-	}
-	if err := r.removeClaim(victim.Subnet, victim.Node); err != nil {
-		return netip.Prefix{}, fmt.Errorf("reclaim %s from %s: %w", victim.Subnet, victim.Node, err)
+	if err := r.reclaim(ctx, *victim); err != nil {
+		return netip.Prefix{}, "", fmt.Errorf("reclaim %s from %s: %w", victim.Subnet, victim.Node, err)
 	}
 	r.log.Info("reclaimed subnet of a long-dead node", "subnet", victim.Subnet,
 		"from", victim.Node, "expired", victim.Expiry, "to", node)
-	return victim.Subnet, nil
+	return victim.Subnet, victim.Node, nil
+}
+
+// reclaim removes a long-dead node's file and claim, under its node lock
+// (a renewal of it would fail anyway: its lease expired long ago). Must
+// hold the claim lock.
+func (r *Registry) reclaim(ctx context.Context, victim record) error {
+	unlock, err := r.lockNode(ctx, victim.Node)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := r.remove(victim.Node); err != nil {
+		return err
+	}
+	return r.removeClaim(victim.Subnet, victim.Node)
+}
+
+// logAndTrim appends the nodes changed under the claim lock to the change
+// log (and trims it). The change itself is done and durable by then, so a
+// failure (a full disk) is logged once, not returned: watchers then find
+// a new or vanished node at their next rescan (watch.go), but may miss a
+// change to a live node's lease until it is acquired again.
+func (r *Registry) logAndTrim(nodes ...string) {
+	nodes = slices.DeleteFunc(nodes, func(n string) bool { return n == "" })
+	err := r.logChanges(nodes...)
+	if err == nil {
+		err = r.trimChangeLog()
+	}
+	if err != nil {
+		r.warnOnce(err)
+	}
 }
 
 // releaseClaims removes node's claims from the index: the one the index
@@ -292,7 +358,8 @@ func (r *Registry) Renew(ctx context.Context, node string) (registry.Lease, erro
 	if !ok {
 		return registry.Lease{}, fmt.Errorf("renew %s: not acquired by this client: %w", node, registry.ErrLeaseLost)
 	}
-	unlock, err := r.lock(ctx)
+	// Only this node's lock: see the package comment.
+	unlock, err := r.lockNode(ctx, node)
 	if err != nil {
 		return registry.Lease{}, fmt.Errorf("renew %s: %w", node, err)
 	}
@@ -320,12 +387,26 @@ func (r *Registry) Renew(ctx context.Context, node string) (registry.Lease, erro
 		r.forget(node, h.token)
 		return registry.Lease{}, fmt.Errorf("renew %s: lease %s: %w", node, lost, registry.ErrLeaseLost)
 	}
+	was := rec.Expiry
 	rec.Expiry = now.Add(h.ttl)
-	if err := r.write(rec); err != nil {
+	if err := r.writeRenewal(rec); err != nil {
 		return registry.Lease{}, fmt.Errorf("renew %s: %w", node, err)
+	}
+	// A watcher that read the file at or after the old expiry has told its
+	// consumer the lease is gone, and will not read it again unprompted:
+	// tell it the lease is back. (It can only have, if the new file landed
+	// after the old expiry; the second is slack for the clock.)
+	if !time.Now().Add(lateRenewalSlack).Before(was) {
+		if err := r.logChanges(node); err != nil {
+			r.warnOnce(err)
+		}
 	}
 	return rec.Lease, nil
 }
+
+// lateRenewalSlack: a renewal landing this close to the old expiry is
+// logged as a change (see Renew).
+const lateRenewalSlack = time.Second
 
 // Release implements registry.Registry.
 func (r *Registry) Release(ctx context.Context, node string) error {
@@ -335,11 +416,16 @@ func (r *Registry) Release(ctx context.Context, node string) error {
 	if err := r.checkOpen(); err != nil {
 		return fmt.Errorf("release %s: %w", node, err)
 	}
-	unlock, err := r.lock(ctx)
+	unlock, err := r.lockClaims(ctx)
 	if err != nil {
 		return fmt.Errorf("release %s: %w", node, err)
 	}
 	defer unlock()
+	unlockNode, err := r.lockNode(ctx, node)
+	if err != nil {
+		return fmt.Errorf("release %s: %w", node, err)
+	}
+	defer unlockNode()
 
 	r.mu.Lock()
 	h := r.held[node]
@@ -352,6 +438,7 @@ func (r *Registry) Release(ctx context.Context, node string) error {
 			return fmt.Errorf("release %s: %w", node, err)
 		}
 		r.forget(node, h.token)
+		r.logAndTrim(node)
 		return nil
 	case errors.Is(err, errCorrupt):
 		// Nobody can renew an unreadable lease: end it with its claim.
@@ -367,6 +454,7 @@ func (r *Registry) Release(ctx context.Context, node string) error {
 		return fmt.Errorf("release %s: %w", node, err)
 	}
 	r.forget(node, h.token)
+	r.logAndTrim(node)
 	return nil
 }
 
@@ -388,71 +476,6 @@ func (r *Registry) List(ctx context.Context) ([]registry.Lease, error) {
 	}
 	registry.SortLeases(out)
 	return out, nil
-}
-
-// Watch implements registry.Registry: one Snapshot, then the differences
-// between successive polls of the directory.
-func (r *Registry) Watch(ctx context.Context) (<-chan registry.Event, error) {
-	if err := r.checkOpen(); err != nil {
-		return nil, fmt.Errorf("watch: %w", err)
-	}
-	live, err := r.liveView(time.Now())
-	if err != nil {
-		return nil, fmt.Errorf("watch: %w", err)
-	}
-	ch := make(chan registry.Event, 16)
-	r.watchers.Add(1)
-	go r.watch(ctx, ch, live)
-	return ch, nil
-}
-
-func (r *Registry) watch(ctx context.Context, ch chan<- registry.Event, prev map[string]registry.Lease) {
-	defer r.watchers.Done()
-	defer close(ch)
-	send := func(ev registry.Event) bool {
-		select {
-		case ch <- ev:
-			return true
-		case <-ctx.Done():
-		case <-r.closed:
-		}
-		return false
-	}
-	if !send(registry.SnapshotEvent(prev)) {
-		return
-	}
-	tick := time.NewTicker(r.pollInterval)
-	defer tick.Stop()
-	failing := false
-	for {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return
-		case <-r.closed:
-			return
-		}
-		next, err := r.liveView(time.Now())
-		if err != nil {
-			// Keep the last view: peers stay reachable while the directory
-			// is unreadable, as they do while etcd is down.
-			if !failing {
-				r.log.Warn("watch: cannot read registry directory; keeping last view", "err", err)
-				failing = true
-			}
-			continue
-		}
-		if failing {
-			r.log.Info("watch: registry directory readable again")
-			failing = false
-		}
-		for _, ev := range registry.Diff(prev, next) {
-			if !send(ev) {
-				return
-			}
-		}
-		prev = next
-	}
 }
 
 // Close implements registry.Registry.
@@ -498,8 +521,7 @@ func (r *Registry) liveView(now time.Time) (map[string]registry.Lease, error) {
 			continue
 		}
 		if !idx.owns(name, rec.Subnet) {
-			r.warnOnce(fmt.Errorf("node file %s.json: subnet %s is not its claim (the claim index gives %s to %q, and %q %s); not listed",
-				name, rec.Subnet, rec.Subnet, idx.bySubnet[rec.Subnet], name, idx.byNode[name]))
+			r.warnNotOwned(name, rec.Subnet, idx)
 			continue
 		}
 		live[name] = rec.Lease
@@ -507,34 +529,11 @@ func (r *Registry) liveView(now time.Time) (map[string]registry.Lease, error) {
 	return live, nil
 }
 
-// lock takes the directory's exclusive flock. flock(2) cannot be
-// interrupted by a context, so it is polled without blocking instead.
-func (r *Registry) lock(ctx context.Context) (unlock func(), err error) {
-	f, err := os.OpenFile(r.lockPath, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("open lock file: %w", err)
-	}
-	wait := time.Millisecond
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			// Closing the descriptor drops the flock.
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("flock %s: %w", r.lockPath, err)
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			f.Close()
-			return nil, fmt.Errorf("waiting for lock %s: %w", r.lockPath, ctx.Err())
-		}
-		wait = min(2*wait, 20*time.Millisecond)
-	}
+// warnNotOwned logs (once) a live lease left out because the claim index
+// gives its subnet to another node, or the node another subnet.
+func (r *Registry) warnNotOwned(node string, subnet netip.Prefix, idx claimIndex) {
+	r.warnOnce(fmt.Errorf("node file %s.json: subnet %s is not its claim (the claim index gives %s to %q, and %q %s); not listed",
+		node, subnet, subnet, idx.bySubnet[subnet], node, idx.byNode[node]))
 }
 
 func (r *Registry) path(node string) string {
@@ -614,14 +613,37 @@ func (r *Registry) warnOnce(err error) {
 
 // write stores rec durably: temp file, fsync, rename, fsync directory.
 func (r *Registry) write(rec record) error {
-	b, err := json.MarshalIndent(rec, "", "  ")
+	b, err := encode(rec)
 	if err != nil {
-		return fmt.Errorf("encode node record: %w", err)
+		return err
 	}
-	if err := writeFileSynced(r.nodesDir, rec.Node+".json", append(b, '\n')); err != nil {
+	if err := writeFileSynced(r.nodesDir, rec.Node+".json", b); err != nil {
 		return fmt.Errorf("write node record: %w", err)
 	}
 	return nil
+}
+
+// writeRenewal replaces rec's file without fsync (see the package
+// comment: a renewal is worth nothing after a crash), with the new expiry
+// as its modification time: a watch that knew the file before learns the
+// renewal from a stat(2) alone (watch.go).
+func (r *Registry) writeRenewal(rec record) error {
+	b, err := encode(rec)
+	if err != nil {
+		return err
+	}
+	if err := writeFile(r.nodesDir, rec.Node+".json", b, false, rec.Expiry); err != nil {
+		return fmt.Errorf("write node record: %w", err)
+	}
+	return nil
+}
+
+func encode(rec record) ([]byte, error) {
+	b, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode node record: %w", err)
+	}
+	return append(b, '\n'), nil
 }
 
 func (r *Registry) remove(node string) error {

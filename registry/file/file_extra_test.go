@@ -248,3 +248,46 @@ func TestForgedFileCannotTakeSubnet(t *testing.T) {
 		t.Fatalf("node-c: %+v, %v", l, err)
 	}
 }
+
+// TestRenewNeedsNoClaimLock (issue 16): a renewal waits for nobody but an
+// Acquire or Release of its own node. With the claim lock held elsewhere
+// (another weftd in the middle of an Acquire, stuck on a slow fsync) a
+// renewal still lands at once, while an Acquire waits; with its node's
+// lock held, the renewal waits.
+func TestRenewNeedsNoClaimLock(t *testing.T) {
+	dir := t.TempDir()
+	r := open(t, dir, nil)
+	if _, err := r.Acquire(context.Background(), req("node-a")); err != nil {
+		t.Fatal(err)
+	}
+	hold := func(path string) (release func()) {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+			t.Fatal(err)
+		}
+		return func() { f.Close() }
+	}
+	release := hold(filepath.Join(dir, "lock"))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := r.Renew(ctx, "node-a"); err != nil {
+		t.Errorf("Renew with the claim lock held elsewhere: %v", err)
+	}
+	short, cancelShort := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancelShort()
+	if _, err := r.Acquire(short, req("node-b")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Acquire with the claim lock held elsewhere: %v, want DeadlineExceeded", err)
+	}
+	release()
+
+	release = hold(filepath.Join(dir, "locks", "node-a"))
+	defer release()
+	short2, cancelShort2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancelShort2()
+	if _, err := r.Renew(short2, "node-a"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Renew with its node's lock held elsewhere: %v, want DeadlineExceeded", err)
+	}
+}

@@ -121,7 +121,7 @@ func (s *objectStore) change(ctx context.Context, what string, fn func() error, 
 	if err := os.MkdirAll(s.dir, 0o755); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	unlock, err := s.r.lock(ctx)
+	unlock, err := s.r.lockClaims(ctx)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
@@ -316,6 +316,19 @@ func (s *objectStore) warnOnce(name string, err error) {
 // writeFileSynced writes dir/name durably: temp file, fsync, rename, fsync
 // the directory.
 func writeFileSynced(dir, name string, b []byte) error {
+	return writeFile(dir, name, b, true, time.Time{})
+}
+
+// writeFileUnsynced replaces dir/name atomically (temp file, rename) but
+// does not wait for the disk.
+func writeFileUnsynced(dir, name string, b []byte) error {
+	return writeFile(dir, name, b, false, time.Time{})
+}
+
+// writeFile writes dir/name through a temporary file renamed over it,
+// fsyncing file and directory if sync, and giving the file modification
+// time mtime if it is not zero.
+func writeFile(dir, name string, b []byte, sync bool, mtime time.Time) error {
 	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
 	if err != nil {
 		return err
@@ -329,15 +342,26 @@ func writeFileSynced(dir, name string, b []byte) error {
 		tmp.Close()
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("fsync: %w", err)
+	if !mtime.IsZero() {
+		if err := os.Chtimes(tmp.Name(), time.Time{}, mtime); err != nil {
+			tmp.Close()
+			return err
+		}
+	}
+	if sync {
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
+			return fmt.Errorf("fsync: %w", err)
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
 		return err
+	}
+	if !sync {
+		return nil
 	}
 	d, err := os.Open(dir)
 	if err != nil {
