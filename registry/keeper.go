@@ -65,7 +65,9 @@ type KeeperConfig struct {
 	// RenewEvery.
 	MinBackoff, MaxBackoff time.Duration
 	// CallTimeout bounds each Acquire and Renew, so a hung store cannot hold
-	// the keeper past a renewal. 0 = RenewEvery.
+	// the keeper past a renewal; except the last Renew before the lease's
+	// expiry, which may run until the expiry (see renewDeadline).
+	// 0 = RenewEvery.
 	CallTimeout time.Duration
 	// ReleaseOnStop: release the lease (freeing the subnet) when Run's
 	// context ends. Off by default: a daemon that restarts wants its subnet
@@ -236,15 +238,33 @@ func (k *Keeper) acquire(ctx context.Context) error {
 }
 
 func (k *Keeper) renew(ctx context.Context) error {
-	cctx, cancel := context.WithTimeout(ctx, k.cfg.CallTimeout)
-	defer cancel()
 	start := time.Now()
+	cctx, cancel := context.WithDeadline(ctx, k.renewDeadline(start))
+	defer cancel()
 	l, err := k.reg.Renew(cctx, k.cfg.Request.Node)
 	if err != nil {
 		return err
 	}
 	k.succeeded(l, start)
 	return nil
+}
+
+// renewDeadline is when a renewal started at now gives up: CallTimeout
+// later, so that an outage shows as degraded health and the keeper tries
+// again; but if that would leave no room before the lease's expiry for
+// another attempt (CallTimeout after MinBackoff), the lease's expiry.
+// A renewal slowed by a busy machine but landing in time keeps the lease,
+// while one given up and retried starts its wait again: with the defaults
+// (renewal every TTL/3, CallTimeout the same) a second attempt could never
+// fit, and two renewals slowed past TTL/3 lapsed the lease of a node that
+// was up (issue 16, the sim's 6 s leases). One that cannot land before
+// the expiry is lost either way.
+func (k *Keeper) renewDeadline(now time.Time) time.Time {
+	d := now.Add(k.cfg.CallTimeout)
+	if l, ok := k.Lease(); ok && l.Expiry.After(d) && l.Expiry.Sub(d) < k.cfg.MinBackoff+k.cfg.CallTimeout {
+		d = l.Expiry
+	}
+	return d
 }
 
 // succeeded records a good lease; first reports whether it is the first.

@@ -392,3 +392,76 @@ func TestKeeperNeverMovesSubnet(t *testing.T) {
 		}
 	}
 }
+
+// deadlines records, for each Renew, its context's deadline and the
+// expiry of the lease it renews (what the registry holds before it).
+type deadlines struct {
+	registry.Registry
+	mu   sync.Mutex
+	seen [][2]time.Time // {deadline, expiry before}
+	last time.Time
+}
+
+func (d *deadlines) Acquire(ctx context.Context, req registry.AcquireRequest) (registry.Lease, error) {
+	l, err := d.Registry.Acquire(ctx, req)
+	d.mu.Lock()
+	d.last = l.Expiry
+	d.mu.Unlock()
+	return l, err
+}
+
+func (d *deadlines) Renew(ctx context.Context, node string) (registry.Lease, error) {
+	dl, _ := ctx.Deadline()
+	l, err := d.Registry.Renew(ctx, node)
+	d.mu.Lock()
+	d.seen = append(d.seen, [2]time.Time{dl, d.last})
+	if err == nil {
+		d.last = l.Expiry
+	}
+	d.mu.Unlock()
+	return l, err
+}
+
+// TestKeeperLastRenewalRunsToExpiry (issue 16): when a renewal given up
+// after CallTimeout would leave no time for another attempt before the
+// lease runs out (as with the defaults: renewal every TTL/3, CallTimeout
+// the same), it may run until the lease's expiry rather than be cut short
+// and retried too late; when there is room, CallTimeout bounds it, so an
+// outage still shows at once and is retried.
+func TestKeeperLastRenewalRunsToExpiry(t *testing.T) {
+	tests := []struct {
+		name                         string
+		ttl, renewEvery, callTimeout time.Duration
+		toExpiry                     bool
+	}{
+		{"defaults (TTL/3)", 3 * time.Second, 0, 0, true},
+		{"room to retry", 5 * time.Second, 300 * time.Millisecond, 500 * time.Millisecond, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			reg := &deadlines{Registry: openFile(t, t.TempDir(), registrytest.Subnets(2))}
+			req := keeperRequest("node-a", 1)
+			req.TTL = tc.ttl
+			k, err := registry.NewKeeper(reg, registry.KeeperConfig{Request: req, RenewEvery: tc.renewEvery, CallTimeout: tc.callTimeout})
+			if err != nil {
+				t.Fatal(err)
+			}
+			startKeeper(t, k)
+			waitHealth(t, k, "renewed twice", func(registry.Health) bool {
+				reg.mu.Lock()
+				defer reg.mu.Unlock()
+				return len(reg.seen) >= 2
+			})
+			reg.mu.Lock()
+			defer reg.mu.Unlock()
+			for i, s := range reg.seen[:2] {
+				deadline, expiry := s[0], s[1]
+				if got := deadline.Equal(expiry); got != tc.toExpiry {
+					t.Errorf("renewal %d: deadline %s, lease expiry %s: want deadline == expiry: %v",
+						i, deadline.Format(time.StampMilli), expiry.Format(time.StampMilli), tc.toExpiry)
+				}
+			}
+		})
+	}
+}
