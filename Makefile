@@ -92,9 +92,10 @@ check-ci-root:
 
 # Fuzz seed corpora (testdata/fuzz) run as ordinary tests here; then each
 # fuzz target fuzzes for TEST_FUZZTIME. -short skips the data-race test
-# (sim TestDataPathRace): say so before and after, so that a short run is
+# (sim TestDataPathRace) and the no-lapse test (sim
+# TestNoLeaseLapseUnderLoad): say so before and after, so that a short run is
 # never read as a full one.
-SHORT_NOTE := make test: TESTFLAGS has -short: sim TestDataPathRace (weftd built with -race under traffic) is SKIPPED; this run does not check for data races
+SHORT_NOTE := make test: TESTFLAGS has -short: sim TestDataPathRace (weftd built with -race under traffic) and TestNoLeaseLapseUnderLoad (leases under a minute of machine load) are SKIPPED; this run does not check for data races nor for lapsed leases
 test: check-ci-root check-go deps tools vet build
 	@case " $(TESTFLAGS) " in *" -short "*|*" -short=true "*|*" -test.short "*) echo "$(SHORT_NOTE)" >&2;; esac
 	WEFT_CNITOOL=$(TOOLS)/cnitool WEFT_ETCD=$(TOOLS)/etcd $(GO) test -count=1 -timeout 20m $(TESTFLAGS) ./...
