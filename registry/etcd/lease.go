@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -333,7 +334,9 @@ func (r *Registry) Release(ctx context.Context, node string) error {
 }
 
 // List implements registry.Registry. Each lease's Expiry is its etcd
-// lease's remaining TTL from now, rounded up to the second.
+// lease's remaining TTL from now, rounded up to the second: one TimeToLive
+// per node, asked listTTLConcurrency at a time (one after another, 5,000
+// nodes took 5,000 round trips: issue 16).
 func (r *Registry) List(ctx context.Context) ([]registry.Lease, error) {
 	if err := r.checkOpen(); err != nil {
 		return nil, fmt.Errorf("list: %w", err)
@@ -344,23 +347,42 @@ func (r *Registry) List(ctx context.Context) ([]registry.Lease, error) {
 	if err != nil {
 		return nil, r.fail("list", err)
 	}
-	out := make([]registry.Lease, 0, len(live))
+	var (
+		mu   sync.Mutex
+		out  = make([]registry.Lease, 0, len(live))
+		errs []error
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, listTTLConcurrency)
+	)
 	for name, l := range live {
-		start := time.Now()
-		ttl, err := r.cli.TimeToLive(ctx, l.id)
-		if err != nil {
-			return nil, r.fail("list: lease TTL of "+name, err)
-		}
-		if ttl.TTL < 0 {
-			continue // expired since the read
-		}
-		// etcd truncates the remaining TTL to whole seconds.
-		l.lease.Expiry = start.Add(time.Duration(ttl.TTL+1) * time.Second)
-		out = append(out, l.lease)
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			start := time.Now()
+			ttl, err := r.cli.TimeToLive(ctx, l.id)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				errs = append(errs, r.fail("list: lease TTL of "+name, err))
+			case ttl.TTL >= 0: // < 0: expired since the read
+				// etcd truncates the remaining TTL to whole seconds.
+				l.lease.Expiry = start.Add(time.Duration(ttl.TTL+1) * time.Second)
+				out = append(out, l.lease)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return nil, errs[0]
 	}
 	registry.SortLeases(out)
 	return out, nil
 }
+
+// listTTLConcurrency bounds List's TimeToLive requests in flight.
+const listTTLConcurrency = 32
 
 type listed struct {
 	lease registry.Lease
