@@ -24,6 +24,28 @@ func newVnetTestTap(t *testing.T, edit func(*TapConfig)) (*Tap, TapConfig) {
 	return createTestTap(t, cfg), cfg
 }
 
+// echoFuncs returns ping, which writes an echo request with id and seq
+// from the gateway to the pod behind tap, and isReply, which says whether
+// the n frames read into bufs hold the reply to seq.
+func echoFuncs(t *testing.T, tap *Tap, id uint16, bufs [][]byte, sizes []int) (ping func(seq uint16), isReply func(n int, seq uint16) bool) {
+	ping = func(seq uint16) {
+		t.Helper()
+		req := echoRequest(make([]byte, 256), tap.MAC(), gwIP, podIP, id, seq, 56)
+		if _, err := tap.Write([][]byte{req}, 0); err != nil {
+			t.Fatalf("Write echo request: %v", err)
+		}
+	}
+	isReply = func(n int, seq uint16) bool {
+		for i := range n {
+			if got, ok := echoReply(bufs[i][:sizes[i]], podIP, id); ok && got == seq {
+				return true
+			}
+		}
+		return false
+	}
+	return ping, isReply
+}
+
 // TestTapReadTurns checks the read turns two readers of one TAP take: the
 // pod answers an echo request inside the write that delivers it, so
 // TryReadVnetTurn finds the reply at once; while one reader holds the turn
@@ -34,21 +56,7 @@ func TestTapReadTurns(t *testing.T) {
 	checkARP(t, tap, bufs, sizes, 0) // the pod now knows the gateway: replies need no ARP
 	hdrs := make([]VirtioHdr, len(bufs))
 
-	ping := func(seq uint16) {
-		t.Helper()
-		req := echoRequest(make([]byte, 256), tap.MAC(), gwIP, podIP, 0x7745, seq, 56)
-		if _, err := tap.Write([][]byte{req}, 0); err != nil {
-			t.Fatalf("Write echo request: %v", err)
-		}
-	}
-	isReply := func(n int, seq uint16) bool {
-		for i := range n {
-			if got, ok := echoReply(bufs[i][:sizes[i]], podIP, 0x7745); ok && got == seq {
-				return true
-			}
-		}
-		return false
-	}
+	ping, isReply := echoFuncs(t, tap, 0x7745, bufs, sizes)
 
 	if n := tap.TryReadVnetTurn(bufs, sizes, hdrs, 0); n != 0 {
 		t.Fatalf("TryReadVnetTurn on an empty TAP = %d frames, want 0", n)
@@ -316,28 +324,11 @@ func TestTapSingleQueueKeepsMode(t *testing.T) {
 // os.ErrClosed when the device goes away; ReadVnetTurnNow then reads what
 // is there, or returns 0 without the turn.
 func TestTapWaitRead(t *testing.T) {
-	testenv.RequireRoot(t)
-	cfg := podTapConfig(newTestNetns(t))
-	cfg.VnetHdr = true
-	tap := createTestTap(t, cfg)
+	tap, cfg := newVnetTestTap(t, nil)
 	bufs, sizes := newBatch(8, 2048)
 	checkARP(t, tap, bufs, sizes, 0)
 	hdrs := make([]VirtioHdr, len(bufs))
-	ping := func(seq uint16) {
-		t.Helper()
-		req := echoRequest(make([]byte, 256), tap.MAC(), gwIP, podIP, 0x7746, seq, 56)
-		if _, err := tap.Write([][]byte{req}, 0); err != nil {
-			t.Fatalf("Write echo request: %v", err)
-		}
-	}
-	isReply := func(n int, seq uint16) bool {
-		for i := range n {
-			if got, ok := echoReply(bufs[i][:sizes[i]], podIP, 0x7746); ok && got == seq {
-				return true
-			}
-		}
-		return false
-	}
+	ping, isReply := echoFuncs(t, tap, 0x7746, bufs, sizes)
 	waited := func() chan error {
 		c := make(chan error, 1)
 		go func() { c <- tap.WaitRead() }()
