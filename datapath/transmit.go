@@ -78,11 +78,12 @@ func (t *Transmitter) Run() error {
 //
 // With wait the call blocks until frames come (the transmitter's own
 // goroutine, Run), holding no buffers while it waits; it may still return
-// 0 frames when another reader took them first. Without wait it is the drain-after-write: a Receiver
-// that just wrote to this port calls it, because the pod's stack answers
-// inside that write (an ACK, an echo reply, the TCP burst an ACK let go)
-// and its frames are often queued already; forwarding them here saves
-// waking this transmitter's goroutine, one context switch per round trip.
+// 0 frames when another reader took them first. Without wait it is the
+// drain-after-write: a Receiver that just wrote to this port calls it,
+// because the pod's stack answers inside that write (an ACK, an echo
+// reply, the TCP burst an ACK let go) and its frames are often queued
+// already; forwarding them here saves waking this transmitter's goroutine,
+// one context switch per round trip.
 // It reads only if it gets the read turn (the goroutine is not mid-batch)
 // and something is queued. Either way the caller holds the read turn from
 // read to flush, and the turn is what makes it the owner of the
