@@ -260,45 +260,19 @@ func (s *objectStore) Watch(ctx context.Context) (<-chan registry.ObjectEvent, e
 }
 
 func (s *objectStore) watch(ctx context.Context, ch chan<- registry.ObjectEvent, gen uint64, prev map[string]registry.EncodedObject) {
-	defer s.r.watchers.Done()
-	defer close(ch)
-	send := func(ev registry.ObjectEvent) bool {
-		select {
-		case ch <- ev:
-			return true
-		case <-ctx.Done():
-		case <-s.r.closed:
-		}
-		return false
-	}
-	if !send(registry.ObjectSnapshotEvent(prev)) {
-		return
-	}
-	tick := time.NewTicker(s.r.pollInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return
-		case <-s.r.closed:
-			return
-		}
+	watchLoop(ctx, s.r, ch, registry.ObjectSnapshotEvent(prev), func() []registry.ObjectEvent {
 		g, err := s.generation()
 		if err != nil || g == gen {
-			continue // unreadable: keep the last view, as the lease watch does
+			return nil // unreadable: keep the last view, as the lease watch does
 		}
 		next, err := s.readAll()
 		if err != nil {
-			continue
+			return nil
 		}
-		for _, ev := range registry.DiffObjects(prev, next) {
-			if !send(ev) {
-				return
-			}
-		}
+		events := registry.DiffObjects(prev, next)
 		gen, prev = g, next
-	}
+		return events
+	})
 }
 
 // warnOnce logs an unreadable object file once per distinct error.

@@ -298,32 +298,45 @@ func (r *Registry) Watch(ctx context.Context) (<-chan registry.Event, error) {
 	return ch, nil
 }
 
-func (w *leaseWatch) run(ctx context.Context, ch chan<- registry.Event) {
-	defer w.r.watchers.Done()
+// watchLoop is the loop of every watch of a registry directory: send
+// first, then whatever poll returns every poll interval, until ctx ends or
+// r is closed; then close ch.
+func watchLoop[E any](ctx context.Context, r *Registry, ch chan<- E, first E, poll func() []E) {
+	defer r.watchers.Done()
 	defer close(ch)
-	send := func(ev registry.Event) bool {
+	send := func(ev E) bool {
 		select {
 		case ch <- ev:
 			return true
 		case <-ctx.Done():
-		case <-w.r.closed:
+		case <-r.closed:
 		}
 		return false
 	}
-	if !send(registry.SnapshotEvent(w.sent)) {
+	if !send(first) {
 		return
 	}
-	tick := time.NewTicker(w.r.pollInterval)
+	tick := time.NewTicker(r.pollInterval)
 	defer tick.Stop()
-	failing := false
 	for {
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
 			return
-		case <-w.r.closed:
+		case <-r.closed:
 			return
 		}
+		for _, ev := range poll() {
+			if !send(ev) {
+				return
+			}
+		}
+	}
+}
+
+func (w *leaseWatch) run(ctx context.Context, ch chan<- registry.Event) {
+	failing := false
+	watchLoop(ctx, w.r, ch, registry.SnapshotEvent(w.sent), func() []registry.Event {
 		events, err := w.poll(time.Now())
 		if err != nil {
 			// Keep the last view: peers stay reachable while the directory
@@ -332,18 +345,14 @@ func (w *leaseWatch) run(ctx context.Context, ch chan<- registry.Event) {
 				w.r.log.Warn("watch: cannot read registry directory; keeping last view", "err", err)
 				failing = true
 			}
-			continue
+			return nil
 		}
 		if failing {
 			w.r.log.Info("watch: registry directory readable again")
 			failing = false
 		}
-		for _, ev := range events {
-			if !send(ev) {
-				return
-			}
-		}
-	}
+		return events
+	})
 }
 
 // poll looks at what may have changed and returns the events to send.
