@@ -27,7 +27,9 @@
 // rounded up); watch events carry the expiry written at Acquire (renewals
 // send no events).
 //
-// Watch lists nodes/ and then watches it from the next revision. After a
+// Watch lists nodes/ (or takes the read of a List made less than 5 s
+// before, as a starting node lists, then watches) and then watches it from
+// the next revision, applying each event as a delta. After a
 // disconnect the client resumes from the last revision seen; if that
 // revision was compacted meanwhile, it lists again and sends the difference.
 // If etcd is unreachable, calls fail with ErrUnavailable once their context
@@ -100,8 +102,9 @@ type Registry struct {
 	requestTimeout time.Duration
 	log            *slog.Logger
 
-	mu   sync.Mutex
-	held map[string]*holding
+	mu     sync.Mutex
+	held   map[string]*holding
+	recent recentList // List's last read of nodes/, for the next Watch
 
 	ctx       context.Context // cancelled by Close
 	cancel    context.CancelFunc

@@ -343,10 +343,20 @@ func (r *Registry) List(ctx context.Context) ([]registry.Lease, error) {
 	}
 	ctx, cancel := r.call(ctx)
 	defer cancel()
-	live, _, err := r.list(ctx)
+	read := time.Now()
+	live, rev, err := r.list(ctx)
 	if err != nil {
 		return nil, r.fail("list", err)
 	}
+	leases := make(map[string]registry.Lease, len(live))
+	for name, l := range live {
+		leases[name] = l.lease
+	}
+	r.mu.Lock()
+	if rev >= r.recent.rev {
+		r.recent = recentList{at: read, rev: rev, leases: leases}
+	}
+	r.mu.Unlock()
 	var (
 		mu   sync.Mutex
 		out  = make([]registry.Lease, 0, len(live))

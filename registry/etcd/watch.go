@@ -3,6 +3,8 @@ package etcd
 import (
 	"context"
 	"fmt"
+	"maps"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -38,7 +40,10 @@ func (r *Registry) watch(ctx context.Context, ch chan<- registry.Event) {
 	defer context.AfterFunc(r.ctx, cancel)()
 
 	w := &watcher{prefixWatch: newPrefixWatch(r, ctx, r.nodesPrefix(), "watch", "watch", "peers"), ch: ch}
-	live, ok := w.relist()
+	live, ok := w.recentList()
+	if !ok {
+		live, ok = w.relist()
+	}
 	if !ok {
 		return
 	}
@@ -81,6 +86,31 @@ func (w *watcher) event(ev *clientv3.Event) bool {
 		}
 	}
 	return true
+}
+
+// recentList is a read of nodes/ that List made just before (as a
+// starting node lists its peers, then watches): the watch starts from it
+// and from its revision, instead of reading every node key again (issue
+// 16: start-up lists once). What changed since that revision comes as
+// events, or as a re-list if etcd compacted it meanwhile.
+type recentList struct {
+	at     time.Time
+	rev    int64
+	leases map[string]registry.Lease
+}
+
+// listReuseFor is how old List's read may be for a Watch to start from it.
+const listReuseFor = 5 * time.Second
+
+func (w *watcher) recentList() (map[string]registry.Lease, bool) {
+	w.r.mu.Lock()
+	rl := w.r.recent
+	w.r.mu.Unlock()
+	if rl.leases == nil || time.Since(rl.at) > listReuseFor {
+		return nil, false
+	}
+	w.rev = rl.rev
+	return maps.Clone(rl.leases), true
 }
 
 // relist reads every node key (prefixWatch.relist: retried until it works
