@@ -61,6 +61,12 @@ type Config struct {
 	// and what arrives marked overlay.FlagPartialCsum is always written
 	// partial.
 	PartialCsum bool
+	// RxSpin, if positive, is how long after a transmitter sent to a peer
+	// the underlay readers given SpinDeadline spin instead of parking
+	// (overlay.GROReader.Spin): the peer's answer (an echo reply, an ACK)
+	// then finds a running reader, not one a wake-up costs 100-200 µs to
+	// restart. Costs a core while it spins; 0 (the default): never.
+	RxSpin time.Duration
 	// Observer, if set, sees every batch's verdicts right after the switch
 	// decided them (bench's replay counts the verdict mix with it). nil in
 	// the daemon: one nil check per batch.
@@ -91,6 +97,9 @@ type Datapath struct {
 	pools   pools // the workers' big buffers (bufpool.go)
 	arenas  *bufPool
 	splits  *bufPool
+	// spinUntil is Config.RxSpin's deadline (Unix ns), moved forward by
+	// transmitters' sends to peers.
+	spinUntil atomic.Int64
 }
 
 // Work counts what the offload machinery did, by kind.
@@ -118,6 +127,15 @@ func New(cfg Config) *Datapath {
 // Now is the monotonic clock (ns since Config.Epoch) the switch ages entries by;
 // workers read it once per batch.
 func (dp *Datapath) Now() int64 { return int64(time.Since(dp.epoch)) }
+
+// SpinDeadline is the deadline an underlay reader spins until
+// (overlay.GROReader.Spin), or nil when Config.RxSpin is off.
+func (dp *Datapath) SpinDeadline() *atomic.Int64 {
+	if dp.cfg.RxSpin <= 0 {
+		return nil
+	}
+	return &dp.spinUntil
+}
 
 // Drops is the data path's own drop counters.
 func (dp *Datapath) Drops() *Drops { return &dp.drops }

@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"net/netip"
+	"time"
 
 	"github.com/weftnet/weft/netdev"
 	"github.com/weftnet/weft/overlay"
@@ -22,6 +23,9 @@ type emitter struct {
 	coalesce bool
 	// drains: remember the ports written to, for Receiver.drain.
 	drains bool
+	// spins: a send to a peer moves the readers' spin deadline forward
+	// (transmitters, with Config.RxSpin).
+	spins bool
 
 	flood  []vswitch.PortID
 	one    [1][]byte
@@ -392,6 +396,9 @@ func (e *emitter) countPeerTx(peer *overlay.Peer, frames, bytes int) {
 // unreachable peer) is counted and skipped; the rest still go.
 func (e *emitter) send() {
 	queued := e.n
+	if e.spins && queued > 0 {
+		e.dp.spinUntil.Store(time.Now().Add(e.dp.cfg.RxSpin).UnixNano())
+	}
 	dgrams, to := e.dgrams[:queued], e.to[:queued]
 	e.n, e.arenaUsed = 0, 0
 	for len(dgrams) > 0 {

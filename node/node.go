@@ -78,6 +78,8 @@ type Config struct {
 	// messages of 10 KB and more with MSG_ZEROCOPY (overlay/zerocopy_linux.go);
 	// each writer gives it up where the kernel copies anyway (veth).
 	ZeroCopy bool
+	// RxSpin (under Offload, with UDP GRO): datapath.Config.RxSpin.
+	RxSpin time.Duration
 
 	// RxWorkers is how many sockets receive VXLAN, each with its own
 	// worker (underlay.go); 0 or 1: one.
@@ -157,6 +159,7 @@ type Node struct {
 	gsoOK bool                  // the kernel took UDP GSO (underlay.go)
 	groOK bool                  // ... and UDP GRO
 	zc    overlay.ZeroCopyStats // the transmitters' MSG_ZEROCOPY sends (Config.ZeroCopy)
+	gros  []*overlay.GROReader  // the receivers' readers, for their spin counts
 	// liveNames: the nodes with a live lease, sorted (leases.go).
 	liveNames atomic.Pointer[[]string]
 	subnet    atomic.Pointer[netip.Prefix] // the lease's subnet the node took at start, for onAcquire
@@ -279,7 +282,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.peers = &overlay.PeerTable{}
 	n.decap = overlay.NewDecapper(n.cfg.VNI, n.peers)
 	n.dp = datapath.New(datapath.Config{Switch: n.sw, Decap: n.decap, Peers: n.peers, VNI: n.cfg.VNI, Port: n.cfg.Port,
-		OverlayPort: overlayPortID, Coalesce: n.gro(), PartialCsum: n.partialCsum(), Epoch: n.start})
+		OverlayPort: overlayPortID, Coalesce: n.gro(), PartialCsum: n.partialCsum(), RxSpin: n.rxSpin(), Epoch: n.start})
 	if err := n.openUnderlay(ctx); err != nil {
 		return err
 	}

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"time"
+
 	"github.com/weftnet/weft/datapath"
 	"github.com/weftnet/weft/netdev"
 	"github.com/weftnet/weft/overlay"
@@ -26,6 +28,15 @@ func (n *Node) gro() bool    { return n.cfg.Offload && !n.cfg.DisableGRO }
 // without it neither sends nor advertises partial checksums; what arrives
 // flagged anyway is still handled (written partial or completed).
 func (n *Node) partialCsum() bool { return n.cfg.Offload && n.cfg.PartialCsum }
+
+// rxSpin is datapath.Config.RxSpin: only the GRO readers spin, so only
+// under Offload with GRO.
+func (n *Node) rxSpin() time.Duration {
+	if !n.gro() {
+		return 0
+	}
+	return n.cfg.RxSpin
+}
 
 // caps are the capabilities the node advertises in its lease.
 func (n *Node) caps() registry.Caps {
@@ -112,6 +123,13 @@ func (n *Node) offloadCounts() map[string]uint64 {
 		"drained_frames":     w.Drained.Load(),
 		"partial_csum_tx":    w.PartialTx.Load(),
 		"partial_csum_rx":    w.PartialRx.Load(),
+	}
+	if n.rxSpin() > 0 {
+		var spins uint64
+		for _, g := range n.gros {
+			spins += g.Spins.Load()
+		}
+		m["rx_spins"] = spins
 	}
 	if n.cfg.ZeroCopy {
 		m["zerocopy_sent"] = n.zc.Sent.Load()

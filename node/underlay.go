@@ -173,6 +173,8 @@ func (n *Node) underlayReader(c *overlay.Conn) (r datapath.Reader, gro bool) {
 	if n.gro() {
 		g, err := overlay.NewGROReader(c, datapath.GROReadBatch)
 		if err == nil {
+			g.Spin = n.dp.SpinDeadline()
+			n.gros = append(n.gros, g)
 			return g, true
 		}
 		n.log.Warn("UDP GRO unavailable; receiving one datagram per read slot", "err", err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -380,5 +381,45 @@ func TestGatherNetnsAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("WriteGather: %v allocs per call, want 0", allocs)
+	}
+}
+
+// TestGROReaderSpin: with a Spin deadline ahead, a read that finds nothing
+// retries instead of parking (Spins grows) and still returns the datagram
+// that comes meanwhile; without one, or with one passed, it never spins.
+func TestGROReaderSpin(t *testing.T) {
+	p := newConnPair(t, 8)
+	r, err := NewGROReader(p.b, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rx := [][]byte{make([]byte, MaxGROBytes)}
+	sizes, segs, from := make([]int, 1), make([]int, 1), make([]netip.AddrPort, 1)
+	var deadline atomic.Int64
+	for _, c := range []struct {
+		name      string
+		spin      *atomic.Int64
+		until     time.Duration
+		wantSpins bool
+	}{
+		{"no spin", nil, 0, false},
+		{"deadline passed", &deadline, -time.Second, false},
+		{"spinning", &deadline, 2 * time.Second, true},
+	} {
+		r.Spin = c.spin
+		deadline.Store(time.Now().Add(c.until).UnixNano())
+		before := r.Spins.Load()
+		go func() {
+			time.Sleep(20 * time.Millisecond) // the reader is waiting by then
+			p.a.WriteBatch([][]byte{[]byte("hello")}, 0, []netip.AddrPort{p.b.LocalAddr()})
+		}()
+		p.b.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := r.ReadBatch(rx, sizes, segs, 0, from)
+		if err != nil || n != 1 || string(rx[0][:sizes[0]]) != "hello" {
+			t.Fatalf("%s: ReadBatch = %d, %v", c.name, n, err)
+		}
+		if spun := r.Spins.Load() > before; spun != c.wantSpins {
+			t.Errorf("%s: spun %v (%d retries), want %v", c.name, spun, r.Spins.Load()-before, c.wantSpins)
+		}
 	}
 }

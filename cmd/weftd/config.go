@@ -73,6 +73,10 @@ type Config struct {
 	// ZeroCopy: under Offload, MSG_ZEROCOPY on the transmitters' UDP GSO
 	// sends of 10 KB and more. Off by default.
 	ZeroCopy bool `yaml:"zerocopy"`
+	// RxSpin: under Offload with UDP GRO, how long after a pod's traffic
+	// left for a peer the underlay readers spin instead of parking
+	// (0..maxRxSpin; 0, the default, never spins).
+	RxSpin time.Duration `yaml:"rx_spin"`
 	// Workers is the number of underlay receive workers: UDP sockets on
 	// the VXLAN port in one SO_REUSEPORT group, spread by inner flow, one
 	// reader each; 0 picks one per CPU.
@@ -182,6 +186,7 @@ const (
 	minTTL       = 2 * time.Second
 	maxTTL       = 24 * time.Hour
 	maxWorkers   = 256
+	maxRxSpin    = 2 * time.Millisecond
 	maxSocketLen = 107 // sockaddr_un.sun_path less the NUL
 	maxFlood     = 10_000_000
 )
@@ -442,6 +447,9 @@ func (c Config) Validate() error {
 	}
 	if c.Workers < 0 || c.Workers > maxWorkers {
 		return bad("workers", "%d is out of range 0..%d (0 = one per CPU)", c.Workers, maxWorkers)
+	}
+	if c.RxSpin < 0 || c.RxSpin > maxRxSpin {
+		return bad("rx-spin", "%v is out of range 0..%v", c.RxSpin, maxRxSpin)
 	}
 	if c.TapQueues < 1 || c.TapQueues > netdev.MaxQueues {
 		return bad("tap-queues", "%d is out of range 1..%d", c.TapQueues, netdev.MaxQueues)
@@ -720,6 +728,8 @@ var flagSpecs = []flagSpec{
 		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.PartialCsum) }},
 	{"zerocopy", "", "zerocopy", "", "with --offload and UDP GSO: send pods' TSO traffic to peers with MSG_ZEROCOPY (each send waits for the kernel to release its pages; a socket whose path copies anyway, as a veth does, turns it off by itself); off by default",
 		func(c *Config, _ *string) flag.Value { return (*boolValue)(&c.ZeroCopy) }},
+	{"rx-spin", "DURATION", "rx_spin", "", fmt.Sprintf("with --offload and UDP GRO: for this long after a pod sent to a peer, the underlay readers retry instead of sleeping, so the answer (echo reply, ACK) finds them awake; costs CPU while it spins; 0..%v, 0 (default) = never", maxRxSpin),
+		func(c *Config, _ *string) flag.Value { return (*durationValue)(&c.RxSpin) }},
 	{"workers", "N", "workers", "", fmt.Sprintf("underlay receive workers, 0..%d (0 = one per CPU): N sockets on the VXLAN port (SO_REUSEPORT) with a BPF program spreading datagrams by inner flow, one reader each; pod TAPs keep one worker each. On 2 CPUs 2 workers measured no faster than 1 (docs/BENCHMARKS.md)", maxWorkers),
 		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.Workers) }},
 	{"tap-queues", "N", "tap_queues", "", fmt.Sprintf("queues per pod TAP, 1..%d (IFF_MULTI_QUEUE; needs --offload): the pod's stack spreads its flows over them and each queue gets its own worker. A TAP keeps the queue mode it was created with across restarts. On 2 CPUs 2 queues measured no faster than 1 (docs/BENCHMARKS.md)", netdev.MaxQueues),

@@ -99,6 +99,7 @@ func TestFullFile(t *testing.T) {
 		GRO:         false,
 		PartialCsum: false,
 		ZeroCopy:    true,
+		RxSpin:      300 * time.Microsecond,
 		Workers:     4,
 		TapQueues:   1, // the default: full.yaml sets no tap_queues
 		FloodRate:   200,

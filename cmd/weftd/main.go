@@ -67,7 +67,7 @@ func run(args []string) int {
 		Registry: reg, RegistryBackend: cfg.Registry.Backend,
 		LeaseTTL: cfg.Registry.TTL, ReleaseOnShutdown: cfg.Registry.ReleaseOnShutdown,
 		Logger: log, Offload: cfg.Offload,
-		DisableTSO: !cfg.TSO, DisableUSO: !cfg.USO, DisableGRO: !cfg.GRO, PartialCsum: cfg.PartialCsum, ZeroCopy: cfg.ZeroCopy, RxWorkers: cfg.RxWorkers(), TapQueues: cfg.TapQueues,
+		DisableTSO: !cfg.TSO, DisableUSO: !cfg.USO, DisableGRO: !cfg.GRO, PartialCsum: cfg.PartialCsum, ZeroCopy: cfg.ZeroCopy, RxSpin: cfg.RxSpin, RxWorkers: cfg.RxWorkers(), TapQueues: cfg.TapQueues,
 		NetnsRoots: cfg.NetnsRoots,
 		FloodRate:  cfg.FloodRate, FloodBurst: cfg.FloodBurst,
 		ConntrackSize: cfg.ConntrackSize, MaglevSize: cfg.MaglevSize,
