@@ -38,11 +38,13 @@ const (
 	// zeroCopyCopiedLimit: consecutive copied completions before zerocopy
 	// is given up.
 	zeroCopyCopiedLimit = 64
-	// zeroCopyWait bounds the wait for completions. The kernel releases
-	// the pages when the device has sent them; a path that holds them
-	// longer (a stuck qdisc) turns zerocopy off rather than stall the
-	// worker; the buffers are reused then regardless, as with a copy.
-	zeroCopyWait = time.Second
+	// zeroCopyWait: a send whose completions take longer than this turns
+	// zerocopy off for the sends after it. The wait itself goes on until
+	// the kernel has released the pages (or the socket fails): returning
+	// earlier would let the caller rewrite pages the kernel still reads —
+	// over a veth the copy is made only when the peer's receive softirq
+	// runs, which a loaded machine can delay by a second.
+	zeroCopyWait = 100 * time.Millisecond
 )
 
 // zeroCopy is a GSOWriter's MSG_ZEROCOPY state; the writer's one user owns
@@ -167,9 +169,7 @@ func (g *GSOWriter) reapZeroCopy(fd uintptr) {
 		if deadline.IsZero() {
 			deadline = time.Now().Add(zeroCopyWait)
 		} else if time.Now().After(deadline) {
-			z.pending = 0
-			z.giveUp()
-			return
+			z.giveUp() // for the next sends; these are still waited for
 		}
 		// POLLERR is reported whatever the events: it means the error
 		// queue has something.
