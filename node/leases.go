@@ -52,8 +52,9 @@ type peerView struct {
 	// health reports the registry's state (the keeper's); poke asks for a
 	// registry call now. Both may be nil (tests): then every vanished lease
 	// counts as confirmed.
-	health func() registry.Health
-	poke   func()
+	health  func() registry.Health
+	poke    func()
+	pokedAt time.Time
 	// settle is how long the registry must have been healthy before a
 	// vanished lease is believed: after an outage, peers that lost their
 	// lease get one renewal period to acquire it again.
@@ -145,16 +146,23 @@ const (
 	coalesceMax = 50 * time.Millisecond
 )
 
+// A held peer (its lease vanished, the removal not yet confirmed) is
+// looked at again every heldRecheck, so that its routes go as soon as the
+// keeper's renewal confirms the registry is healthy; the keeper is asked
+// for that renewal when a lease vanishes, and again every pokeEvery while
+// one is held. With none held the watch wakes only for events.
+const (
+	heldRecheck = 25 * time.Millisecond
+	pokeEvery   = 200 * time.Millisecond
+)
+
 // watchRegistry follows the registry's watch and keeps the routes and the
 // peer table equal to the live leases. When the watch breaks, forwarding
 // goes on with the last known peers while it reconnects.
 func (n *Node) watchRegistry() {
 	defer n.wg.Done()
 	backoff := 250 * time.Millisecond
-	// Held peers are looked at again on every tick, so that a removal the
-	// registry confirms is applied without waiting for the next event.
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
+	var recheck <-chan time.Time // armed while a peer is held
 	gap := time.NewTimer(coalesceGap)
 	defer gap.Stop()
 	for n.ctx.Err() == nil {
@@ -183,10 +191,12 @@ func (n *Node) watchRegistry() {
 				if !open {
 					break events
 				}
-			case <-tick.C:
-				if len(n.view.vanished) > 0 {
-					n.applyPending()
-				}
+			case <-recheck:
+				n.applyPending()
+			}
+			recheck = nil
+			if len(n.view.vanished) > 0 {
+				recheck = time.After(heldRecheck)
 			}
 		}
 	}
@@ -366,8 +376,12 @@ func (n *Node) confirmVanished(was map[string]registry.Lease, now time.Time) {
 	if v.health != nil {
 		h = v.health()
 	}
+	newest := time.Time{}
 	for name, seen := range v.vanished {
 		if !v.removalConfirmed(h, seen, now) {
+			if seen.After(newest) {
+				newest = seen
+			}
 			continue
 		}
 		delete(v.vanished, name)
@@ -376,8 +390,11 @@ func (n *Node) confirmVanished(was map[string]registry.Lease, now time.Time) {
 			v.unaccept(name)
 		}
 	}
-	if len(v.vanished) > 0 && v.poke != nil {
-		v.poke() // a renewal now tells sooner whether the registry is healthy
+	// A renewal now tells sooner whether the registry is healthy; one that
+	// started before the newest vanish cannot confirm it.
+	if len(v.vanished) > 0 && v.poke != nil && (v.pokedAt.Before(newest) || now.Sub(v.pokedAt) >= pokeEvery) {
+		v.poke()
+		v.pokedAt = now
 	}
 }
 

@@ -239,3 +239,26 @@ func TestPeerLogsBounded(t *testing.T) {
 		t.Errorf("routes %v; logs %q", peerRoutes(n), logs.lines[len(logs.lines)-3:])
 	}
 }
+
+// TestHeldPeerPokesOnce: while a vanished lease is held, re-checking it
+// (every heldRecheck) asks the keeper for a renewal when it vanished and
+// then at most every pokeEvery, not on every re-check.
+func TestHeldPeerPokesOnce(t *testing.T) {
+	n, _ := leaseNode(t)
+	pokes := 0
+	n.view.health = func() registry.Health { return registry.Health{State: registry.HealthDegraded} }
+	n.view.poke = func() { pokes++ }
+	n.applyLeases(map[string]registry.Lease{"a": lease("a", 2, "10.244.1.0/24")})
+	n.applyLeases(map[string]registry.Lease{})
+	for range 5 {
+		n.applyPending()
+	}
+	if pokes != 1 {
+		t.Fatalf("%d pokes for one vanished lease re-checked 5 times at once, want 1", pokes)
+	}
+	n.view.pokedAt = n.view.pokedAt.Add(-pokeEvery) // as if pokeEvery passed
+	n.applyPending()
+	if pokes != 2 || len(peerRoutes(n)) != 1 {
+		t.Fatalf("%d pokes after pokeEvery, want 2; routes %v (held)", pokes, peerRoutes(n))
+	}
+}
