@@ -53,6 +53,15 @@ type RegistryStatus struct {
 	State     string    `json:"state"`   // RegistryOK or RegistryDegraded
 	Since     time.Time `json:"since"`   // when State last changed
 	LastError string    `json:"last_error,omitempty"`
+	// NotPeers are nodes the registry knows that are not peers, and why
+	// (the kube backend: a Node without a podCIDR or weft's annotations).
+	NotPeers []NotPeer `json:"not_peers,omitempty"`
+}
+
+// NotPeer is a node that is not in the peer table, and why.
+type NotPeer struct {
+	Node string `json:"node"`
+	Why  string `json:"why"`
 }
 
 // Port is one attached pod interface (GET /v1/ports).

@@ -49,6 +49,11 @@ type Config struct {
 	// object store (nil: no Services, no published pod metadata).
 	ServiceCIDR netip.Prefix
 	Objects     registry.ObjectStore
+	// KubePods: the object store's Pods are the Kubernetes API server's
+	// (registry/kube), owned by the kubelet: the node publishes none of
+	// its own, and takes its pods' labels and ports from the store
+	// (kube.go).
+	KubePods bool
 
 	// PendingReleaseDir is where weft-cni records DELs it could not hand to
 	// a stopped weftd; "" = StateDir/cni-pending (weft-cni's default).
@@ -311,6 +316,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.wg.Add(2)
 	go n.watchRegistry()
 	go n.housekeeping()
+	n.reportNetworkReady()
 	n.log.Info("node up", "node", n.cfg.NodeName, "subnet", subnet, "gateway", ipam.Gateway(subnet),
 		"router_mac", n.routerMAC, "vni", n.cfg.VNI, "port", n.cfg.Port, "ports", len(n.byKey))
 	return nil

@@ -42,8 +42,12 @@ func newPodPublisher(n *Node) *podPublisher {
 	return &podPublisher{n: n, kicks: make(chan struct{}, 1)}
 }
 
-// kick asks for a reconcile soon; it never blocks.
+// kick asks for a reconcile soon; it never blocks. A nil publisher (the
+// kube registry: the kubelet owns the Pods) ignores it.
 func (p *podPublisher) kick() {
+	if p == nil {
+		return
+	}
 	select {
 	case p.kicks <- struct{}{}:
 	default:

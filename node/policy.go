@@ -98,7 +98,15 @@ func (n *Node) compilePolicyLocked() {
 	if err != nil {
 		n.warnPolicyOnce(err)
 	}
-	// This node's pods as attached win over what the store says of them.
+	// This node's pods as attached win over what the store says of them,
+	// but for the labels and named ports an attach did not give (weft-cni
+	// has none: the kubelet passes only the pod's name): those are the
+	// stored Pod's (the API server's, in a Kubernetes cluster), or the
+	// pod would be in no policy's selection.
+	stored := map[[2]string]policy.Pod{}
+	for _, p := range in.Pods {
+		stored[[2]string{p.Namespace, p.Name}] = p
+	}
 	mine := map[[2]string]bool{}
 	for _, p := range s.local {
 		mine[[2]string{p.Namespace, p.Name}] = true
@@ -110,6 +118,14 @@ func (n *Node) compilePolicyLocked() {
 		}
 	}
 	for _, p := range s.local {
+		if st, ok := stored[[2]string{p.Namespace, p.Name}]; ok {
+			if len(p.Labels) == 0 {
+				p.Labels = st.Labels
+			}
+			if len(p.Ports) == 0 {
+				p.Ports = st.Ports
+			}
+		}
 		pods = append(pods, p)
 	}
 	in.Pods = pods

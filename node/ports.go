@@ -25,6 +25,7 @@ func (n *Node) Attach(ctx context.Context, req api.AttachRequest) (api.AttachRes
 	if err := req.Normalize(); err != nil {
 		return api.AttachResponse{}, err
 	}
+	n.waitPodKnown(ctx, req.PodNamespace, req.PodName) // before ctlMu: other attaches go on
 	key := ipam.Key{PodID: req.PodID, IfName: req.IfName}
 	n.ctlMu.Lock()
 	defer n.ctlMu.Unlock()

@@ -31,6 +31,7 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 		reg.State = api.RegistryDegraded
 		reg.LastError = h.LastError
 	}
+	reg.NotPeers = n.notPeers()
 	n.ctlMu.Lock()
 	nports := len(n.byKey)
 	n.ctlMu.Unlock()

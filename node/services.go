@@ -67,7 +67,9 @@ func (n *Node) loadServices(ctx context.Context) {
 		view:   registry.ObjectView{},
 		warned: map[string]bool{},
 	}
-	n.svc.pods = newPodPublisher(n)
+	if !n.cfg.KubePods {
+		n.svc.pods = newPodPublisher(n)
+	}
 	lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	objs, err := n.svc.store.List(lctx)
@@ -89,9 +91,12 @@ func (n *Node) startServices() {
 	if n.svc == nil {
 		return
 	}
-	n.wg.Add(2)
+	n.wg.Add(1)
 	go n.watchObjects()
-	go n.svc.pods.run()
+	if n.svc.pods != nil {
+		n.wg.Add(1)
+		go n.svc.pods.run()
+	}
 }
 
 // watchObjects follows the object store and recompiles on change.

@@ -58,6 +58,13 @@ Examples:
 				t.kv("registry", reg)
 				t.kv("ports", fmt.Sprint(s.Ports))
 				t.kv("peers", fmt.Sprint(s.Peers))
+				for i, np := range s.Registry.NotPeers {
+					if i == 10 {
+						t.kv("not a peer", fmt.Sprintf("... and %d more (weft status -o json)", len(s.Registry.NotPeers)-i))
+						break
+					}
+					t.kv("not a peer", np.Node+": "+np.Why)
+				}
 				t.kv("offload", orDash(s.Offload))
 				if s.RxWorkers > 1 {
 					t.kv("rx workers", strconv.Itoa(s.RxWorkers))

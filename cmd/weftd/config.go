@@ -114,13 +114,16 @@ type Config struct {
 
 // RegistryConfig says where the cluster's node leases live.
 type RegistryConfig struct {
-	Backend string `yaml:"backend"` // "file" or "etcd"
+	Backend string `yaml:"backend"` // "file", "etcd" or "kube"
 	// Dir is the file backend's directory, shared by every node that uses
 	// it (all nodes of one machine, as in the simulation). Default
 	// <state_dir>/registry.
 	Dir       string   `yaml:"dir"`
 	Endpoints []string `yaml:"endpoints"` // etcd client URLs
 	Prefix    string   `yaml:"prefix"`    // etcd key prefix
+	// Kubeconfig is the kube backend's kubeconfig file; "" = the
+	// in-cluster configuration (weftd in a DaemonSet pod).
+	Kubeconfig string `yaml:"kubeconfig"`
 	// TTL is the lease time: a node silent for this long is dropped from
 	// every peer table. Leases are renewed well before.
 	TTL time.Duration `yaml:"ttl"`
@@ -161,6 +164,7 @@ func (e EgressConfig) NonMasqueradePrefixes() []netip.Prefix {
 const (
 	BackendFile = "file"
 	BackendEtcd = "etcd"
+	BackendKube = "kube"
 )
 
 // Defaults that are not "" or 0.
@@ -486,7 +490,21 @@ func (r RegistryConfig) validate() error {
 		return fmt.Errorf("config: %s: %s", field, fmt.Sprintf(format, args...))
 	}
 	switch r.Backend {
-	case BackendFile:
+	case BackendFile, BackendKube:
+		if r.Backend == BackendKube {
+			switch {
+			case r.Dir != "":
+				return bad("registry-dir", "set, but only the file backend uses it (the registry backend is kube)")
+			case len(r.Endpoints) > 0:
+				return bad("etcd-endpoints", "set, but the registry backend is kube; drop the endpoints")
+			case r.Kubeconfig != "" && !filepath.IsAbs(r.Kubeconfig):
+				return bad("kubeconfig", "%q is not an absolute path", r.Kubeconfig)
+			}
+			break
+		}
+		if r.Kubeconfig != "" {
+			return bad("kubeconfig", "set, but the registry backend is %s; give --registry kube or drop it", r.Backend)
+		}
 		if len(r.Endpoints) > 0 {
 			return bad("etcd-endpoints", "set, but the registry backend is file; give --registry etcd or drop the endpoints")
 		}
@@ -494,6 +512,9 @@ func (r RegistryConfig) validate() error {
 			return bad("registry-dir", "%v", err)
 		}
 	case BackendEtcd:
+		if r.Kubeconfig != "" {
+			return bad("kubeconfig", "set, but the registry backend is %s; give --registry kube or drop it", r.Backend)
+		}
 		if r.Dir != "" {
 			return bad("registry-dir", "set, but only the file backend uses it (the registry backend is etcd)")
 		}
@@ -509,7 +530,7 @@ func (r RegistryConfig) validate() error {
 			return bad("registry-prefix", "%q must start with / and have no spaces", r.Prefix)
 		}
 	default:
-		return bad("registry", "%q is not file or etcd", r.Backend)
+		return bad("registry", "%q is not file, etcd or kube", r.Backend)
 	}
 	switch {
 	case r.TTL < minTTL || r.TTL > maxTTL:
@@ -694,7 +715,7 @@ var flagSpecs = []flagSpec{
 		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.Port) }},
 	{"mtu", "BYTES", "mtu", "0 = the underlay MTU less 50", fmt.Sprintf("pod MTU, %d..%d", minMTU, maxMTU),
 		func(c *Config, _ *string) flag.Value { return (*intValue)(&c.MTU) }},
-	{"registry", "file|etcd", "registry.backend", "", "where node leases live: a directory (nodes of one machine) or etcd (many machines)",
+	{"registry", "file|etcd|kube", "registry.backend", "", "where node leases live: a directory (nodes of one machine), etcd (many machines), or kube: the Kubernetes API (subnets from the Nodes' spec.podCIDR; Services, policies and Pods from the cluster)",
 		func(c *Config, _ *string) flag.Value { return (*stringValue)(&c.Registry.Backend) }},
 	{"registry-dir", "DIR", "registry.dir", "<state-dir>/registry", "file backend: the shared directory; nodes using the same one see each other",
 		func(c *Config, _ *string) flag.Value { return (*stringValue)(&c.Registry.Dir) }},
@@ -702,6 +723,8 @@ var flagSpecs = []flagSpec{
 		func(c *Config, _ *string) flag.Value { return (*listValue)(&c.Registry.Endpoints) }},
 	{"registry-prefix", "PREFIX", "registry.prefix", "", "etcd backend: key prefix of weft's keys",
 		func(c *Config, _ *string) flag.Value { return (*stringValue)(&c.Registry.Prefix) }},
+	{"kubeconfig", "FILE", "registry.kubeconfig", "the in-cluster configuration", "kube backend: kubeconfig of the API server and credentials",
+		func(c *Config, _ *string) flag.Value { return (*stringValue)(&c.Registry.Kubeconfig) }},
 	{"registry-ttl", "DURATION", "registry.ttl", "", fmt.Sprintf("node lease time, %v..%v in whole seconds: a node silent this long leaves every peer table", minTTL, maxTTL),
 		func(c *Config, _ *string) flag.Value { return (*durationValue)(&c.Registry.TTL) }},
 	{"release-on-shutdown", "", "registry.release_on_shutdown", "", "give the subnet back on a clean stop (by default a restarted node keeps its subnet and pods)",

@@ -182,6 +182,12 @@ registry:
 			}
 			return ""
 		}},
+		{"kube backend, no registry dir", []string{"--registry", "kube", "--kubeconfig", "/etc/weft/kubeconfig"}, func(c Config) string {
+			if c.Registry.Backend != BackendKube || c.Registry.Dir != "" || c.Registry.Kubeconfig != "/etc/weft/kubeconfig" {
+				return "want the kube backend with the kubeconfig and no registry dir"
+			}
+			return ""
+		}},
 		{"explicit registry dir wins", []string{"--registry-dir", "/tmp/sim/registry", "--state-dir", "/tmp/sim/a"}, func(c Config) string {
 			if c.Registry.Dir != "/tmp/sim/registry" || c.StateDir != "/tmp/sim/a" {
 				return "want the given registry dir"
@@ -264,7 +270,11 @@ func TestErrors(t *testing.T) {
 		{"port", []string{"--port", "65536"}, "config: port: 65536 is out of range 1..65535"},
 		{"mtu small", []string{"--mtu", "500"}, "config: mtu: 500 is out of range 576..9000 (or 0 for the underlay MTU less 50)"},
 		{"mtu big", []string{"--mtu", "9001"}, "config: mtu: 9001 is out of range 576..9000 (or 0 for the underlay MTU less 50)"},
-		{"backend", []string{"--registry", "consul"}, `config: registry: "consul" is not file or etcd`},
+		{"backend", []string{"--registry", "consul"}, `config: registry: "consul" is not file, etcd or kube`},
+		{"kube with dir", []string{"--registry", "kube", "--registry-dir", "/x"}, "config: registry-dir: set, but only the file backend uses it (the registry backend is kube)"},
+		{"kube with endpoints", []string{"--registry", "kube", "--etcd-endpoints", "http://a:2379"}, "config: etcd-endpoints: set, but the registry backend is kube; drop the endpoints"},
+		{"kube relative kubeconfig", []string{"--registry", "kube", "--kubeconfig", "kc"}, `config: kubeconfig: "kc" is not an absolute path`},
+		{"kubeconfig without kube", []string{"--kubeconfig", "/etc/kc"}, "config: kubeconfig: set, but the registry backend is file; give --registry kube or drop it"},
 		{"etcd without endpoints", []string{"--registry", "etcd"}, "config: etcd-endpoints: required with the etcd registry backend, e.g. http://10.0.0.1:2379"},
 		{"etcd bad endpoint", []string{"--registry", "etcd", "--etcd-endpoints", "http://a:2379,ftp://b"}, `config: etcd-endpoints: "ftp://b" is not an http:// or https:// URL with a host`},
 		{"etcd bare endpoint", []string{"--registry", "etcd", "--etcd-endpoints", "etcd-0"}, `config: etcd-endpoints: "etcd-0" is neither a URL (http://host:port) nor host:port`},

@@ -16,12 +16,16 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
+	"k8s.io/klog/v2"
+
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/ipam"
 	"github.com/weftnet/weft/node"
 	"github.com/weftnet/weft/registry"
 	"github.com/weftnet/weft/registry/etcd"
 	"github.com/weftnet/weft/registry/file"
+	"github.com/weftnet/weft/registry/kube"
 )
 
 func main() {
@@ -64,7 +68,7 @@ func run(args []string) int {
 		ClusterCIDR: cfg.ClusterPrefix(), NodeBits: cfg.NodeMask,
 		ServiceCIDR: cfg.ServicePrefix(), Objects: objs,
 		VNI: vni, Port: port, MTU: cfg.MTU, StateDir: cfg.StateDir,
-		Registry: reg, RegistryBackend: cfg.Registry.Backend,
+		Registry: reg, RegistryBackend: cfg.Registry.Backend, KubePods: cfg.Registry.Backend == BackendKube,
 		LeaseTTL: cfg.Registry.TTL, ReleaseOnShutdown: cfg.Registry.ReleaseOnShutdown,
 		Logger: log, Offload: cfg.Offload,
 		DisableTSO: !cfg.TSO, DisableUSO: !cfg.USO, DisableGRO: !cfg.GRO, PartialCsum: cfg.PartialCsum, ZeroCopy: cfg.ZeroCopy, RxSpin: cfg.RxSpin, RxWorkers: cfg.RxWorkers(), TapQueues: cfg.TapQueues,
@@ -136,6 +140,10 @@ func openRegistry(cfg Config, log *slog.Logger) (registry.Registry, error) {
 	switch cfg.Registry.Backend {
 	case BackendEtcd:
 		return etcd.Open(etcd.Config{Endpoints: cfg.Registry.Endpoints, Cluster: etcdCluster(cfg.Registry.Prefix), Options: opts})
+	case BackendKube:
+		// client-go logs through klog: send it to weftd's log.
+		klog.SetLogger(logr.FromSlogHandler(log.Handler()))
+		return kube.Open(kube.Config{Kubeconfig: cfg.Registry.Kubeconfig, ClusterCIDR: cfg.ClusterPrefix(), Options: opts})
 	default:
 		return file.Open(file.Config{Dir: cfg.Registry.Dir, Options: opts})
 	}

@@ -29,6 +29,9 @@ var allowed = map[string][]string{
 	"ipam":    {"packet"},
 	// registry holds leases (packet's MAC) and will hold objects' kinds.
 	"registry": {"packet", "ipam", "objects", "internal/childproc", "internal/testenv"},
+	// registry/kube is the Kubernetes API as a backend (client-go): the
+	// registry's interfaces over Nodes and the objects' kinds.
+	"registry/kube": {"registry", "packet", "objects"},
 	// api is a leaf of wire types, server and client that never reaches
 	// into a running node.
 	"api":      {"packet", "objects"},
@@ -46,7 +49,7 @@ var allowed = map[string][]string{
 	"sim": {"api", "netdev", "registry", "ipam", "packet", "objects", "policy", "internal/childproc"},
 	// bench replays captures through datapath over fakes.
 	"bench":          {"datapath", "switch", "overlay", "netdev", "packet", "internal/childproc", "internal/procstat", "bench/internal/outerframe"},
-	"cmd/weftd":      {"node", "api", "registry", "ipam", "netdev", "overlay", "packet", "objects"},
+	"cmd/weftd":      {"node", "api", "registry", "registry/kube", "ipam", "netdev", "overlay", "packet", "objects"},
 	"cmd/weft":       {"api", "sim", "policy", "packet", "objects"},
 	"cmd/weft-cni":   {"api", "netdev", "packet"},
 	"cmd/weft-bench": {"bench", "packet"},
