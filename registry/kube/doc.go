@@ -12,7 +12,7 @@
 // --allocate-node-cidrs, as flannel requires: weft allocates nothing.
 // Acquire waits for it, logging once, then writes what peers need as
 // annotations on the node's own Node through the nodes/status subresource
-// (weftnet.io/underlay, router-mac, vni, port, foreign, holder; see the
+// (weftnet.io/underlay, router-mac, vni, port, foreign, caps, holder; see the
 // Annotation constants). A Node is a peer when it has an IPv4 podCIDR
 // inside the cluster CIDR and weft's annotations; the others are listed
 // with the reason by NotPeers, which `weft status` shows.

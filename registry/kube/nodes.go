@@ -32,12 +32,13 @@ const (
 	AnnotationVNI        = annotationPrefix + "vni"        // decimal
 	AnnotationPort       = annotationPrefix + "port"       // VXLAN UDP port, decimal; absent = the cluster default
 	AnnotationForeign    = annotationPrefix + "foreign"    // "true": a kernel VXLAN node added by `weft node add`
+	AnnotationCaps       = annotationPrefix + "caps"       // registry.Caps, decimal; absent = none
 	AnnotationHolder     = annotationPrefix + "holder"     // the registry client that wrote them
 	ConditionReason      = "WeftIsUp"                      // NetworkUnavailable=False's reason
 	readYourWriteTimeout = 5 * time.Second
 )
 
-var leaseAnnotations = []string{AnnotationUnderlay, AnnotationRouterMAC, AnnotationVNI, AnnotationPort, AnnotationForeign, AnnotationHolder}
+var leaseAnnotations = []string{AnnotationUnderlay, AnnotationRouterMAC, AnnotationVNI, AnnotationPort, AnnotationForeign, AnnotationCaps, AnnotationHolder}
 
 // nodeSource is the Node informer behind List and Watch: every Node, trimmed
 // to its name, podCIDRs and weft's annotations, turned into a lease or a
@@ -187,6 +188,13 @@ func (r *Registry) leaseOf(n *corev1.Node) (registry.Lease, string) {
 		}
 		l.Port = uint16(v)
 	}
+	if s := a[AnnotationCaps]; s != "" {
+		v, err := strconv.ParseUint(s, 10, 32)
+		if err != nil {
+			return registry.Lease{}, fmt.Sprintf("annotation %s %q is not a capability set", AnnotationCaps, s)
+		}
+		l.Caps = registry.Caps(v)
+	}
 	return l, ""
 }
 
@@ -200,7 +208,11 @@ func (r *Registry) annotationsFor(req registry.AcquireRequest) map[string]*strin
 		AnnotationVNI:       str(strconv.FormatUint(uint64(req.VNI), 10)),
 		AnnotationPort:      nil,
 		AnnotationForeign:   nil,
+		AnnotationCaps:      nil,
 		AnnotationHolder:    str(r.holder),
+	}
+	if req.Caps != 0 {
+		m[AnnotationCaps] = str(strconv.FormatUint(uint64(req.Caps), 10))
 	}
 	if req.Port != 0 {
 		m[AnnotationPort] = str(strconv.Itoa(int(req.Port)))
