@@ -100,6 +100,7 @@ func TestConformance(t *testing.T) {
 		"RenewLost":                      "its last part waits for an expiry; TestRenewLost covers the rest",
 		"ExpiryRemoves":                  "leases do not expire",
 		"ReleaseFreesSubnet":             "Release removes the annotations; the podCIDR stays the Node's",
+		"WatchEvents":                    "its watcher (another client) must see the writer's Acquire in its first snapshot; an informer follows other clients' writes within milliseconds, not at once; TestLeasesFromNodes and TestCoalesced cover the events",
 		"ConcurrentClients":              "List reads this client's informer cache, which follows other clients' writes within milliseconds rather than at once; TestConcurrentConverges checks convergence instead",
 		"PinnedSubnetNeverMoves":         "after Release the subnet is not free for another node; TestAcquire covers pinning",
 	})
