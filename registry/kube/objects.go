@@ -76,8 +76,8 @@ func (r *Registry) objectInformers() *objectSource {
 				panic(err) // only fails on a started informer
 			}
 			reg, err := i.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-				AddFunc:    func(obj any) { s.update(obj) },
-				UpdateFunc: func(_, obj any) { s.update(obj) },
+				AddFunc:    func(obj any) { s.update(r, obj) },
+				UpdateFunc: func(_, obj any) { s.update(r, obj) },
 				DeleteFunc: func(obj any) { s.remove(obj) },
 			})
 			if err != nil {
@@ -92,9 +92,17 @@ func (r *Registry) objectInformers() *objectSource {
 	return r.objs
 }
 
-func (s *objectSource) update(obj any) {
-	if o, ok := toObject(obj); ok {
+// update takes an added or changed object. One the label selectors
+// should have kept out (a watch that does not filter, a Service that
+// gained the label) is dropped as if deleted.
+func (s *objectSource) update(r *Registry, obj any) {
+	o, ok := toObject(obj)
+	switch {
+	case !ok:
+	case r.watched(o):
 		s.hub.set(o.Key(), o)
+	default:
+		s.hub.del(o.Key())
 	}
 }
 

@@ -24,6 +24,12 @@ type NewObjectStore func(t *testing.T) (open func(t *testing.T) (registry.Object
 
 // RunObjects runs the object store's conformance suite against a backend.
 func RunObjects(t *testing.T, newStore NewObjectStore) {
+	RunObjectsExcept(t, newStore, nil)
+}
+
+// RunObjectsExcept runs the suite but for the cases named in
+// notApplicable, reported as skipped with the reason given.
+func RunObjectsExcept(t *testing.T, newStore NewObjectStore, notApplicable map[string]string) {
 	tests := []struct {
 		name string
 		run  func(*testing.T, NewObjectStore)
@@ -35,8 +41,20 @@ func RunObjects(t *testing.T, newStore NewObjectStore) {
 		{"RejectsBadKeys", testObjectsBadKeys},
 		{"CloseEndsWatch", testObjectsClose},
 	}
+	for name := range notApplicable {
+		known := false
+		for _, tc := range tests {
+			known = known || tc.name == name
+		}
+		if !known {
+			t.Errorf("RunObjectsExcept: no case %q to leave out", name)
+		}
+	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			if why, ok := notApplicable[tc.name]; ok {
+				t.Skip("not applicable to this backend: " + why)
+			}
 			t.Parallel()
 			tc.run(t, newStore)
 		})
