@@ -60,20 +60,7 @@ func (r *Registry) nodeInformer() *nodeSource {
 			hub:      newHub(registry.Lease.SameAs),
 			notPeers: map[string]string{},
 		}
-		if err := s.inf.SetTransform(trimNode); err != nil {
-			panic(err) // only fails on a started informer
-		}
-		reg, err := s.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(obj any) { s.update(r, obj) },
-			UpdateFunc: func(_, obj any) { s.update(r, obj) },
-			DeleteFunc: func(obj any) { s.remove(obj) },
-		})
-		if err != nil {
-			panic(err) // only fails on a stopped informer
-		}
-		s.synced = reg.HasSynced
-		r.watchErrors(s.inf, "nodes")
-		go s.inf.RunWithContext(r.ctx)
+		s.synced = r.runInformer(s.inf, "nodes", trimNode, func(obj any) { s.update(r, obj) }, s.remove)
 		r.nodes = s
 	})
 	return r.nodes
@@ -526,6 +513,27 @@ func (r *Registry) NetworkReady(ctx context.Context, node string) error {
 		return r.fail("network ready "+node+": patch nodes/status", err)
 	}
 	return nil
+}
+
+// runInformer starts inf with its transform and one handler (update for
+// adds and changes, remove for deletions and tombstones), and returns when
+// that handler has seen the initial list.
+func (r *Registry) runInformer(inf cache.SharedIndexInformer, resource string, transform cache.TransformFunc,
+	update, remove func(obj any)) cache.InformerSynced {
+	if err := inf.SetTransform(transform); err != nil {
+		panic(err) // only fails on a started informer
+	}
+	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    update,
+		UpdateFunc: func(_, obj any) { update(obj) },
+		DeleteFunc: remove,
+	})
+	if err != nil {
+		panic(err) // only fails on a stopped informer
+	}
+	r.watchErrors(inf, resource)
+	go inf.RunWithContext(r.ctx)
+	return reg.HasSynced
 }
 
 // watchErrors logs an informer's watch failures (the reflector retries by

@@ -72,20 +72,7 @@ func (r *Registry) objectInformers() *objectSource {
 			{"networkpolicies", networkinginformers.NewFilteredNetworkPolicyInformer(r.cli, ns, 0, cache.Indexers{}, nil)},
 		}
 		for _, i := range infs {
-			if err := i.inf.SetTransform(trimObject); err != nil {
-				panic(err) // only fails on a started informer
-			}
-			reg, err := i.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-				AddFunc:    func(obj any) { s.update(r, obj) },
-				UpdateFunc: func(_, obj any) { s.update(r, obj) },
-				DeleteFunc: func(obj any) { s.remove(obj) },
-			})
-			if err != nil {
-				panic(err) // only fails on a stopped informer
-			}
-			s.synced = append(s.synced, reg.HasSynced)
-			r.watchErrors(i.inf, i.resource)
-			go i.inf.RunWithContext(r.ctx)
+			s.synced = append(s.synced, r.runInformer(i.inf, i.resource, trimObject, func(obj any) { s.update(r, obj) }, s.remove))
 		}
 		r.objs = s
 	})
@@ -143,27 +130,28 @@ func sameObject(a, b objects.Object) bool {
 	}
 	switch {
 	case a.Pod != nil && b.Pod != nil:
-		x, y := *a.Pod, *b.Pod
-		x.ResourceVersion, y.ResourceVersion = "", ""
-		return equality.Semantic.DeepEqual(&x, &y)
+		return sameButVersion(a.Pod, b.Pod)
 	case a.Namespace != nil && b.Namespace != nil:
-		x, y := *a.Namespace, *b.Namespace
-		x.ResourceVersion, y.ResourceVersion = "", ""
-		return equality.Semantic.DeepEqual(&x, &y)
+		return sameButVersion(a.Namespace, b.Namespace)
 	case a.Service != nil && b.Service != nil:
-		x, y := *a.Service, *b.Service
-		x.ResourceVersion, y.ResourceVersion = "", ""
-		return equality.Semantic.DeepEqual(&x, &y)
+		return sameButVersion(a.Service, b.Service)
 	case a.EndpointSlice != nil && b.EndpointSlice != nil:
-		x, y := *a.EndpointSlice, *b.EndpointSlice
-		x.ResourceVersion, y.ResourceVersion = "", ""
-		return equality.Semantic.DeepEqual(&x, &y)
+		return sameButVersion(a.EndpointSlice, b.EndpointSlice)
 	case a.NetworkPolicy != nil && b.NetworkPolicy != nil:
-		x, y := *a.NetworkPolicy, *b.NetworkPolicy
-		x.ResourceVersion, y.ResourceVersion = "", ""
-		return equality.Semantic.DeepEqual(&x, &y)
+		return sameButVersion(a.NetworkPolicy, b.NetworkPolicy)
 	}
 	return false
+}
+
+// sameButVersion compares shallow copies with the resourceVersion blanked.
+func sameButVersion[T any, P interface {
+	*T
+	metav1.Object
+}](a, b P) bool {
+	x, y := *a, *b
+	P(&x).SetResourceVersion("")
+	P(&y).SetResourceVersion("")
+	return equality.Semantic.DeepEqual(&x, &y)
 }
 
 // watched reports whether the informers follow o: objects labelled for
