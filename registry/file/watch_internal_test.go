@@ -314,3 +314,38 @@ func TestWatchReadsReacquiredFileInFull(t *testing.T) {
 		t.Fatalf("events %+v, want node-x changed to underlay %s", evs, req.Underlay)
 	}
 }
+
+// TestWatchSeesReclaim: a reclaim replaces a claim index entry under the
+// same name (the subnet's) with another node's: a watch that knew the old
+// entry lists the new owner's lease at its next poll.
+func TestWatchSeesReclaim(t *testing.T) {
+	dir := t.TempDir()
+	r, err := Open(Config{Dir: dir, Options: registry.Options{Subnets: registrytest.Subnets(1), ReclaimAfter: time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx := context.Background()
+	a, err := r.Acquire(ctx, registry.AcquireRequest{Node: "node-a", Underlay: netip.MustParseAddr("192.0.2.1"), TTL: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // expired, and past ReclaimAfter
+	w := r.newLeaseWatch()
+	view, err := w.readAll(time.Now())
+	if err != nil || len(view) != 0 {
+		t.Fatalf("readAll = %v, %v; want nothing live", view, err)
+	}
+	w.sent = view
+	b, err := r.Acquire(ctx, registry.AcquireRequest{Node: "node-b", Underlay: netip.MustParseAddr("192.0.2.2")})
+	if err != nil || b.Subnet != a.Subnet {
+		t.Fatalf("node-b: %+v, %v; want node-a's %s reclaimed", b, err, a.Subnet)
+	}
+	evs, err := w.poll(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := eventsString(evs); got != "added node-b; " {
+		t.Fatalf("events after the reclaim: %q, want node-b added", got)
+	}
+}
