@@ -360,3 +360,23 @@ func BenchmarkPartialReceiveCoalesce(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*segs), "ns/segment")
 }
+
+// FuzzPartialHdr: partialHdr never panics, and what it accepts has its
+// checksum field and IP length inside the frame, at the L4 offset the IPv4
+// header gives.
+func FuzzPartialHdr(f *testing.F) {
+	tcp, _ := plainPartial(f, remoteIP, 100)
+	f.Add(tcp)
+	f.Add(udpFrame(podAMAC, routerMAC, podAIP, remoteIP, 10, 64))
+	f.Add(tcp[:40])
+	f.Fuzz(func(t *testing.T, fr []byte) {
+		h, ipLen, ok := partialHdr(fr)
+		if !ok {
+			return
+		}
+		if int(h.CsumStart)+int(h.CsumOffset)+2 > len(fr) || int(ipLen)+packet.EthHdrLen > len(fr) ||
+			int(h.CsumStart) != packet.EthHdrLen+packet.IPv4(fr[packet.EthHdrLen:]).HeaderLen() {
+			t.Fatalf("accepted %+v ipLen %d for a %d-byte frame", h, ipLen, len(fr))
+		}
+	})
+}

@@ -8,12 +8,16 @@ import (
 
 // FuzzDecap feeds arbitrary UDP payloads and senders to Decap. Invariants: no
 // panic; an accepted payload yields payload[8:] without a copy, a known peer,
-// and a header that PutHeader reproduces exactly (reserved bits zero);
+// and a header that PutHeader reproduces exactly (reserved bits zero but
+// weft's FlagPartialCsum, never from a foreign peer);
 // exactly one counter moves per call.
 func FuzzDecap(f *testing.F) {
 	valid := make([]byte, MinPayloadLen+4)
 	PutHeader(valid, testVNI)
 	f.Add(valid, underA[:], uint16(4789))
+	partial := bytes.Clone(valid)
+	MarkPartialCsum(partial)
+	f.Add(partial, underA[:], uint16(4789))
 	f.Add(valid[:MinPayloadLen-1], underA[:], uint16(1))
 	f.Add([]byte{0x08, 0, 0, 1, 0, 0, 42, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}, underB[:], uint16(4789))
 	f.Add(valid, []byte{10, 99, 0, 3}, uint16(4789))
@@ -35,6 +39,12 @@ func FuzzDecap(f *testing.F) {
 		}
 		var hdr [HeaderLen]byte
 		PutHeader(hdr[:], d.VNI)
+		if PartialCsum(payload) {
+			if peer.Foreign {
+				t.Fatal("accepted FlagPartialCsum from a foreign peer")
+			}
+			MarkPartialCsum(hdr[:])
+		}
 		if !bytes.Equal(hdr[:], payload[:HeaderLen]) {
 			t.Fatalf("accepted header % x, canonical % x", payload[:HeaderLen], hdr)
 		}
