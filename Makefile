@@ -33,14 +33,23 @@ APT_NEEDS := ip:iproute2 ping:iputils-ping iperf3:iperf3 tcpdump:tcpdump etcd:et
 TOOLS     := $(abspath $(BIN)/tools)
 CNITOOL   := github.com/containernetworking/cni/cnitool@v1.3.1
 # Go commands built from the module proxy out of a wrapper module of their
-# own, tools/NAME (its go.mod pins MODULE at the version to build, so weft's
-# go.mod never pulls them in), as NAME:MODULE[:PKG] (PKG: the command's
-# package if it is not the wrapper's own main). tools/gobuild.sh builds each
+# own, tools/WRAPPER (its go.mod pins MODULE at the version to build, so
+# weft's go.mod never pulls them in), as NAME:MODULE[:PKG[:WRAPPER]] (PKG:
+# the command's package if it is not the wrapper's own main; WRAPPER: the
+# wrapper's directory if it is not tools/NAME). tools/gobuild.sh builds each
 # into a cache outside the clone keyed by version, $(TOOLS_CACHE)/NAME-VERSION/NAME,
 # so a machine builds a version once (etcd 3.7: ~4 min on 2 cores), and links
 # it into bin/tools. Tests find them through the variables `test` passes.
 TOOLS_CACHE  ?= $(or $(WEFT_TOOLS_CACHE),/var/cache/weft-tools)
 GO_TOOLS     := etcd:go.etcd.io/etcd/server/v3
+# Kubernetes' commands, from one wrapper (tools/kube: k8s.io/kubernetes with
+# its staging modules replaced by their published releases). Adding one is
+# one line here (tools/kube/tools.go already pins kubelet, kube-scheduler,
+# kube-proxy and kubectl). The first build of a release is long: apiserver
+# and controller-manager together ~NN min on 2 cores with a cold Go cache.
+KUBE_CMD     := k8s.io/kubernetes:k8s.io/kubernetes/cmd
+GO_TOOLS     += kube-apiserver:$(KUBE_CMD)/kube-apiserver:kube
+GO_TOOLS     += kube-controller-manager:$(KUBE_CMD)/kube-controller-manager:kube
 GO_TOOL_BINS := $(foreach t,$(GO_TOOLS),$(TOOLS)/$(firstword $(subst :, ,$(t))))
 
 .PHONY: all build deps tools test bench bench-e2e bench-scale fuzz sim vet clean check-go check-ci-root
@@ -71,9 +80,14 @@ tools: check-go $(GO_TOOL_BINS)
 
 # One rule for every GO_TOOLS entry: rebuilt (or re-linked from the cache)
 # when its wrapper module changes or the cached binary is gone.
-$(TOOLS)/%: tools/%/go.mod tools/%/go.sum | check-go
-	@GO=$(GO) tools/gobuild.sh $* $(word 2,$(subst :, ,$(filter $*:%,$(GO_TOOLS)))) $(TOOLS_CACHE) $(TOOLS) \
-	  $(word 3,$(subst :, ,$(filter $*:%,$(GO_TOOLS))))
+go_tool_field   = $(word $(2),$(subst :, ,$(1)))
+go_tool_wrapper = tools/$(or $(call go_tool_field,$(1),4),$(call go_tool_field,$(1),1))
+define go_tool_rule
+$(TOOLS)/$(call go_tool_field,$(1),1): $(call go_tool_wrapper,$(1))/go.mod $(call go_tool_wrapper,$(1))/go.sum | check-go
+	@GO=$(GO) tools/gobuild.sh $(call go_tool_field,$(1),1) $(call go_tool_field,$(1),2) $(TOOLS_CACHE) $(TOOLS) \
+	  $(or $(call go_tool_field,$(1),3),.) $(notdir $(call go_tool_wrapper,$(1)))
+endef
+$(foreach t,$(GO_TOOLS),$(eval $(call go_tool_rule,$(t))))
 
 build: check-go
 	@mkdir -p $(BIN)
@@ -98,7 +112,7 @@ check-ci-root:
 SHORT_NOTE := make test: TESTFLAGS has -short: sim TestDataPathRace (weftd built with -race under traffic) and TestNoLeaseLapseUnderLoad (leases under a minute of machine load) are SKIPPED; this run does not check for data races nor for lapsed leases
 test: check-ci-root check-go deps tools vet build
 	@case " $(TESTFLAGS) " in *" -short "*|*" -short=true "*|*" -test.short "*) echo "$(SHORT_NOTE)" >&2;; esac
-	WEFT_CNITOOL=$(TOOLS)/cnitool WEFT_ETCD=$(TOOLS)/etcd $(GO) test -count=1 -timeout 20m $(TESTFLAGS) ./...
+	WEFT_CNITOOL=$(TOOLS)/cnitool WEFT_ETCD=$(TOOLS)/etcd WEFT_TOOLS=$(TOOLS) $(GO) test -count=1 -timeout 20m $(TESTFLAGS) ./...
 	@case " $(TESTFLAGS) " in *" -short "*|*" -short=true "*|*" -test.short "*) echo "$(SHORT_NOTE)" >&2;; esac
 	@if [ "$(TEST_FUZZTIME)" != 0 ]; then $(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME); fi
 
