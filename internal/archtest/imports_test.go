@@ -74,6 +74,12 @@ var allowed = map[string][]string{
 	// procstat reads a process's CPU, start time and memory from /proc for
 	// the benchmarks.
 	"internal/procstat": {},
+	// kubetest runs a real control plane (etcd, kube-apiserver,
+	// kube-controller-manager) in a namespace for tests: processes through
+	// childproc, the namespace and its links through netdev.
+	"internal/kubetest": {"netdev", "internal/childproc", "internal/testenv"},
+	// deploy: the install files (embedded) and their test; imports nothing.
+	"deploy": {},
 	// frametest builds the inner frames of the VXLAN tests (overlay's,
 	// bench's outer frames) with gopacket; only tests import it.
 	"internal/frametest": {"packet"},
