@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -105,7 +106,7 @@ func TestServiceAccountConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	review, err := sacs.AuthenticationV1().SelfSubjectReviews().Create(ctx, nil, metav1.CreateOptions{})
+	review, err := sacs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("self subject review: %v", err)
 	}
