@@ -46,7 +46,9 @@ GO_TOOLS     := etcd:go.etcd.io/etcd/server/v3
 # its staging modules replaced by their published releases). Adding one is
 # one line here (tools/kube/tools.go already pins kubelet, kube-scheduler,
 # kube-proxy and kubectl). The first build of a release is long: apiserver
-# and controller-manager together ~NN min on 2 cores with a cold Go cache.
+# 70 min and controller-manager 4 more with a cold Go cache on 2 cores
+# shared with seven other builds (load ~25; notes/kubernetes.md: 15-22 min
+# for three commands on a quieter machine); with the cache, 4 s.
 KUBE_CMD     := k8s.io/kubernetes:k8s.io/kubernetes/cmd
 GO_TOOLS     += kube-apiserver:$(KUBE_CMD)/kube-apiserver:kube
 GO_TOOLS     += kube-controller-manager:$(KUBE_CMD)/kube-controller-manager:kube

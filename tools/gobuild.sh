@@ -5,10 +5,11 @@
 # of the wrapper module tools/WRAPPER (default: tools/NAME) into
 # CACHE/NAME-VERSION/NAME, and links LINKDIR/NAME to it. One wrapper can
 # serve several commands of one module (tools/kube: kube-apiserver,
-# kube-controller-manager, ...), each still in a cache directory of its own. The wrapper is a small module of its own whose go.mod
-# pins MODULE at the version to build (and any replace directives the
-# command needs), so weft's own go.mod never pulls it in; VERSION is the one
-# tools/NAME/go.mod requires of MODULE. If tools/NAME/ldflags exists, its
+# kube-controller-manager, ...), each still in a cache directory of its
+# own. The wrapper is a small module of its own whose go.mod pins MODULE at
+# the version to build (and any replace directives the command needs), so
+# weft's own go.mod never pulls it in; VERSION is the one the wrapper's
+# go.mod requires of MODULE. If tools/WRAPPER/ldflags exists, its
 # words are added to -ldflags, with ${VERSION} replaced (version stamps
 # such as kube-apiserver's -X k8s.io/component-base/version.gitVersion).
 # A binary already in the cache is only linked: the cache lives outside the
