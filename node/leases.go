@@ -329,7 +329,9 @@ func (n *Node) applyPending() {
 		names := slices.Sorted(maps.Keys(v.live))
 		n.liveNames.Store(&names)
 	}
-	if len(was) > 0 || added > 0 || v.stale {
+	// The first apply always publishes: with no peers at all the route
+	// table still needs the node's own routes (egress).
+	if len(was) > 0 || added > 0 || v.stale || v.published == 0 {
 		n.publishPeers()
 	}
 }

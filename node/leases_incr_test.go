@@ -262,3 +262,20 @@ func TestHeldPeerPokesOnce(t *testing.T) {
 		t.Fatalf("%d pokes after pokeEvery, want 2; routes %v (held)", pokes, peerRoutes(n))
 	}
 }
+
+// TestFirstApplyPublishesWithoutPeers: a node alone in the cluster (the
+// registry holds only its own lease) still gets its egress routes from the
+// first apply. The incremental apply published only when a peer came, went
+// or changed, so a lone node had no route to the world (sim egress and
+// hostPort tests: "network is unreachable").
+func TestFirstApplyPublishesWithoutPeers(t *testing.T) {
+	n, _ := leaseNode(t)
+	n.cfg.Egress.Enabled = true
+	n.applyLeases(map[string]registry.Lease{"self": lease("self", 1, "10.244.0.0/24")})
+	if len(n.sw.Routes()) == 0 {
+		t.Fatal("no routes after the first apply of a registry holding only this node: egress routes missing")
+	}
+	if n.view.published != 1 {
+		t.Fatalf("published %d table updates, want 1", n.view.published)
+	}
+}
