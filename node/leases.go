@@ -338,7 +338,8 @@ func (n *Node) applyPending() {
 
 // publishPeers installs the accepted peers as the peer table and their
 // subnets as routes. Both tables are immutable snapshots rebuilt whole,
-// once per applied batch (BenchmarkApplyLeases: ~N x 1 µs).
+// once per applied batch (BenchmarkApplyLeases/change: 1.8 ms of CPU at
+// 5,000 peers, 9.5 ms at 20,000, loaded machine).
 func (n *Node) publishPeers() {
 	v := &n.view
 	routes := make([]vswitch.Route, 0, len(v.order)+64)
