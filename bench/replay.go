@@ -10,6 +10,7 @@ import (
 
 	"github.com/weftnet/weft/bench/internal/outerframe"
 	"github.com/weftnet/weft/datapath"
+	"github.com/weftnet/weft/internal/procstat"
 	"github.com/weftnet/weft/netdev"
 	"github.com/weftnet/weft/overlay"
 	"github.com/weftnet/weft/packet"
@@ -455,7 +456,7 @@ func (r *Replayer) Run(d time.Duration) Result {
 	defer runtime.UnlockOSThread()
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
-	cpu0, cpuOK := threadCPUTime()
+	cpu0 := procstat.ThreadCPU() // 0: the clock is not available, report no CPU figure
 	start := time.Now()
 	for {
 		r.Pass()
@@ -464,7 +465,7 @@ func (r *Replayer) Run(d time.Duration) Result {
 		}
 	}
 	el := time.Since(start)
-	cpu1, _ := threadCPUTime()
+	cpu1 := procstat.ThreadCPU()
 	runtime.ReadMemStats(&m1)
 	s := r.Stats()
 	res := Result{
@@ -472,7 +473,7 @@ func (r *Replayer) Run(d time.Duration) Result {
 		Allocs: m1.Mallocs - m0.Mallocs, AllocBytes: m1.TotalAlloc - m0.TotalAlloc,
 		Stats: s,
 	}
-	if cpuOK {
+	if cpu0 > 0 {
 		res.CPU = cpu1 - cpu0
 	}
 	return res
