@@ -65,11 +65,14 @@ func PseudoHeaderSum4(src, dst [4]byte, proto uint8, l4len uint16) uint32 {
 }
 
 // PseudoHeaderSum6 is the unfolded sum of the IPv6 pseudo header (RFC 8200 §8.1).
+// Checksum's result may be as large as 0xffffffff, so the addresses' sum
+// is folded to 16 bits before the length and protocol are added: adding
+// them to the unfolded value wrapped uint32 for addresses summing near
+// all-ones, losing the end-around carry (an off-by-one checksum that
+// FuzzSegmentUDP found with an IPv6 source of ff..ff).
 func PseudoHeaderSum6(src, dst [16]byte, proto uint8, l4len uint32) uint32 {
-	s := Checksum(src[:], 0)
-	s = Checksum(dst[:], s)
-	s += (l4len >> 16) + (l4len & 0xffff) + uint32(proto)
-	return uint32(Fold(s))
+	s := uint32(Fold(Checksum(dst[:], Checksum(src[:], 0))))
+	return s + (l4len >> 16) + (l4len & 0xffff) + uint32(proto)
 }
 
 // UpdateChecksum16 returns the new value of a checksum field after one
