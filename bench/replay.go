@@ -104,7 +104,7 @@ type Replayer struct {
 	st        Stats
 	swBase    vswitch.Counters
 	decapBase [outerframe.NumDropReasons]uint64
-	dropBase  [4]uint64 // out_no_headroom, offload_bad_gso, out_port_gone, device and socket drops
+	dropBase  [5]uint64 // out_no_headroom, offload_bad_gso, out_port_gone, device and socket drops, offload_bad_partial
 	epoch     time.Time
 }
 
@@ -358,7 +358,7 @@ func (r *Replayer) ResetStats() {
 	r.dropBase = r.dpDrops()
 }
 
-func (r *Replayer) dpDrops() [4]uint64 {
+func (r *Replayer) dpDrops() [5]uint64 {
 	d := r.dp.Drops()
 	dev := d.Get(datapath.DropUnderlayEmpty) + d.Get(datapath.DropUnderlayTruncated)
 	for _, p := range r.ports {
@@ -368,7 +368,7 @@ func (r *Replayer) dpDrops() [4]uint64 {
 			}
 		}
 	}
-	return [4]uint64{d.Get(datapath.DropNoHeadroom), d.Get(datapath.DropBadGSO), d.Get(datapath.DropPortGone), dev}
+	return [5]uint64{d.Get(datapath.DropNoHeadroom), d.Get(datapath.DropBadGSO), d.Get(datapath.DropPortGone), dev, d.Get(datapath.DropBadPartial)}
 }
 
 // Stats returns the statistics since the last ResetStats.
@@ -384,6 +384,7 @@ func (r *Replayer) Stats() Stats {
 	s.EncapErrors = d[0] - r.dropBase[0] + d[1] - r.dropBase[1]
 	s.PortGone = d[2] - r.dropBase[2]
 	s.DeviceDrops = d[3] - r.dropBase[3]
+	s.PartialDrops = d[4] - r.dropBase[4]
 	return s
 }
 

@@ -19,7 +19,7 @@ func accounted(t *testing.T, st Stats) {
 	for _, c := range st.Verdicts() {
 		n += c
 	}
-	n += st.DecapDropped() + st.OtherVerdicts + st.DeviceDrops
+	n += st.DecapDropped() + st.OtherVerdicts + st.DeviceDrops + st.PartialDrops
 	if n != st.Frames {
 		t.Errorf("%d frames replayed, %d verdicts and decap drops", st.Frames, n)
 	}

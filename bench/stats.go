@@ -42,6 +42,11 @@ type Stats struct {
 	// switch saw them (an empty frame, which no TAP hands out; an empty
 	// datagram).
 	DeviceDrops uint64
+	// PartialDrops are datagrams marked overlay.FlagPartialCsum whose
+	// inner frame cannot travel partial (not TCP or UDP over IPv4):
+	// datapath's offload_bad_partial, refused after decapsulation and
+	// before the switch.
+	PartialDrops uint64
 
 	Underlay   uint64 // frames that entered from the underlay
 	Decapped   uint64 // of those, accepted by decapsulation
@@ -191,7 +196,7 @@ func (s *Stats) WriteReport(w io.Writer, t *Topology) {
 		}
 	}
 	fmt.Fprintf(w, "  %-27s %12d frames %14d bytes (full outer frames)\n", "encap", s.Encap.Frames, s.Encap.Bytes)
-	fmt.Fprintf(w, "  flood copies %d, encap errors %d, deliveries to missing ports %d, refused by the devices %d\n", s.FloodCopies, s.EncapErrors, s.PortGone, s.DeviceDrops)
+	fmt.Fprintf(w, "  flood copies %d, encap errors %d, deliveries to missing ports %d, refused by the devices %d, bad partial-checksum mark %d\n", s.FloodCopies, s.EncapErrors, s.PortGone, s.DeviceDrops, s.PartialDrops)
 	fmt.Fprintf(w, "switch: %d answers (ARP replies %d, echo replies %d, ICMP errors %d, ARP requests %d), %d drops counted\n",
 		s.Switch.ARPReplies+s.Switch.EchoReplies+s.Switch.ICMPErrors+s.Switch.ARPRequests,
 		s.Switch.ARPReplies, s.Switch.EchoReplies, s.Switch.ICMPErrors, s.Switch.ARPRequests, s.Switch.TotalDrops())
