@@ -46,11 +46,11 @@ var allowed = map[string][]string{
 	// node alone imports.
 	"nft": {},
 	// sim runs weftd as processes: it talks to them through api, never node.
-	"sim": {"api", "netdev", "registry", "ipam", "packet", "objects", "policy", "internal/childproc"},
+	"sim": {"api", "netdev", "registry", "ipam", "packet", "objects", "policy", "internal/childproc", "internal/kubecp"},
 	// bench replays captures through datapath over fakes.
 	"bench":          {"datapath", "switch", "overlay", "netdev", "packet", "internal/childproc", "internal/procstat", "bench/internal/outerframe"},
 	"cmd/weftd":      {"node", "api", "registry", "registry/kube", "ipam", "netdev", "overlay", "packet", "objects"},
-	"cmd/weft":       {"api", "sim", "policy", "packet", "objects"},
+	"cmd/weft":       {"api", "sim", "policy", "packet", "objects", "internal/kubecp"},
 	"cmd/weft-cni":   {"api", "netdev", "packet"},
 	"cmd/weft-bench": {"bench", "packet"},
 	// bench/scale (make bench-scale) runs weftd in a sim against a file
@@ -74,10 +74,12 @@ var allowed = map[string][]string{
 	// procstat reads a process's CPU, start time and memory from /proc for
 	// the benchmarks.
 	"internal/procstat": {},
-	// kubetest runs a real control plane (etcd, kube-apiserver,
-	// kube-controller-manager) in a namespace for tests: processes through
-	// childproc, the namespace and its links through netdev.
-	"internal/kubetest": {"netdev", "internal/childproc", "internal/testenv"},
+	// kubecp runs a real control plane (etcd, kube-apiserver,
+	// kube-controller-manager) in a namespace: processes through childproc,
+	// the namespace and its links through netdev. The sim and the commands
+	// use it; kubetest is its testing layer.
+	"internal/kubecp":   {"netdev", "internal/childproc"},
+	"internal/kubetest": {"internal/kubecp", "internal/testenv"},
 	// deploy: the install files (embedded) and their test; imports nothing.
 	"deploy": {},
 	// frametest builds the inner frames of the VXLAN tests (overlay's,

@@ -2,8 +2,11 @@ package kubetest
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -140,7 +143,7 @@ func TestAttach(t *testing.T) {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(cp.pki.caPEM)
+	pool.AppendCertsFromPEM(cp.Config.TLSClientConfig.CAData)
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool},
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -152,7 +155,17 @@ func TestAttach(t *testing.T) {
 			return conn, err
 		},
 	}}
-	body, err := get(hc, cp.URL+"/readyz", cp.pki.adminToken)
+	req, err := http.NewRequest(http.MethodGet, cp.URL+"/readyz", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+cp.Config.BearerToken)
+	var body []byte
+	resp, err := hc.Do(req)
+	if err == nil {
+		body, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
 	if err != nil || strings.TrimSpace(string(body)) != "ok" {
 		t.Errorf("GET /readyz from the attached namespace: %q %v, want ok", body, err)
 	}
@@ -240,4 +253,10 @@ func poll(ctx context.Context, t *testing.T, what string, f func() (string, erro
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }

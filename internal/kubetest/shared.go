@@ -57,23 +57,11 @@ func Shared(t testing.TB) *ControlPlane {
 		shared.started = true
 		shared.cp, shared.err = New(shared.opts, bins)
 		if shared.err == nil {
-			t.Logf("kubetest: shared control plane in netns %s (%s)", shared.cp.Netns, shared.cp.startTimes())
+			t.Logf("kubetest: shared control plane in netns %s (%s)", shared.cp.Netns, shared.cp.StartTimes())
 		}
 	}
 	if shared.err != nil {
 		t.Fatalf("kubetest: shared control plane: %v", shared.err)
 	}
 	return shared.cp
-}
-
-// startTimes says how long each component took to serve.
-func (cp *ControlPlane) startTimes() string {
-	s := ""
-	for i, p := range cp.procs {
-		if i > 0 {
-			s += ", "
-		}
-		s += fmt.Sprintf("%s ready in %.1f s", p.name, p.ready.Seconds())
-	}
-	return s
 }

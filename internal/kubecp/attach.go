@@ -1,4 +1,4 @@
-package kubetest
+package kubecp
 
 import (
 	"fmt"
@@ -18,7 +18,7 @@ const AttachLink = "kubeapi"
 // else is routed: the joined namespace's own routes are untouched. The
 // pair goes away with the control plane's namespace.
 func (cp *ControlPlane) Attach(nsPath string) error {
-	n := cp.attached
+	n := cp.Attached
 	if n >= 1<<(32-attachNet.Bits()-2) {
 		return fmt.Errorf("attach %s: all %d links used", nsPath, n)
 	}
@@ -33,7 +33,7 @@ func (cp *ControlPlane) Attach(nsPath string) error {
 	if err := netdev.NewVeth(cpEnd, peer); err != nil {
 		return fmt.Errorf("attach %s: %w", nsPath, err)
 	}
-	cp.attached++
+	cp.Attached++
 	if err := netdev.AddRoute(nsPath, AttachLink, netip.PrefixFrom(APIAddr, 32), addr(1)); err != nil {
 		return fmt.Errorf("attach %s: route to %s: %w", nsPath, APIAddr, err)
 	}

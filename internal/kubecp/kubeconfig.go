@@ -1,14 +1,14 @@
-package kubetest
+package kubecp
 
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -16,17 +16,32 @@ import (
 
 // restConfig is a client configuration for a bearer token that dials from
 // inside the namespace.
-func (cp *ControlPlane) restConfig(token string) *rest.Config {
+func (cp *ControlPlane) restConfig(token string, caPEM []byte) *rest.Config {
 	return &rest.Config{
 		Host:            cp.URL,
 		BearerToken:     token,
-		TLSClientConfig: rest.TLSClientConfig{CAData: cp.pki.caPEM},
+		TLSClientConfig: rest.TLSClientConfig{CAData: caPEM},
 		Dial:            cp.DialContext,
 		// Tests create objects in bursts; client-go's default 5 QPS would
 		// make a 100-object set-up take 20 s.
 		QPS:   200,
 		Burst: 400,
 	}
+}
+
+// RESTConfig is the admin's client configuration read from Kubeconfig,
+// dialing from inside Netns: what a process that did not start the control
+// plane (it decoded the ControlPlane) uses to reach it.
+func (cp *ControlPlane) RESTConfig() (*rest.Config, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", cp.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("control plane %s: %w", cp.Netns, err)
+	}
+	ca, err := os.ReadFile(cp.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("control plane %s: %w", cp.Netns, err)
+	}
+	return cp.restConfig(cfg.BearerToken, ca), nil
 }
 
 // writeKubeconfig writes a one-context kubeconfig for a bearer token.
@@ -48,7 +63,11 @@ func writeKubeconfig(path, server string, caPEM []byte, user, token string) erro
 // to nothing else (as a projected token in a pod is bound to the pod).
 // What it may do is what RBAC grants the account.
 func (cp *ControlPlane) ServiceAccountConfig(ctx context.Context, namespace, name string) (*rest.Config, string, error) {
-	cs, err := kubernetes.NewForConfig(cp.Config)
+	cs, err := cp.Clientset()
+	if err != nil {
+		return nil, "", err
+	}
+	ca, err := os.ReadFile(cp.CAFile)
 	if err != nil {
 		return nil, "", err
 	}
@@ -61,8 +80,8 @@ func (cp *ControlPlane) ServiceAccountConfig(ctx context.Context, namespace, nam
 	}
 	user := "system:serviceaccount:" + namespace + ":" + name
 	path := filepath.Join(cp.Dir, "sa-"+namespace+"-"+name+".kubeconfig")
-	if err := writeKubeconfig(path, cp.URL, cp.pki.caPEM, user, tr.Status.Token); err != nil {
+	if err := writeKubeconfig(path, cp.URL, ca, user, tr.Status.Token); err != nil {
 		return nil, "", err
 	}
-	return cp.restConfig(tr.Status.Token), path, nil
+	return cp.restConfig(tr.Status.Token, ca), path, nil
 }

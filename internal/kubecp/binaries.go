@@ -1,11 +1,10 @@
-package kubetest
+package kubecp
 
 import (
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"testing"
 )
 
 // ToolsEnv names the environment variable holding the directory of the
@@ -21,7 +20,7 @@ type Binaries struct {
 // FindBinaries looks for the binaries in $WEFT_TOOLS, or, when it is
 // unset, in bin/tools of the module the working directory is in (a plain
 // `go test` after `make tools`); $WEFT_ETCD (the variable etcdtest reads)
-// names etcd if set.
+// names etcd if set. Check says whether they are there.
 func FindBinaries() Binaries {
 	dir := os.Getenv(ToolsEnv)
 	if dir == "" {
@@ -57,8 +56,8 @@ func moduleTools() string {
 	}
 }
 
-// check reports every missing or non-executable binary in one error.
-func (b Binaries) check(controllerManager bool) error {
+// Check reports every missing or non-executable binary in one error.
+func (b Binaries) Check(controllerManager bool) error {
 	need := []string{b.Etcd, b.APIServer}
 	if controllerManager {
 		need = append(need, b.ControllerManager)
@@ -82,18 +81,4 @@ func (b Binaries) check(controllerManager bool) error {
 			ToolsEnv, errors.Join(errs...))
 	}
 	return nil
-}
-
-// requireBinaries returns the binaries, or fails t under CI (`make test`
-// builds them, so their absence is a broken set-up) and skips it otherwise.
-func requireBinaries(t testing.TB, controllerManager bool) Binaries {
-	t.Helper()
-	b := FindBinaries()
-	if err := b.check(controllerManager); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("kubetest: %v; CI=%q is set: run the tests through `make test`", err, os.Getenv("CI"))
-		}
-		t.Skipf("kubetest: %v", err)
-	}
-	return b
 }
