@@ -234,11 +234,18 @@ func (n *Node) Services(ctx context.Context) ([]api.ServiceInfo, error) {
 
 // Apply implements api.ObjectService: the documents are decoded strictly,
 // Services and EndpointSlices checked against the stored set (cluster IPs
-// allocated), Pods merged with what their node published; then every
-// object is stored, or none if any is refused. Applies through one weftd
-// are serialised; two weftds allocating a cluster IP at the same instant
-// could pick the same one (the later compilation then skips one Service,
-// logged).
+// and node ports allocated), Pods merged with what their node published;
+// then every object is stored, or none if any is refused. Applies through
+// one weftd are serialised; two weftds allocating a cluster IP at the same
+// instant could pick the same one (the later compilation then skips one
+// Service, logged).
+//
+// With the Kubernetes API as the store (Config.KubePods), the API server
+// owns all of that: it validates, defaults and allocates cluster IPs and
+// node ports itself (an allocation here would fight its allocator, and a
+// cluster IP outside its --service-cluster-ip-range is refused), and Pods
+// are the kubelet's, not published by nodes. Apply then checks policies
+// only and hands the documents to the store as written.
 func (n *Node) Apply(ctx context.Context, req api.ApplyRequest) ([]api.ApplyResult, error) {
 	s, objs, err := n.objectRequest(req)
 	if err != nil {
@@ -250,9 +257,11 @@ func (n *Node) Apply(ctx context.Context, req api.ApplyRequest) ([]api.ApplyResu
 	if err != nil {
 		return nil, fmt.Errorf("apply: read the object store: %w", err)
 	}
-	objs, err = service.CheckApply(stored, objs, s.cidrs)
-	if err != nil {
-		return nil, api.BadRequest("documents", err.Error())
+	if !n.cfg.KubePods {
+		objs, err = service.CheckApply(stored, objs, s.cidrs)
+		if err != nil {
+			return nil, api.BadRequest("documents", err.Error())
+		}
 	}
 	if err := policy.ValidateObjects(objs); err != nil {
 		return nil, api.BadRequest("documents", err.Error())
@@ -262,7 +271,7 @@ func (n *Node) Apply(ctx context.Context, req api.ApplyRequest) ([]api.ApplyResu
 		byKey[o.Key()] = o
 	}
 	for i, o := range objs {
-		if o.Pod != nil {
+		if o.Pod != nil && !n.cfg.KubePods {
 			if old, ok := byKey[o.Key()]; ok && old.Pod != nil {
 				objs[i] = applyPodMeta(old, o)
 			}
