@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +27,7 @@ func TestOptionsRefused(t *testing.T) {
 		want []string
 	}{
 		{"no netns or dir", Options{}, []string{`netns ""`, `dir ""`}},
-		{"relative dir, long name", Options{Netns: "a-name-far-too-long", Dir: "rel"}, []string{"1-15 bytes", `dir "rel"`}},
+		{"relative dir, long name", Options{Netns: strings.Repeat("n", 65), Dir: "rel"}, []string{"1-64 bytes", `dir "rel"`}},
 		{"node mask", Options{Netns: "x", Dir: "/x", ClusterCIDR: netip.MustParsePrefix("10.0.0.0/24"), NodeCIDRMaskSize: 16}, []string{"node mask /16"}},
 		{"service CIDR", Options{Netns: "x", Dir: "/x", ServiceCIDR: netip.MustParsePrefix("10.96.0.0/31")}, []string{"service CIDR 10.96.0.0/31"}},
 	}
@@ -77,6 +78,13 @@ func TestOwns(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer func() { cmd.Process.Kill(); cmd.Wait() }()
+			// Until the child has exec'd, its command line is the test's.
+			cmdline := "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/cmdline"
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+				if b, _ := os.ReadFile(cmdline); strings.HasPrefix(string(b), "sh\x00") {
+					break
+				}
+			}
 			if got := Owns(cmd.Process.Pid, dir); got != tc.want {
 				t.Errorf("Owns(%v) = %v, want %v", tc.args, got, tc.want)
 			}
