@@ -101,8 +101,10 @@ func (n *Node) compilePolicyLocked() {
 	// This node's pods as attached win over what the store says of them,
 	// but for the labels and named ports an attach did not give (weft-cni
 	// has none: the kubelet passes only the pod's name): those are the
-	// stored Pod's (the API server's, in a Kubernetes cluster), or the
-	// pod would be in no policy's selection.
+	// stored Pod's, or the pod would be in no policy's selection. With the
+	// API server as the store (KubePods) the stored Pod's always win: its
+	// labels change while the pod runs (kubectl label), and what an attach
+	// said is then stale; other nodes already judge the pod by the Pod.
 	stored := map[[2]string]policy.Pod{}
 	for _, p := range in.Pods {
 		stored[[2]string{p.Namespace, p.Name}] = p
@@ -119,10 +121,10 @@ func (n *Node) compilePolicyLocked() {
 	}
 	for _, p := range s.local {
 		if st, ok := stored[[2]string{p.Namespace, p.Name}]; ok {
-			if len(p.Labels) == 0 {
+			if len(p.Labels) == 0 || n.cfg.KubePods {
 				p.Labels = st.Labels
 			}
-			if len(p.Ports) == 0 {
+			if len(p.Ports) == 0 || n.cfg.KubePods {
 				p.Ports = st.Ports
 			}
 		}

@@ -34,6 +34,11 @@ func (c *Cluster) Down() error {
 	if err := c.downOutside(); err != nil {
 		errs = append(errs, err)
 	}
+	if c.Registry == RegistryKube {
+		if err := c.stopKube(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, n := range c.Nodes {
 		for _, p := range n.Pods {
 			if err := netdev.DeleteNetns(p.Netns); err != nil {
@@ -60,7 +65,7 @@ func (c *Cluster) Down() error {
 func (c *Cluster) strayNamespaces() []string { return StrayNamespaces(c.Name) }
 
 // StrayNamespaces lists the namespaces named as those of a sim called name
-// would be (name-u, name-nI, name-nI-pJ).
+// would be (name-u, name-o, name-k, name-nI, name-nI-pJ).
 func StrayNamespaces(name string) []string {
 	ents, err := os.ReadDir(netdev.NetnsDir)
 	if err != nil {
@@ -76,13 +81,13 @@ func StrayNamespaces(name string) []string {
 }
 
 // ownNamespace reports whether ns has the form of a namespace of the sim
-// called name: name-u, name-nI or name-nI-pJ.
+// called name: name-u, name-o, name-k, name-nI or name-nI-pJ.
 func ownNamespace(name, ns string) bool {
 	rest, ok := strings.CutPrefix(ns, name+"-")
 	if !ok {
 		return false
 	}
-	if rest == "u" || rest == "o" {
+	if rest == "u" || rest == "o" || rest == "k" {
 		return true
 	}
 	node, pod, hasPod := strings.Cut(rest, "-")

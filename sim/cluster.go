@@ -2,7 +2,9 @@
 // machine: an underlay bridge in its own namespace, one namespace per node
 // running its own weftd process, and pod namespaces attached through each
 // node's API. With the etcd registry and no endpoints given, it also runs
-// an etcd inside the underlay namespace on the bridge's address (.1).
+// an etcd inside the underlay namespace on the bridge's address (.1); with
+// the kube registry, a Kubernetes control plane in namespace NAME-k on the
+// underlay (kube.go).
 // Nothing is added to the root namespace; every name carries the cluster's
 // prefix, and a record (sim.json) in the state directory (default
 // /run/weft-sim/<name>) lets Down remove everything even after the process
@@ -26,7 +28,10 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/internal/kubecp"
 	"github.com/weftnet/weft/netdev"
 )
 
@@ -40,8 +45,13 @@ type Options struct {
 	Dir string
 	// Weftd is the path of the weftd binary to run.
 	Weftd string
-	// Registry is "file" (default; a directory under Dir) or "etcd".
+	// Registry is "file" (default; a directory under Dir), "etcd", or
+	// "kube" (RegistryKube: the sim runs a Kubernetes control plane and
+	// every weftd uses it; see kube.go).
 	Registry string
+	// KubeTools is the directory of the control plane's binaries for
+	// Registry "kube" (KubeBinaries; "" = $WEFT_TOOLS or bin/tools).
+	KubeTools string
 	// EtcdEndpoints are an etcd cluster to use with Registry "etcd". With
 	// none, Up runs its own etcd inside the underlay namespace, listening
 	// on the underlay bridge's address (.1 of UnderlayNet).
@@ -84,13 +94,17 @@ type Cluster struct {
 	// Services: the example Service is applied; `weft sim test` checks it.
 	Services bool `json:"services,omitempty"`
 	// Etcd is the etcd process the sim runs itself, if any.
-	Etcd  *EtcdProc `json:"etcd,omitempty"`
-	Nodes []*Node   `json:"nodes"`
+	Etcd *EtcdProc `json:"etcd,omitempty"`
+	// Kube is the Kubernetes control plane of a kube sim.
+	Kube  *kubecp.ControlPlane `json:"kube,omitempty"`
+	Nodes []*Node              `json:"nodes"`
 	// Outside is the outside host, if the sim has one.
 	Outside *Outside `json:"outside,omitempty"`
 
 	progress      func(format string, args ...any)
 	dieWithCaller bool
+	kubeBins      kubecp.Binaries
+	kubeCS        kubernetes.Interface
 }
 
 // Node is one simulated node.
@@ -201,8 +215,15 @@ func New(opts Options) (*Cluster, error) {
 	if opts.Registry == "" {
 		opts.Registry = "file"
 	}
-	if opts.Registry != "file" && opts.Registry != "etcd" {
-		return nil, fmt.Errorf("sim registry %q: want file or etcd", opts.Registry)
+	if opts.Registry != "file" && opts.Registry != "etcd" && opts.Registry != RegistryKube {
+		return nil, fmt.Errorf("sim registry %q: want file, etcd or kube", opts.Registry)
+	}
+	var kubeBins kubecp.Binaries
+	if opts.Registry == RegistryKube {
+		kubeBins = KubeBinaries(opts.KubeTools)
+		if err := kubeBins.Check(true); err != nil {
+			return nil, fmt.Errorf("sim registry kube: %w", err)
+		}
 	}
 	var etcdBin string
 	if opts.Registry == "etcd" && len(opts.EtcdEndpoints) == 0 {
@@ -241,7 +262,7 @@ func New(opts Options) (*Cluster, error) {
 		Name: opts.Name, Dir: opts.Dir, Weftd: opts.Weftd, Registry: opts.Registry,
 		EtcdEndpoints: opts.EtcdEndpoints, UnderlayNet: opts.UnderlayNet.Masked(),
 		LeaseTTL: Duration(opts.LeaseTTL), ExtraArgs: opts.ExtraArgs, progress: opts.Progress,
-		dieWithCaller: opts.DieWithCaller,
+		dieWithCaller: opts.DieWithCaller, kubeBins: kubeBins,
 	}
 	if etcdBin != "" {
 		c.Etcd = &EtcdProc{Bin: etcdBin}
@@ -316,6 +337,11 @@ func (c *Cluster) Up(ctx context.Context, nodes, podsPerNode int) error {
 			return err
 		}
 	}
+	if c.Registry == RegistryKube {
+		if err := c.startKube(ctx); err != nil {
+			return err
+		}
+	}
 	if c.Outside != nil {
 		if err := c.upOutside(ctx, c.Outside.Helper); err != nil {
 			return err
@@ -379,6 +405,16 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 	if err := c.routeOutside(n); err != nil {
 		return nil, err
 	}
+	if c.Registry == RegistryKube {
+		if err := c.kubeRouteNode(n); err != nil {
+			return nil, err
+		}
+		// Before weftd: the controller manager gives the Node its pod
+		// CIDR, which weftd's lease waits for.
+		if err := c.createKubeNode(ctx, n); err != nil {
+			return nil, err
+		}
+	}
 	if err := c.StartNode(ctx, n); err != nil {
 		return nil, err
 	}
@@ -429,6 +465,11 @@ func (c *Cluster) addPod(ctx context.Context, n *Node, namespace, name string, m
 	if meta.Labels == nil {
 		meta.Labels = podLabels(p)
 	}
+	if c.Registry == RegistryKube {
+		if err := c.createKubePod(ctx, n, p, namespace, name, meta); err != nil {
+			return nil, err
+		}
+	}
 	resp, err := cl.Attach(actx, api.AttachRequest{PodID: p.ID, Netns: netdev.NetnsPath(p.Netns),
 		PodNamespace: namespace, PodName: name, PodMeta: meta, PortMappings: p.HostPorts})
 	if err != nil {
@@ -437,6 +478,11 @@ func (c *Cluster) addPod(ctx context.Context, n *Node, namespace, name string, m
 	p.Address, p.MAC, p.Gateway = resp.Address, resp.MAC.String(), resp.Gateway
 	if err := c.save(); err != nil {
 		return nil, err
+	}
+	if c.Registry == RegistryKube {
+		if err := c.kubePodRunning(ctx, n, p, namespace, name); err != nil {
+			return nil, err
+		}
 	}
 	c.logf("pod %s on %s: %s (mac %s)", p.Name, n.Name, p.Address, p.MAC)
 	return p, nil

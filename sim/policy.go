@@ -279,7 +279,19 @@ func (c *Cluster) applyPolicies(ctx context.Context, pols []*networkingv1.Networ
 			return fmt.Errorf("sim: delete policies: %w", err)
 		}
 	}
-	if len(docs) > 0 {
+	if len(docs) > 0 && c.Registry == RegistryKube {
+		// The API server defaults what the documents leave out and adds
+		// its metadata: weftd fingerprints what it stored.
+		applied, err := c.kubeApply(ctx, strings.Join(docs, "---\n"))
+		if err != nil {
+			return fmt.Errorf("sim: apply policies: %w", err)
+		}
+		for _, a := range applied {
+			if np, ok := a.stored.(*networkingv1.NetworkPolicy); ok {
+				want[np.Namespace+"/"+np.Name] = policy.Fingerprint(kubePolicyFingerprintObject(np))
+			}
+		}
+	} else if len(docs) > 0 {
 		if _, err := c.Apply(ctx, strings.Join(docs, "---\n")); err != nil {
 			return fmt.Errorf("sim: apply policies: %w", err)
 		}

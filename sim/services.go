@@ -52,13 +52,25 @@ func podLabels(p *Pod) map[string]string {
 }
 
 // Apply stores the objects of docs through the first node whose weftd
-// answers (any node would do: they share the registry).
+// answers (any node would do: they share the registry); in a kube sim it
+// applies them to the API server (kubeobjects.go).
 func (c *Cluster) Apply(ctx context.Context, docs string) ([]api.ApplyResult, error) {
+	if c.Registry == RegistryKube {
+		applied, err := c.kubeApply(ctx, docs)
+		out := make([]api.ApplyResult, len(applied))
+		for i, a := range applied {
+			out[i] = a.result
+		}
+		return out, err
+	}
 	return c.objectCall(ctx, docs, (*api.Client).Apply)
 }
 
 // DeleteObjects removes the objects docs names.
 func (c *Cluster) DeleteObjects(ctx context.Context, docs string) ([]api.ApplyResult, error) {
+	if c.Registry == RegistryKube {
+		return c.kubeDelete(ctx, docs)
+	}
 	return c.objectCall(ctx, docs, (*api.Client).DeleteObjects)
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/childproc"
+	"github.com/weftnet/weft/internal/kubecp"
 	"github.com/weftnet/weft/netdev"
 )
 
@@ -23,9 +24,12 @@ func (c *Cluster) weftdArgs(n *Node) []string {
 		"--state-dir", n.StateDir, "--socket", n.Socket, "--metrics-addr", "off",
 		"--registry", c.Registry, "--registry-ttl", time.Duration(c.LeaseTTL).String(),
 	}
-	if c.Registry == "file" {
+	switch {
+	case c.Registry == "file":
 		args = append(args, "--registry-dir", filepath.Join(c.Dir, "registry"))
-	} else {
+	case c.Registry == RegistryKube && c.Kube != nil:
+		args = append(args, "--kubeconfig", c.Kube.Kubeconfig)
+	default:
 		args = append(args, "--etcd-endpoints", strings.Join(c.EtcdEndpoints, ","))
 	}
 	return append(args, c.ExtraArgs...)
@@ -215,6 +219,9 @@ func (c *Cluster) ownsProc(pid int) bool {
 			return true
 		}
 	}
+	if c.Registry == RegistryKube && kubecp.Owns(pid, c.kubeDir()) {
+		return true
+	}
 	return false
 }
 
@@ -227,6 +234,11 @@ func (c *Cluster) unrecordedProcs() []int {
 	}
 	if c.Etcd != nil {
 		known[c.Etcd.PID] = true
+	}
+	if c.Kube != nil { // stopped with the control plane (stopKube)
+		for _, comp := range c.Kube.Components {
+			known[comp.PID] = true
+		}
 	}
 	ents, err := os.ReadDir("/proc")
 	if err != nil {

@@ -25,6 +25,8 @@ func TestOwnNamespace(t *testing.T) {
 		{"weft", "weftd-n1", false},
 		{"weft", "other-n1", false},
 		{"weft", "weft-u2", false},
+		{"weft", "weft-k", true}, // the kube control plane
+		{"weft", "weft-k1", false},
 		{"w-1", "w-1-n2", true},
 	}
 	for _, tc := range tests {

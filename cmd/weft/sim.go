@@ -33,9 +33,18 @@ record that 'down' works from live in --dir (default /run/weft-sim/NAME).
 Needs root and nsenter, ip and ping (run make deps).
 
 Commands:
-  up [--nodes N] [--pods-per-node M] [--registry file|etcd] [--weftd PATH] [--services]
+  up [--nodes N] [--pods-per-node M] [--registry file|etcd|kube] [--weftd PATH] [--services]
         build the sim; with --registry etcd an etcd runs inside the underlay
         namespace on the bridge's address (.1), and the nodes use it;
+        with --registry kube a Kubernetes control plane (etcd, kube-apiserver,
+        kube-controller-manager --allocate-node-cidrs; binaries from
+        --kube-tools, default $WEFT_TOOLS or the tools/ directory next to
+        weft, as make tools links them) runs in namespace NAME-k on the
+        underlay (.2); every weftd runs --registry kube with its kubeconfig
+        (NAME-k's kube/admin.kubeconfig in --dir), each node's Node object is
+        written before its weftd starts (its subnet is the Node's
+        spec.podCIDR), each pod gets a Pod object (labels, podIP, Ready), and
+        apply/delete go to the API server (which allocates cluster IPs);
         --services applies an example Service over every pod
   test [--workers N] [-o json]
         every pod and node to every pod and node (ICMP echo and TCP echo; the
@@ -45,7 +54,9 @@ Commands:
         exit status 1 if anything fails
   status [-o json]       nodes, pods, addresses, weftd PIDs and health
   apply -f FILE|-        store Kubernetes objects (Services, EndpointSlices, Pods'
-                         labels, policies) through a node; sim pods are in
+                         labels, policies) through a node, or with --registry
+                         kube in the API server (server-side apply; a Pod
+                         document sets the Pod's labels); sim pods are in
                          namespace "sim" with labels app=sim, sim-pod=NAME
   delete -f FILE|-       remove the objects a file names
   exec POD|NODE [--name NAME] [--] CMD...
@@ -60,6 +71,7 @@ Every command takes --name NAME and --dir DIR to pick the sim.
 Examples:
   weft sim up --nodes 3 --pods-per-node 2 && weft sim test; weft sim down
   weft sim up --nodes 2 --pods-per-node 2 --registry etcd --name e
+  weft sim up --nodes 2 --pods-per-node 2 --registry kube --name k --services
   weft sim exec n1-p1 -- ping -c 1 10.244.1.3
   weft sim exec n1 -- ip route
   weft sim kill n2 && sleep 8 && weft sim test`,
@@ -172,7 +184,7 @@ type simSub struct {
 }
 
 var simSubs = map[string]*simSub{
-	"up":       {synopsis: "[--nodes N] [--pods-per-node M] [--registry file|etcd] [--weftd PATH] [--etcd PATH] [--lease-ttl DURATION] [--keep-on-failure]", setup: simUp},
+	"up":       {synopsis: "[--nodes N] [--pods-per-node M] [--registry file|etcd|kube] [--weftd PATH] [--etcd PATH] [--kube-tools DIR] [--lease-ttl DURATION] [--keep-on-failure]", setup: simUp},
 	"test":     {synopsis: "[--workers N] [--port P] [--policy-suite] [-o json]", setup: simTest},
 	"status":   {synopsis: "[-o json]", setup: simStatus},
 	"exec":     {synopsis: "POD|NODE [--] CMD [ARG...]", args: -1, setup: simExec},
@@ -293,7 +305,8 @@ func parseInterspersed(fs *flag.FlagSet, args []string, want int) ([]string, err
 func simUp(fs *flag.FlagSet, f *simFlags) func(context.Context, *cli, []string) error {
 	nodes := fs.Int("nodes", 3, "`N` how many nodes")
 	pods := fs.Int("pods-per-node", 2, "`M` how many pods on each node")
-	registry := fs.String("registry", "file", "`file|etcd` the cluster registry; etcd runs an etcd inside the sim")
+	registry := fs.String("registry", "file", "`file|etcd|kube` the cluster registry; etcd runs an etcd inside the sim, kube a Kubernetes control plane (weftd --registry kube)")
+	kubeTools := fs.String("kube-tools", "", "`DIR` of etcd, kube-apiserver and kube-controller-manager for --registry kube (default $WEFT_TOOLS, else tools/ next to weft, else bin/tools of the module here)")
 	weftd := fs.String("weftd", "", "`PATH` the weftd binary (default: the weftd next to this weft, else on PATH)")
 	etcd := fs.String("etcd", "", "`PATH` the etcd binary for --registry etcd (default: on PATH)")
 	ttl := fs.Duration("lease-ttl", 6*time.Second, "`DURATION` the nodes' registry lease TTL")
@@ -317,7 +330,7 @@ func simUp(fs *flag.FlagSet, f *simFlags) func(context.Context, *cli, []string) 
 			return fmt.Errorf("sim up: find own executable for the outside host's server: %w", err)
 		}
 		cl, err := sim.New(sim.Options{
-			Name: f.name, Dir: dir, Weftd: bin, Registry: *registry, Etcd: *etcd,
+			Name: f.name, Dir: dir, Weftd: bin, Registry: *registry, Etcd: *etcd, KubeTools: findKubeTools(*kubeTools),
 			LeaseTTL: *ttl, ExtraArgs: strings.Fields(*weftdArgs), Progress: c.progress,
 			Outside: true, Helper: []string{exe, "sim"},
 		})
@@ -344,6 +357,29 @@ func simUp(fs *flag.FlagSet, f *simFlags) func(context.Context, *cli, []string) 
 			f.name, len(cl.Nodes), len(cl.Pods()), time.Since(start).Round(10*time.Millisecond))
 		return nil
 	}
+}
+
+// findKubeTools resolves --kube-tools: given, else "" when $WEFT_TOOLS is
+// set (sim.KubeBinaries reads it), else tools/ next to this binary (make
+// build puts weft in bin/, make tools the binaries in bin/tools), else ""
+// (bin/tools of the module in the working directory).
+func findKubeTools(given string) string {
+	if given != "" {
+		if p, err := filepath.Abs(given); err == nil {
+			return p
+		}
+		return given
+	}
+	if os.Getenv("WEFT_TOOLS") != "" {
+		return ""
+	}
+	if exe, err := os.Executable(); err == nil {
+		d := filepath.Join(filepath.Dir(exe), "tools")
+		if st, err := os.Stat(d); err == nil && st.IsDir() {
+			return d
+		}
+	}
+	return ""
 }
 
 // findWeftd resolves --weftd: given, else next to this binary, else PATH.
@@ -425,7 +461,8 @@ func simStatus(fs *flag.FlagSet, f *simFlags) func(context.Context, *cli, []stri
 				*sim.Cluster
 				Health      []sim.NodeHealth `json:"health"`
 				EtcdRunning bool             `json:"etcd_running,omitempty"`
-			}{cl, health, cl.EtcdRunning()}
+				KubeRunning map[string]bool  `json:"kube_running,omitempty"`
+			}{cl, health, cl.EtcdRunning(), cl.KubeRunning()}
 			enc := json.NewEncoder(c.stdout)
 			enc.SetIndent("", "  ")
 			return enc.Encode(out)
@@ -438,6 +475,19 @@ func simStatus(fs *flag.FlagSet, f *simFlags) func(context.Context, *cli, []stri
 				state = "NOT RUNNING"
 			}
 			fmt.Fprintf(c.stdout, "etcd: pid %d %s, %s in %s-u, log %s\n", e.PID, state, e.Endpoint, cl.Name, e.Log)
+		}
+		if k := cl.Kube; k != nil {
+			running := cl.KubeRunning()
+			var comps []string
+			for _, comp := range k.Components {
+				state := "running"
+				if !running[comp.Name] {
+					state = "NOT RUNNING"
+				}
+				comps = append(comps, fmt.Sprintf("%s pid %d %s", comp.Name, comp.PID, state))
+			}
+			fmt.Fprintf(c.stdout, "kube: API server %s in %s (on the underlay at %s), kubeconfig %s\n      %s\n",
+				k.URL, k.Netns, cl.KubeUnderlayAddr(), k.Kubeconfig, strings.Join(comps, ", "))
 		}
 		fmt.Fprintln(c.stdout)
 		tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)

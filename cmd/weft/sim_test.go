@@ -76,3 +76,29 @@ func TestSimHelpListsEveryFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestSimHelpExplainsKube: `weft sim --help` says what --registry kube
+// runs and where its binaries come from.
+func TestSimHelpExplainsKube(t *testing.T) {
+	code, out, errOut := runCLI("sim", "--help")
+	if code != exitOK {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	for _, want := range []string{"--registry file|etcd|kube", "kube-controller-manager --allocate-node-cidrs", "spec.podCIDR", "--kube-tools DIR", "apply/delete go to the API server"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("weft sim --help does not mention %q", want)
+		}
+	}
+}
+
+// TestFindKubeTools: a given directory wins (made absolute); with
+// $WEFT_TOOLS set the sim's own lookup is left to read it.
+func TestFindKubeTools(t *testing.T) {
+	t.Setenv("WEFT_TOOLS", "/somewhere/tools")
+	if got := findKubeTools("/given"); got != "/given" {
+		t.Errorf("findKubeTools(/given) = %q", got)
+	}
+	if got := findKubeTools(""); got != "" {
+		t.Errorf("findKubeTools(\"\") with WEFT_TOOLS set = %q, want \"\" (KubeBinaries reads it)", got)
+	}
+}

@@ -1,0 +1,217 @@
+package sim
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weftnet/weft/internal/testenv"
+	"github.com/weftnet/weft/netdev"
+)
+
+// newKubeCluster is newTestCluster with the kube registry: under CI a
+// missing control-plane binary fails the test (`make test` links them).
+func newKubeCluster(t *testing.T) *Cluster {
+	t.Helper()
+	testenv.RequireRoot(t)
+	if err := KubeBinaries("").Check(true); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%v; CI=%q is set: run the tests through `make test` (WEFT_TOOLS)", err, os.Getenv("CI"))
+		}
+		t.Skip(err)
+	}
+	c := newTestCluster(t, Options{Name: testenv.UniqueName("ks"), Registry: RegistryKube, Outside: true, Helper: testHelper(t)})
+	t.Cleanup(func() {
+		if t.Failed() && c.Kube != nil {
+			t.Logf("control plane logs:\n%s", c.Kube.LogTails(20))
+		}
+	})
+	return c
+}
+
+// TestKubeSim: a sim driven by a real control plane (etcd, kube-apiserver,
+// kube-controller-manager): the nodes take their subnets from their Nodes'
+// spec.podCIDR, the connectivity matrix passes, a Service with a selector
+// reaches every backend by the cluster IP the API server gave it (its
+// EndpointSlice made by the controller manager from the Pods' status), and
+// a NetworkPolicy denies, then allows once a client Pod is relabelled, and
+// denies again when the label goes.
+func TestKubeSim(t *testing.T) {
+	c := newKubeCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	start := time.Now()
+	if err := c.Up(ctx, 2, 2); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("kube sim up in %.1f s", time.Since(start).Seconds())
+	cs, err := c.kubeClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Subnets are the controller manager's.
+	for _, n := range c.Nodes {
+		node, err := cs.CoreV1().Nodes().Get(ctx, c.kubeNodeName(n), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if node.Spec.PodCIDR == "" || node.Spec.PodCIDR != n.Subnet.String() {
+			t.Errorf("node %s: subnet %s, Node spec.podCIDR %q: want them equal", n.Name, n.Subnet, node.Spec.PodCIDR)
+		}
+	}
+
+	// The example Service (selector app=sim, a fixed cluster IP), applied to
+	// the API server; its endpoints are the controller manager's slice.
+	if err := c.ApplyExample(ctx); err != nil {
+		t.Fatal(err)
+	}
+	slices, err := cs.DiscoveryV1().EndpointSlices(PodNamespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=echo"})
+	if err != nil || len(slices.Items) == 0 || slices.Items[0].Labels[discoveryv1.LabelManagedBy] != "endpointslice-controller.k8s.io" {
+		t.Errorf("EndpointSlices of sim/echo: %v %+v, want one managed by the endpointslice controller", err, slices)
+	}
+
+	// A Service without a cluster IP gets one from the API server.
+	res, err := c.Apply(ctx, "apiVersion: v1\nkind: Service\nmetadata: {name: auto, namespace: sim}\nspec:\n  selector: {app: sim}\n  ports: [{port: 81, targetPort: 7777}]\n")
+	if err != nil || len(res) != 1 {
+		t.Fatalf("apply a Service without a cluster IP: %v %v", res, err)
+	}
+	if ip, err := netip.ParseAddr(res[0].ClusterIP); err != nil || !kubeServiceCIDR.Contains(ip) {
+		t.Errorf("Service sim/auto cluster IP %q: want one the API server allocated in %s", res[0].ClusterIP, kubeServiceCIDR)
+	}
+
+	r, err := RunMatrix(ctx, c, MatrixOptions{Helper: testHelper(t), Progress: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var services int
+	for _, ch := range r.Checks {
+		if ch.Name == "service" && ch.Error == "" {
+			services++
+		}
+	}
+	t.Logf("matrix: %s; %d service checks passed", r.Summary(), services)
+	if r.Failed() > 0 {
+		var b strings.Builder
+		r.WriteTo(&b)
+		t.Errorf("matrix failed:\n%s", b.String())
+	}
+	if want := len(c.Pods()) + len(c.Nodes); services != want {
+		t.Errorf("%d service checks passed, want %d (every node and pod)", services, want)
+	}
+
+	kubePolicyFlip(ctx, t, c)
+}
+
+// kubePolicyFlip: n2-p1 serves TCP 8080; a policy lets only pods labelled
+// role=client in. n1-p1 is denied, allowed once its Pod is relabelled
+// through `sim apply`, and denied again when the label goes.
+func kubePolicyFlip(ctx context.Context, t *testing.T, c *Cluster) {
+	client, server := c.Nodes[0].Pods[0], c.Nodes[1].Pods[0]
+	ln, err := ListenIn(server.Netns, "tcp4", ":8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go acceptAndClose(ln)
+	dst := netip.AddrPortFrom(server.IP(), 8080)
+	// probe waits (bounded) until the verdict is want: label changes reach
+	// every weftd one informer event later.
+	probe := func(step string, want bool) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			got := ProbeTCP(ctx, client.Netns, dst, time.Second)
+			if got == want {
+				t.Logf("policy: %s: allowed=%v", step, got)
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("policy: %s: allowed=%v, want %v", step, got, want)
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	probe("no policy", true)
+	tcp := corev1.ProtocolTCP
+	pol := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: PodNamespace, Name: "only-clients"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"sim-pod": server.Name}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"role": "client"}}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp}},
+			}},
+		},
+	}
+	applied := map[string]string{}
+	if err := c.applyPolicies(ctx, []*networkingv1.NetworkPolicy{pol}, applied, nil); err != nil {
+		t.Fatal(err)
+	}
+	probe("policy, client unlabelled", false)
+	relabel := func(extra string) {
+		t.Helper()
+		doc := fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata:\n  name: %s\n  namespace: %s\n  labels: {app: sim, sim-pod: %s%s}\n",
+			client.Name, PodNamespace, client.Name, extra)
+		if _, err := c.Apply(ctx, doc); err != nil {
+			t.Fatalf("relabel %s: %v", client.Name, err)
+		}
+	}
+	relabel(", role: client")
+	probe("client labelled role=client", true)
+	relabel("")
+	probe("label removed", false)
+	if err := c.applyPolicies(ctx, nil, applied, nil); err != nil {
+		t.Fatal(err)
+	}
+	probe("policy deleted", true)
+}
+
+// TestKubeSimDownAfterCrash: a kube sim whose starter died half-way (the
+// record names the control plane, its processes run) is removed by Down
+// from the record alone: the components are killed by PID, the control
+// plane's namespace and directory are gone.
+func TestKubeSimDownAfterCrash(t *testing.T) {
+	c := newKubeCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := c.Up(ctx, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	pids := []int{}
+	for _, comp := range c.Kube.Components {
+		pids = append(pids, comp.PID)
+	}
+	// A later process: the record only.
+	later, err := Load(c.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later.Kube.Components = later.Kube.Components[:1] // as if the crash came before the rest were recorded
+	if err := later.Down(); err != nil {
+		t.Fatalf("down: %v", err)
+	}
+	for _, pid := range pids {
+		if pidAlive(pid) {
+			t.Errorf("control plane pid %d still running after down", pid)
+		}
+	}
+	if _, err := os.Stat(netdev.NetnsPath(c.kubeNS())); !os.IsNotExist(err) {
+		t.Errorf("namespace %s: %v, want it gone", c.kubeNS(), err)
+	}
+	if _, err := os.Stat(filepath.Join(c.Dir, "kube")); !os.IsNotExist(err) {
+		t.Errorf("%s: %v, want it gone", filepath.Join(c.Dir, "kube"), err)
+	}
+}
