@@ -210,8 +210,8 @@ func (o Options) withDefaults() Options {
 // validate reports options Start cannot work with, before anything is made.
 func (o Options) validate() error {
 	var errs []error
-	if o.Netns == "" || strings.ContainsAny(o.Netns, "/ ") || len(o.Netns) > 15 {
-		errs = append(errs, fmt.Errorf("netns %q: want a name of 1-15 bytes without / or spaces", o.Netns))
+	if o.Netns == "" || strings.ContainsAny(o.Netns, "/ \t") || len(o.Netns) > 64 {
+		errs = append(errs, fmt.Errorf("netns %q: want a name of 1-64 bytes without / or spaces", o.Netns))
 	}
 	if o.Dir == "" || !filepath.IsAbs(o.Dir) {
 		errs = append(errs, fmt.Errorf("dir %q: want an absolute path", o.Dir))
