@@ -89,5 +89,7 @@
 // (Put: server-side apply), create (the API server also authorizes a
 // server-side apply that creates an object as create), delete (Delete). A
 // least-privilege DaemonSet leaves these out; `weft apply` then fails with
-// the API server's Forbidden, and objects are managed with kubectl.
+// ErrForbidden, whose message names the verb and resource refused and says
+// to manage objects with kubectl or grant the verb (and carries the API
+// server's own message).
 package kube

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -266,7 +267,7 @@ func (s *objectStore) Put(ctx context.Context, o objects.Object) (bool, error) {
 		return false, fmt.Errorf("%s: kind %q is not one weft stores", op, o.Kind)
 	}
 	if err != nil {
-		return false, r.fail(op, err)
+		return false, r.fail(op, forbidden(err, "patch", o.Kind, m.Namespace))
 	}
 	trimmed, _ := trimObject(got)
 	after, ok := toObject(trimmed)
@@ -316,7 +317,7 @@ func (s *objectStore) Get(ctx context.Context, key string) (objects.Object, bool
 	case apierrors.IsNotFound(err):
 		return objects.Object{}, false, nil
 	case err != nil:
-		return objects.Object{}, false, r.fail(op, err)
+		return objects.Object{}, false, r.fail(op, forbidden(err, "get", kind, ns))
 	}
 	trimmed, _ := trimObject(got)
 	out, ok := toObject(trimmed)
@@ -357,7 +358,7 @@ func (s *objectStore) Delete(ctx context.Context, key string) (bool, error) {
 	case apierrors.IsNotFound(err):
 		return false, nil
 	case err != nil:
-		return false, r.fail(op, err)
+		return false, r.fail(op, forbidden(err, "delete", kind, ns))
 	}
 	src.hub.waitFor(ctx, readYourWriteTimeout, func(view map[string]objects.Object) bool {
 		v, ok := view[key]
@@ -441,3 +442,53 @@ func diffObjects(prev, next map[string]objects.Object) []registry.ObjectEvent {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// ErrForbidden marks a write or read of objects that the API server's
+// authorization refused: weftd's credentials lack the verb (deploy/'s
+// least-privilege ClusterRole grants none of the writes `weft apply`
+// makes).
+var ErrForbidden = errors.New("forbidden by the API server")
+
+// resources names each kind's API resource as RBAC rules spell it.
+var resources = map[objects.Kind]string{
+	objects.KindPod:           "pods",
+	objects.KindNamespace:     "namespaces",
+	objects.KindService:       "services",
+	objects.KindEndpointSlice: "endpointslices.discovery.k8s.io",
+	objects.KindNetworkPolicy: "networkpolicies.networking.k8s.io",
+}
+
+// forbidden turns the API server's Forbidden into an error that says what
+// was refused and what to do, wrapping ErrForbidden and the API server's
+// own message; other errors pass unchanged. verb is the request's: a
+// server-side apply (Put) is a patch, and also a create when the object
+// is new.
+func forbidden(err error, verb string, kind objects.Kind, ns string) error {
+	if !apierrors.IsForbidden(err) {
+		return err
+	}
+	res := resources[kind]
+	if res == "" {
+		res = strings.ToLower(string(kind))
+	}
+	where := "cluster-wide"
+	if ns != "" {
+		where = fmt.Sprintf("in namespace %q", ns)
+	}
+	verbs := verb
+	if verb == "patch" {
+		verbs = "patch (and create, for a new object)"
+	}
+	return fmt.Errorf("%w: weftd's credentials may not %s %s %s. weftd needs only to read objects "+
+		"(deploy/weft.yaml's ClusterRole grants list and watch): manage them with kubectl (kubectl apply -f / kubectl delete -f), "+
+		"or grant weftd's ServiceAccount %q on %s. The API server said: %w",
+		ErrForbidden, verbs, res, where, grantVerbs(verb), res, err)
+}
+
+// grantVerbs lists what a ClusterRole rule must grant for verb.
+func grantVerbs(verb string) string {
+	if verb == "patch" {
+		return "patch, create"
+	}
+	return verb
+}
