@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -259,10 +260,13 @@ func (c *Cluster) stopKube() error {
 			errs = append(errs, fmt.Errorf("kube: %w", err))
 		}
 	}
-	// Components a crash left unrecorded (between start and save).
+	// Components a crash left unrecorded (between start and save). A
+	// control plane has nothing to flush: SIGKILL, as kubecp's own Stop.
 	for _, pid := range kubeProcs(c.kubeDir()) {
-		c.logf("kube: stopping pid %d (not in the record)", pid)
-		stopPID(pid)
+		c.logf("kube: killing pid %d (not in the record)", pid)
+		start := procStartTime(pid)
+		syscall.Kill(pid, syscall.SIGKILL)
+		waitReaped(pid, start, 5*time.Second)
 	}
 	if err := netdev.DeleteNetns(c.kubeNS()); err != nil {
 		errs = append(errs, err)

@@ -199,6 +199,7 @@ func TestKubeSimDownAfterCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	later.SetProgress(func(format string, args ...any) { t.Logf("later: "+format, args...) })
 	later.Kube.Components = later.Kube.Components[:1] // as if the crash came before the rest were recorded
 	if err := later.Down(); err != nil {
 		t.Fatalf("down: %v", err)

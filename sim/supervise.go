@@ -219,9 +219,6 @@ func (c *Cluster) ownsProc(pid int) bool {
 			return true
 		}
 	}
-	if c.Registry == RegistryKube && kubecp.Owns(pid, c.kubeDir()) {
-		return true
-	}
 	return false
 }
 
@@ -235,11 +232,6 @@ func (c *Cluster) unrecordedProcs() []int {
 	if c.Etcd != nil {
 		known[c.Etcd.PID] = true
 	}
-	if c.Kube != nil { // stopped with the control plane (stopKube)
-		for _, comp := range c.Kube.Components {
-			known[comp.PID] = true
-		}
-	}
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -249,6 +241,9 @@ func (c *Cluster) unrecordedProcs() []int {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || known[pid] || !pidAlive(pid) {
 			continue
+		}
+		if c.Registry == RegistryKube && kubecp.Owns(pid, c.kubeDir()) {
+			continue // the control plane's: stopKube ends them
 		}
 		if c.ownsProc(pid) {
 			out = append(out, pid)
