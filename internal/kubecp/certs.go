@@ -49,6 +49,9 @@ func makePKI(dir string, serving []netip.Addr) (*pki, error) {
 		tokenFile: filepath.Join(dir, "tokens.csv"),
 	}
 	now := time.Now().Add(-time.Hour) // a clock a little behind still accepts them
+	// A year: a sim (`weft sim up --registry kube`) may stay up for days;
+	// a test's control plane is gone in minutes either way.
+	const validity = 365 * 24 * time.Hour
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -57,7 +60,7 @@ func makePKI(dir string, serving []netip.Addr) (*pki, error) {
 		SerialNumber:          serial(),
 		Subject:               pkix.Name{CommonName: "weft-test-ca"},
 		NotBefore:             now,
-		NotAfter:              now.Add(48 * time.Hour),
+		NotAfter:              now.Add(validity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -78,7 +81,7 @@ func makePKI(dir string, serving []netip.Addr) (*pki, error) {
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: "kube-apiserver"},
 		NotBefore:    now,
-		NotAfter:     now.Add(48 * time.Hour),
+		NotAfter:     now.Add(validity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		// The names in-cluster clients use (the `kubernetes` Service).
