@@ -95,9 +95,11 @@ type Cluster struct {
 	Services bool `json:"services,omitempty"`
 	// Etcd is the etcd process the sim runs itself, if any.
 	Etcd *EtcdProc `json:"etcd,omitempty"`
-	// Kube is the Kubernetes control plane of a kube sim.
-	Kube  *kubecp.ControlPlane `json:"kube,omitempty"`
-	Nodes []*Node              `json:"nodes"`
+	// Kube is the Kubernetes control plane of a kube sim, and
+	// WeftdKubeconfig the weftds' (deploy/'s ServiceAccount).
+	Kube            *kubecp.ControlPlane `json:"kube,omitempty"`
+	WeftdKubeconfig string               `json:"weftd_kubeconfig,omitempty"`
+	Nodes           []*Node              `json:"nodes"`
 	// Outside is the outside host, if the sim has one.
 	Outside *Outside `json:"outside,omitempty"`
 

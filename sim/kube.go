@@ -8,15 +8,19 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
 
 	"github.com/weftnet/weft/api"
+	"github.com/weftnet/weft/deploy"
 	"github.com/weftnet/weft/internal/kubecp"
 	"github.com/weftnet/weft/netdev"
 )
@@ -27,8 +31,8 @@ import (
 // cluster CIDR) runs in namespace NAME-k, joined to the underlay bridge
 // like a machine of the cluster (KubeUnderlayAddr, .2), and every node
 // reaches the API server at kubecp.APIAddr through a route over the
-// underlay. Each weftd runs with --registry kube and the admin's
-// kubeconfig. Before a node's weftd starts, the sim writes its Node
+// underlay. Each weftd runs with --registry kube as deploy/weft.yaml's
+// ServiceAccount, with its least-privilege ClusterRole (kubeWeftdIdentity). Before a node's weftd starts, the sim writes its Node
 // object, so the node takes its subnet from spec.podCIDR; for each pod it
 // attaches it writes a Pod object (spec.nodeName, labels, named ports)
 // before the attach and its status (podIP, Running, Ready) after, as a
@@ -115,8 +119,73 @@ func (c *Cluster) startKube(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := c.kubeWeftdIdentity(ctx, cs); err != nil {
+		return err
+	}
 	// The namespace sim pods are attached in by default.
 	return ensureKubeNamespace(ctx, cs, PodNamespace)
+}
+
+// kubeWeftdTokenTTL is how long the weftds' ServiceAccount token is valid:
+// longer than any sim stays up.
+const kubeWeftdTokenTTL = 365 * 24 * time.Hour
+
+// kubeWeftdIdentity gives the weftds deploy/'s identity: the Namespace,
+// ServiceAccount, ClusterRole and ClusterRoleBinding of deploy/weft.yaml
+// are created as written, and WeftdKubeconfig authenticates as that
+// ServiceAccount. So the sim's weftds run with exactly the least-privilege
+// rights a cluster install grants them, and whatever they need beyond
+// those fails here as it would there.
+func (c *Cluster) kubeWeftdIdentity(ctx context.Context, cs kubernetes.Interface) error {
+	var ns, sa string
+	for _, doc := range strings.Split(string(deploy.Manifest), "\n---\n") {
+		var probe struct {
+			Kind     string
+			Metadata struct{ Name, Namespace string }
+		}
+		if err := yaml.Unmarshal([]byte(doc), &probe); err != nil {
+			return fmt.Errorf("kube: deploy/weft.yaml: %w", err)
+		}
+		var err error
+		switch probe.Kind {
+		case "Namespace":
+			var o corev1.Namespace
+			if err = yaml.UnmarshalStrict([]byte(doc), &o); err == nil {
+				_, err = cs.CoreV1().Namespaces().Create(ctx, &o, metav1.CreateOptions{FieldManager: kubeFieldManager})
+			}
+		case "ServiceAccount":
+			var o corev1.ServiceAccount
+			if err = yaml.UnmarshalStrict([]byte(doc), &o); err == nil {
+				ns, sa = o.Namespace, o.Name
+				_, err = cs.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, &o, metav1.CreateOptions{FieldManager: kubeFieldManager})
+			}
+		case "ClusterRole":
+			var o rbacv1.ClusterRole
+			if err = yaml.UnmarshalStrict([]byte(doc), &o); err == nil {
+				_, err = cs.RbacV1().ClusterRoles().Create(ctx, &o, metav1.CreateOptions{FieldManager: kubeFieldManager})
+			}
+		case "ClusterRoleBinding":
+			var o rbacv1.ClusterRoleBinding
+			if err = yaml.UnmarshalStrict([]byte(doc), &o); err == nil {
+				_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, &o, metav1.CreateOptions{FieldManager: kubeFieldManager})
+			}
+		default:
+			continue // the ConfigMap and DaemonSet are for a real cluster
+		}
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("kube: deploy/weft.yaml %s %s: %w", probe.Kind, probe.Metadata.Name, err)
+		}
+	}
+	if sa == "" {
+		return errors.New("kube: deploy/weft.yaml has no ServiceAccount")
+	}
+	_, path, err := c.Kube.ServiceAccountConfigFor(ctx, ns, sa, kubeWeftdTokenTTL)
+	if err != nil {
+		return fmt.Errorf("kube: weftd's kubeconfig: %w", err)
+	}
+	c.WeftdKubeconfig = path
+	c.logf("kube: weftds run as serviceaccount %s/%s with deploy/weft.yaml's ClusterRole (kubeconfig %s)", ns, sa, path)
+	return c.save()
 }
 
 // kubeClient is the admin's clientset, dialing from inside the control

@@ -15,6 +15,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/testenv"
 	"github.com/weftnet/weft/netdev"
 )
@@ -88,6 +89,18 @@ func TestKubeSim(t *testing.T) {
 	}
 	if ip, err := netip.ParseAddr(res[0].ClusterIP); err != nil || !kubeServiceCIDR.Contains(ip) {
 		t.Errorf("Service sim/auto cluster IP %q: want one the API server allocated in %s", res[0].ClusterIP, kubeServiceCIDR)
+	}
+
+	// The weftds run with deploy/'s least-privilege rights: enough for all
+	// of the above and below, not for `weft apply` through them, which
+	// says what was refused and what to do.
+	nc := api.NewClient(c.Nodes[0].Socket)
+	defer nc.Close()
+	_, err = nc.Apply(ctx, api.ApplyRequest{Documents: "apiVersion: v1\nkind: Service\nmetadata: {name: denied, namespace: sim}\nspec:\n  ports: [{port: 80}]\n"})
+	for _, want := range []string{`may not patch (and create, for a new object) services in namespace "sim"`, "kubectl apply -f", `grant weftd's ServiceAccount "patch, create" on services`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("weft apply through a least-privilege weftd: %v; want an error saying %q", err, want)
+		}
 	}
 
 	r, err := RunMatrix(ctx, c, MatrixOptions{Helper: testHelper(t), Progress: t.Logf})

@@ -27,8 +27,8 @@ func (c *Cluster) weftdArgs(n *Node) []string {
 	switch {
 	case c.Registry == "file":
 		args = append(args, "--registry-dir", filepath.Join(c.Dir, "registry"))
-	case c.Registry == RegistryKube && c.Kube != nil:
-		args = append(args, "--kubeconfig", c.Kube.Kubeconfig)
+	case c.Registry == RegistryKube:
+		args = append(args, "--kubeconfig", c.WeftdKubeconfig)
 	default:
 		args = append(args, "--etcd-endpoints", strings.Join(c.EtcdEndpoints, ","))
 	}

@@ -40,9 +40,10 @@ Commands:
         kube-controller-manager --allocate-node-cidrs; binaries from
         --kube-tools, default $WEFT_TOOLS or the tools/ directory next to
         weft, as make tools links them) runs in namespace NAME-k on the
-        underlay (.2); every weftd runs --registry kube with its kubeconfig
-        (NAME-k's kube/admin.kubeconfig in --dir), each node's Node object is
-        written before its weftd starts (its subnet is the Node's
+        underlay (.2); every weftd runs --registry kube as deploy/weft.yaml's
+        ServiceAccount with its least-privilege ClusterRole (kubeconfigs in
+        DIR/kube; the sim itself uses admin.kubeconfig); each node's Node
+        object is written before its weftd starts (its subnet is the Node's
         spec.podCIDR), each pod gets a Pod object (labels, podIP, Ready), and
         apply/delete go to the API server (which allocates cluster IPs);
         --services applies an example Service over every pod

@@ -46,7 +46,8 @@ var allowed = map[string][]string{
 	// node alone imports.
 	"nft": {},
 	// sim runs weftd as processes: it talks to them through api, never node.
-	"sim": {"api", "netdev", "registry", "ipam", "packet", "objects", "policy", "internal/childproc", "internal/kubecp"},
+	// A kube sim runs its weftds with deploy/'s RBAC (the embedded manifest).
+	"sim": {"api", "netdev", "registry", "ipam", "packet", "objects", "policy", "internal/childproc", "internal/kubecp", "deploy"},
 	// bench replays captures through datapath over fakes.
 	"bench":          {"datapath", "switch", "overlay", "netdev", "packet", "internal/childproc", "internal/procstat", "bench/internal/outerframe"},
 	"cmd/weftd":      {"node", "api", "registry", "registry/kube", "ipam", "netdev", "overlay", "packet", "objects"},

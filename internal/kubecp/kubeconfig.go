@@ -63,6 +63,14 @@ func writeKubeconfig(path, server string, caPEM []byte, user, token string) erro
 // to nothing else (as a projected token in a pod is bound to the pod).
 // What it may do is what RBAC grants the account.
 func (cp *ControlPlane) ServiceAccountConfig(ctx context.Context, namespace, name string) (*rest.Config, string, error) {
+	return cp.ServiceAccountConfigFor(ctx, namespace, name, time.Hour)
+}
+
+// ServiceAccountConfigFor is ServiceAccountConfig with a token valid for
+// ttl (at least 10 minutes, the API server's floor): a daemon that runs
+// with the account's rights for longer than a test (the kube sim's weftds)
+// asks for more.
+func (cp *ControlPlane) ServiceAccountConfigFor(ctx context.Context, namespace, name string, ttl time.Duration) (*rest.Config, string, error) {
 	cs, err := cp.Clientset()
 	if err != nil {
 		return nil, "", err
@@ -71,7 +79,7 @@ func (cp *ControlPlane) ServiceAccountConfig(ctx context.Context, namespace, nam
 	if err != nil {
 		return nil, "", err
 	}
-	expiry := int64(time.Hour / time.Second)
+	expiry := int64(max(ttl, 10*time.Minute) / time.Second)
 	tr, err := cs.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name, &authenticationv1.TokenRequest{
 		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry},
 	}, metav1.CreateOptions{})
