@@ -32,8 +32,9 @@ import (
 // like a machine of the cluster (KubeUnderlayAddr, .2), and every node
 // reaches the API server at kubecp.APIAddr through a route over the
 // underlay. Each weftd runs with --registry kube as deploy/weft.yaml's
-// ServiceAccount, with its least-privilege ClusterRole (kubeWeftdIdentity). Before a node's weftd starts, the sim writes its Node
-// object, so the node takes its subnet from spec.podCIDR; for each pod it
+// ServiceAccount, with its least-privilege ClusterRole
+// (kubeWeftdIdentity). Before a node's weftd starts, the sim writes its
+// Node object, so the node takes its subnet from spec.podCIDR; for each pod it
 // attaches it writes a Pod object (spec.nodeName, labels, named ports)
 // before the attach and its status (podIP, Running, Ready) after, as a
 // kubelet would, so the EndpointSlice controller gives Services with

@@ -114,10 +114,13 @@ func TestKubeSim(t *testing.T) {
 		}
 	}
 	t.Logf("matrix: %s; %d service checks passed", r.Summary(), services)
+	var report strings.Builder
+	r.WriteTo(&report)
 	if r.Failed() > 0 {
-		var b strings.Builder
-		r.WriteTo(&b)
-		t.Errorf("matrix failed:\n%s", b.String())
+		t.Errorf("matrix failed:\n%s", report.String())
+	}
+	if !strings.Contains(report.String(), "(registry kube, ") {
+		t.Errorf("the report does not say registry kube:\n%s", report.String())
 	}
 	if want := len(c.Pods()) + len(c.Nodes); services != want {
 		t.Errorf("%d service checks passed, want %d (every node and pod)", services, want)

@@ -93,6 +93,8 @@ type Report struct {
 	Checks    []Check       `json:"checks"`
 	Notes     []string      `json:"notes,omitempty"`
 	Elapsed   time.Duration `json:"elapsed_ns"`
+	// Registry is the sim's registry backend (file, etcd or kube).
+	Registry string `json:"registry,omitempty"`
 }
 
 // Passed counts the cells and checks that passed.
@@ -170,8 +172,12 @@ func (r *Report) WriteTo(w io.Writer) (int64, error) {
 	for _, n := range r.Notes {
 		fmt.Fprintf(&b, "note: %s\n", n)
 	}
-	fmt.Fprintf(&b, "%s (%d endpoints, %d pairs, %d checks, %s)\n",
-		r.Summary(), len(r.Endpoints), len(r.Cells), len(r.Checks), r.Elapsed.Round(100*time.Millisecond))
+	reg := ""
+	if r.Registry != "" {
+		reg = "registry " + r.Registry + ", "
+	}
+	fmt.Fprintf(&b, "%s (%s%d endpoints, %d pairs, %d checks, %s)\n",
+		r.Summary(), reg, len(r.Endpoints), len(r.Cells), len(r.Checks), r.Elapsed.Round(100*time.Millisecond))
 	n, err := w.Write(b.Bytes())
 	return int64(n), err
 }
@@ -246,7 +252,7 @@ func RunMatrix(ctx context.Context, c *Cluster, opts MatrixOptions) (*Report, er
 			opts.Progress(format, args...)
 		}
 	}
-	r := &Report{Endpoints: c.Endpoints()}
+	r := &Report{Endpoints: c.Endpoints(), Registry: c.Registry}
 	if len(r.Endpoints) == 0 {
 		return nil, errors.New("sim test: the sim has no nodes")
 	}
