@@ -44,9 +44,11 @@ func newKubeCluster(t *testing.T) *Cluster {
 // kube-controller-manager): the nodes take their subnets from their Nodes'
 // spec.podCIDR, the connectivity matrix passes, a Service with a selector
 // reaches every backend by the cluster IP the API server gave it (its
-// EndpointSlice made by the controller manager from the Pods' status), and
-// a NetworkPolicy denies, then allows once a client Pod is relabelled, and
-// denies again when the label goes.
+// EndpointSlice made by the controller manager from the Pods' status) and
+// follows a Pod's readiness, and a NetworkPolicy denies, then allows once a
+// client Pod is relabelled, and denies again when the label goes. The
+// weftds run with deploy/'s rights, and `weft apply` through one is
+// refused with a message saying what to do.
 func TestKubeSim(t *testing.T) {
 	c := newKubeCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -126,7 +128,43 @@ func TestKubeSim(t *testing.T) {
 		t.Errorf("%d service checks passed, want %d (every node and pod)", services, want)
 	}
 
+	kubeReadinessFlip(ctx, t, c)
 	kubePolicyFlip(ctx, t, c)
+}
+
+// kubeReadinessFlip: a Pod whose Ready condition turns False leaves the
+// Service's ready endpoints (the EndpointSlice controller marks it not
+// ready, every weftd follows), and comes back when it is Ready again.
+func kubeReadinessFlip(ctx context.Context, t *testing.T, c *Cluster) {
+	cs, err := c.kubeClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Nodes[1].Pods[1]
+	setReady := func(status corev1.ConditionStatus) {
+		t.Helper()
+		pod, err := cs.CoreV1().Pods(PodNamespace).Get(ctx, p.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, cond := range pod.Status.Conditions {
+			if cond.Type == corev1.PodReady || cond.Type == corev1.ContainersReady {
+				pod.Status.Conditions[i].Status = status
+			}
+		}
+		if _, err := cs.CoreV1().Pods(PodNamespace).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := len(c.Pods())
+	setReady(corev1.ConditionFalse)
+	if err := c.WaitService(ctx, ExampleServiceName, all-1, 15*time.Second); err != nil {
+		t.Errorf("pod %s not ready: %v", p.Name, err)
+	}
+	setReady(corev1.ConditionTrue)
+	if err := c.WaitService(ctx, ExampleServiceName, all, 15*time.Second); err != nil {
+		t.Errorf("pod %s ready again: %v", p.Name, err)
+	}
 }
 
 // kubePolicyFlip: n2-p1 serves TCP 8080; a policy lets only pods labelled
