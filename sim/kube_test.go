@@ -85,9 +85,13 @@ func TestKubeSim(t *testing.T) {
 	}
 
 	// A Service without a cluster IP gets one from the API server.
-	res, err := c.Apply(ctx, "apiVersion: v1\nkind: Service\nmetadata: {name: auto, namespace: sim}\nspec:\n  selector: {app: sim}\n  ports: [{port: 81, targetPort: 7777}]\n")
-	if err != nil || len(res) != 1 {
-		t.Fatalf("apply a Service without a cluster IP: %v %v", res, err)
+	const auto = "apiVersion: v1\nkind: Service\nmetadata: {name: auto, namespace: sim}\nspec:\n  selector: {app: sim}\n  ports: [{port: 81, targetPort: 7777}]\n"
+	res, err := c.Apply(ctx, auto)
+	if err != nil || len(res) != 1 || res[0].Action != api.ActionCreated {
+		t.Fatalf("apply a Service without a cluster IP: %+v %v, want it created", res, err)
+	}
+	if again, err := c.Apply(ctx, auto); err != nil || len(again) != 1 || again[0].Action != api.ActionConfigured || again[0].ClusterIP != res[0].ClusterIP {
+		t.Errorf("apply it again: %+v %v, want configured with cluster IP %s", again, err, res[0].ClusterIP)
 	}
 	if ip, err := netip.ParseAddr(res[0].ClusterIP); err != nil || !kubeServiceCIDR.Contains(ip) {
 		t.Errorf("Service sim/auto cluster IP %q: want one the API server allocated in %s", res[0].ClusterIP, kubeServiceCIDR)

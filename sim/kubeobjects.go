@@ -9,7 +9,6 @@ import (
 
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -71,6 +70,15 @@ func kubeApplyOne(ctx context.Context, cs kubernetes.Interface, o objects.Object
 	if err != nil {
 		return kubeApplied{}, err
 	}
+	// A server-side apply does not say whether it created the object: ask
+	// first (the sim is the only writer of its objects).
+	existed, err := kubeExists(ctx, cs, o)
+	if err != nil {
+		return kubeApplied{}, err
+	}
+	if !existed {
+		res.Action = api.ActionCreated
+	}
 	force := true
 	opts := metav1.PatchOptions{FieldManager: kubeFieldManager, Force: &force}
 	var got runtime.Object
@@ -93,12 +101,30 @@ func kubeApplyOne(ctx context.Context, cs kubernetes.Interface, o objects.Object
 	if err != nil {
 		return kubeApplied{}, err
 	}
-	// A server-side apply does not say whether it created: an object whose
-	// resource version is its first (generation 1 and made just now) was.
-	if acc, aerr := meta.Accessor(got); aerr == nil && time.Since(acc.GetCreationTimestamp().Time) < 3*time.Second && acc.GetGeneration() <= 1 {
-		res.Action = api.ActionCreated
-	}
 	return kubeApplied{result: res, stored: got}, nil
+}
+
+// kubeExists reports whether the API server holds object o.
+func kubeExists(ctx context.Context, cs kubernetes.Interface, o objects.Object) (bool, error) {
+	m := o.Meta()
+	var err error
+	get := metav1.GetOptions{}
+	switch o.Kind {
+	case objects.KindNamespace:
+		_, err = cs.CoreV1().Namespaces().Get(ctx, m.Name, get)
+	case objects.KindService:
+		_, err = cs.CoreV1().Services(m.Namespace).Get(ctx, m.Name, get)
+	case objects.KindEndpointSlice:
+		_, err = cs.DiscoveryV1().EndpointSlices(m.Namespace).Get(ctx, m.Name, get)
+	case objects.KindNetworkPolicy:
+		_, err = cs.NetworkingV1().NetworkPolicies(m.Namespace).Get(ctx, m.Name, get)
+	default:
+		return false, fmt.Errorf("kind %q is not one the sim applies", o.Kind)
+	}
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // kubeRelabel makes the Pod's labels those of the document.
