@@ -32,8 +32,8 @@ const (
 
 // CIDRs are the networks a Service's addresses must lie in.
 type CIDRs struct {
-	Service netip.Prefix // cluster IPs
-	Cluster netip.Prefix // pod IPs (endpoints)
+	Service netip.Prefix // cluster IPs; never an endpoint
+	Cluster netip.Prefix // pod IPs
 }
 
 // skipReason says why a Service gets no frontends though it is valid, or
@@ -180,9 +180,33 @@ func checkTargetPort(tp intstr.IntOrString) error {
 	return nil
 }
 
+// endpointAddrProblem says why ip cannot be a Service endpoint, or "".
+//
+// Endpoints outside the cluster CIDR are served: in a Kubernetes cluster
+// the `kubernetes` Service's endpoints are the API servers' host addresses,
+// and a Service in front of hostNetwork pods has node addresses, so every
+// operator and CoreDNS in a pod need them (kube-proxy serves them alike).
+// After the service stage's DNAT such a packet takes the pod's egress
+// route to the node's own stack (weft0), which routes it and masquerades
+// it, and the reply comes back through weft0 to be reverse-translated.
+// What cannot work is refused, as the API server's validation of Endpoints
+// refuses it (ValidateNonSpecialIP): unspecified, loopback, link-local,
+// multicast and broadcast addresses; and an address in the service CIDR,
+// which the stage would translate again, a loop.
+func endpointAddrProblem(ip netip.Addr, cidrs CIDRs) string {
+	switch {
+	case ip.IsUnspecified(), ip.IsLoopback(), ip.IsLinkLocalUnicast(), ip.IsMulticast(),
+		ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "is not a unicast address a Service can send to (unspecified, loopback, link-local, multicast or broadcast)"
+	case cidrs.Service.IsValid() && cidrs.Service.Contains(ip):
+		return fmt.Sprintf("is inside the service CIDR %s: a cluster IP cannot be an endpoint", cidrs.Service)
+	}
+	return ""
+}
+
 // checkSlice checks an EndpointSlice: IPv4, owned by a Service (the
-// kubernetes.io/service-name label), endpoints in the cluster CIDR, ports
-// TCP or UDP in range.
+// kubernetes.io/service-name label), endpoint addresses a Service can send
+// to (endpointAddrProblem), ports TCP or UDP in range.
 func checkSlice(es *discoveryv1.EndpointSlice, cidrs CIDRs) error {
 	var errs []error
 	if es.AddressType != discoveryv1.AddressTypeIPv4 {
@@ -203,8 +227,10 @@ func checkSlice(es *discoveryv1.EndpointSlice, cidrs CIDRs) error {
 			switch {
 			case err != nil || !ip.Is4():
 				errs = append(errs, fmt.Errorf("endpoints[%d]: address %q is not an IPv4 address", i, a))
-			case !cidrs.Cluster.Contains(ip):
-				errs = append(errs, fmt.Errorf("endpoints[%d]: address %s is outside the cluster CIDR %s", i, ip, cidrs.Cluster))
+			default:
+				if why := endpointAddrProblem(ip, cidrs); why != "" {
+					errs = append(errs, fmt.Errorf("endpoints[%d]: address %s %s", i, ip, why))
+				}
 			}
 		}
 	}

@@ -209,7 +209,7 @@ kind: EndpointSlice
 metadata: {name: bad, labels: {kubernetes.io/service-name: first}}
 addressType: IPv4
 ports: [{port: 80}]
-endpoints: [{addresses: [192.168.0.1]}]
+endpoints: [{addresses: [127.0.0.1]}]
 `)
 	res := Compile(Input{Node: "n1", CIDRs: testCIDRs, Objects: objs})
 	skipped := map[string]string{}
@@ -281,7 +281,15 @@ spec: {clusterIP: 10.96.0.50, ports: [{port: 80}]}
 		{"bad target name", `{apiVersion: v1, kind: Service, metadata: {name: a}, spec: {clusterIP: 10.96.0.52, ports: [{port: 80, targetPort: "Not_OK"}]}}`, "lowercase"},
 		{"affinity timeout", `{apiVersion: v1, kind: Service, metadata: {name: a}, spec: {clusterIP: 10.96.0.52, sessionAffinity: ClientIP, sessionAffinityConfig: {clientIP: {timeoutSeconds: 0}}, ports: [{port: 80}]}}`, "timeoutSeconds 0"},
 		{"headless ok", `{apiVersion: v1, kind: Service, metadata: {name: a}, spec: {clusterIP: None, ports: [{port: 80}]}}`, ""},
-		{"slice outside cluster", `{apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: s, labels: {kubernetes.io/service-name: old}}, addressType: IPv4, ports: [{port: 80}], endpoints: [{addresses: [10.0.0.9]}]}`, "outside the cluster CIDR 10.244.0.0/16"},
+		// The kubernetes Service's endpoints are the API servers' host
+		// addresses, outside the cluster CIDR: served.
+		{"slice outside cluster ok", `{apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: s, labels: {kubernetes.io/service-name: old}}, addressType: IPv4, ports: [{port: 6443}], endpoints: [{addresses: [172.30.0.1]}]}`, ""},
+		{"slice loopback", `{apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: s, labels: {kubernetes.io/service-name: old}}, addressType: IPv4, ports: [{port: 80}], endpoints: [{addresses: [127.0.0.9]}]}`, "address 127.0.0.9 is not a unicast address"},
+		{"slice link-local", `{apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: s, labels: {kubernetes.io/service-name: old}}, addressType: IPv4, ports: [{port: 80}], endpoints: [{addresses: [169.254.169.254]}]}`, "address 169.254.169.254 is not a unicast address"},
+		{"slice multicast", `{apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: s, labels: {kubernetes.io/service-name: old}}, addressType: IPv4, ports: [{port: 80}], endpoints: [{addresses: [224.0.0.5]}]}`, "address 224.0.0.5 is not a unicast address"},
+		{"slice broadcast", `{apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: s, labels: {kubernetes.io/service-name: old}}, addressType: IPv4, ports: [{port: 80}], endpoints: [{addresses: [255.255.255.255]}]}`, "not a unicast address"},
+		{"slice unspecified", `{apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: s, labels: {kubernetes.io/service-name: old}}, addressType: IPv4, ports: [{port: 80}], endpoints: [{addresses: [0.0.0.0]}]}`, "not a unicast address"},
+		{"slice in service CIDR", `{apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: s, labels: {kubernetes.io/service-name: old}}, addressType: IPv4, ports: [{port: 80}], endpoints: [{addresses: [10.96.0.9]}]}`, "inside the service CIDR 10.96.0.0/12"},
 		{"slice ipv6", `{apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: s, labels: {kubernetes.io/service-name: old}}, addressType: IPv6, endpoints: []}`, "IPv4 endpoints only"},
 		{"slice unowned", `{apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: s}, addressType: IPv4, endpoints: []}`, "no kubernetes.io/service-name label"},
 		{"slice port 0", `{apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: s, labels: {kubernetes.io/service-name: old}}, addressType: IPv4, ports: [{port: 0}], endpoints: []}`, "port 0 is out of range"},

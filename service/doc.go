@@ -25,8 +25,9 @@
 //
 // CheckApply refuses a Service or EndpointSlice that weft cannot serve
 // (cluster IP outside the service CIDR or already taken, SCTP, port 0,
-// endpoints outside the cluster CIDR) with an error naming the object and
-// field, before anything is stored; it allocates a cluster IP for a Service
+// endpoints at addresses a Service cannot send to: loopback, link-local,
+// multicast, broadcast, unspecified, or inside the service CIDR) with an
+// error naming the object and field, before anything is stored; it allocates a cluster IP for a Service
 // that has none, as the API server would. Compile checks again: the store
 // may hold objects written by another version or by hand, and a bad one is
 // skipped with a Problem, never taking the good ones down with it.

@@ -42,12 +42,14 @@ func tableExists(t *testing.T, n *Node) bool {
 
 // TestEgressAndHostPortMatrix: `weft sim test`'s outside cells pass: every
 // pod reaches the outside host masqueraded behind its node's address (TCP
-// and UDP), and the outside host reaches each node's hostPort pod with its
-// own address kept; pod-to-pod stays un-NATed.
+// and UDP), directly and through sim/outside, a Service whose endpoint is
+// that host (outside the cluster CIDR, as the kubernetes Service's are);
+// the outside host reaches each node's hostPort pod with its own address
+// kept; pod-to-pod stays un-NATed.
 func TestEgressAndHostPortMatrix(t *testing.T) {
 	c := newOutsideCluster(t, 2, 2)
 	r := runMatrix(t, c)
-	var egress, hostport, nodeport int
+	var egress, hostport, nodeport, outside int
 	for _, ch := range r.Checks {
 		switch ch.Name {
 		case "egress":
@@ -56,14 +58,16 @@ func TestEgressAndHostPortMatrix(t *testing.T) {
 			hostport++
 		case "nodeport":
 			nodeport++
+		case "service-outside":
+			outside++
 		}
 	}
-	if egress != 4 || hostport != 2 || nodeport != 4 {
-		t.Errorf("%d egress, %d hostport and %d nodeport checks ran, want 4, 2 and 4", egress, hostport, nodeport)
+	if egress != 4 || hostport != 2 || nodeport != 4 || outside != 4 {
+		t.Errorf("%d egress, %d hostport, %d nodeport and %d service-outside checks ran, want 4, 2, 4 and 4", egress, hostport, nodeport, outside)
 	}
 	st := nodeStatus(t, c.Nodes[0])
-	if e := st.Egress; e == nil || !e.Enabled || !e.Masquerade || e.Masqueraded < 4 || e.HostPorts != 1 || e.NodePorts != 2 || e.OutPackets == 0 || e.InPackets == 0 {
-		t.Errorf("n1's egress status after the matrix: %+v; want on, masquerading, >= 4 connections (2 pods x tcp+udp), 1 hostPort, 2 node ports, packets both ways", e)
+	if e := st.Egress; e == nil || !e.Enabled || !e.Masquerade || e.Masqueraded < 8 || e.HostPorts != 1 || e.NodePorts != 2 || e.OutPackets == 0 || e.InPackets == 0 {
+		t.Errorf("n1's egress status after the matrix: %+v; want on, masquerading, >= 8 connections (2 pods x tcp+udp, direct and through sim/outside), 1 hostPort, 2 node ports, packets both ways", e)
 	}
 }
 

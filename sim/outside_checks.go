@@ -23,6 +23,12 @@ const (
 	simLocalNodePort = 30081
 )
 
+// simOutsideClusterIP is sim/outside's cluster IP: a Service without a
+// selector whose one endpoint is the outside host's server (TCP and UDP
+// on port 80), outside the cluster CIDR, as the `kubernetes` Service's
+// endpoints (the API servers' host addresses) are in a real cluster.
+const simOutsideClusterIP = "10.96.0.11"
+
 // podPortMappings are the hostPorts AddPod asks for pod number i (from 0)
 // of a node.
 func (c *Cluster) podPortMappings(i int) []api.PortMapping {
@@ -56,8 +62,61 @@ func outsideChecks(ctx context.Context, c *Cluster, opts MatrixOptions) []Check 
 	}
 	if o.Services {
 		out = append(out, nodePortChecks(ctx, c, opts)...)
+		for _, n := range c.Nodes {
+			for _, p := range n.Pods {
+				out = append(out, outsideServiceCheck(ctx, o, n, p))
+			}
+		}
 	}
 	return out
+}
+
+// outsideServiceCheck: pod p reaches sim/outside, whose endpoint is the
+// outside host, by its cluster IP over TCP and UDP: translated by its
+// weftd's service stage, then out through the node's stack like egress
+// (the server sees the node's underlay address), and the answer
+// translated back.
+func outsideServiceCheck(ctx context.Context, o *Outside, n *Node, p *Pod) Check {
+	front := netip.AddrPortFrom(netip.MustParseAddr(simOutsideClusterIP), 80)
+	ch := Check{Name: "service-outside", Detail: fmt.Sprintf("%s (%s) -> sim/outside %s -> %s", p.Name, p.IP(), front, o.AddrPort())}
+	for _, network := range []string{"tcp", "udp"} {
+		peer, err := OutsideProbe(ctx, p.Netns, network, front)
+		switch {
+		case err != nil:
+			ch.Error = fmt.Sprintf("%s: %v", network, err)
+			return ch
+		case peer != n.Underlay:
+			ch.Error = fmt.Sprintf("%s: server saw %s, want node %s's address %s (masquerade)", network, peer, n.Name, n.Underlay)
+			return ch
+		}
+	}
+	ch.Detail += ": server saw " + n.Underlay.String() + " over tcp and udp"
+	return ch
+}
+
+// outsideService is sim/outside (see simOutsideClusterIP).
+func (c *Cluster) outsideService() string {
+	o := c.Outside
+	return fmt.Sprintf(`---
+apiVersion: v1
+kind: Service
+metadata: {name: outside, namespace: sim}
+spec:
+  clusterIP: %s
+  ports:
+  - {name: tcp, port: 80, protocol: TCP, targetPort: %d}
+  - {name: udp, port: 80, protocol: UDP, targetPort: %d}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: outside-1, namespace: sim, labels: {kubernetes.io/service-name: outside}}
+addressType: IPv4
+ports:
+- {name: tcp, port: %d, protocol: TCP}
+- {name: udp, port: %d, protocol: UDP}
+endpoints:
+- {addresses: [%s], conditions: {ready: true}}
+`, simOutsideClusterIP, o.Port, o.Port, o.Port, o.Port, o.Addr)
 }
 
 // nodePortServices are the sim's NodePort Services (see simNodePort).
@@ -108,7 +167,7 @@ func (c *Cluster) applyNodePortServices(ctx context.Context) error {
 	if len(c.Nodes) == 0 || len(c.Nodes[0].Pods) == 0 {
 		return nil
 	}
-	if _, err := c.Apply(ctx, c.nodePortServices()); err != nil {
+	if _, err := c.Apply(ctx, c.nodePortServices()+c.outsideService()); err != nil {
 		return fmt.Errorf("example NodePort services: %w", err)
 	}
 	// Every node compiles the store on its own; a node serves (and lists)
@@ -125,8 +184,12 @@ func (c *Cluster) applyNodePortServices(ctx context.Context) error {
 	if err := c.WaitService(ctx, "sim/web-local", 1, 10*time.Second); err != nil {
 		return err
 	}
+	if err := c.WaitService(ctx, "sim/outside", 1, 10*time.Second); err != nil {
+		return err
+	}
 	c.Outside.Services = true
-	c.logf("example services: sim/web on node port %d (Cluster), sim/web-local on %d (Local, %s only)", simNodePort, simLocalNodePort, c.Nodes[0].Name)
+	c.logf("example services: sim/web on node port %d (Cluster), sim/web-local on %d (Local, %s only), sim/outside %s -> the outside host",
+		simNodePort, simLocalNodePort, c.Nodes[0].Name, simOutsideClusterIP)
 	return c.save()
 }
 
