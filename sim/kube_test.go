@@ -2,7 +2,10 @@ package sim
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -132,8 +135,41 @@ func TestKubeSim(t *testing.T) {
 		t.Errorf("%d service checks passed, want %d (every node and pod)", services, want)
 	}
 
+	kubeAPIFromPods(ctx, t, c)
 	kubeReadinessFlip(ctx, t, c)
 	kubePolicyFlip(ctx, t, c)
+}
+
+// kubeAPIFromPods: every pod reaches the API server through the
+// `kubernetes` Service (10.96.0.1:443), as in-cluster clients (CoreDNS,
+// operators) do: its endpoint is the API server's own address, outside the
+// cluster CIDR, so the flow leaves through the node's stack after the
+// service stage's DNAT. Any HTTP answer over TLS proves the path (the
+// request carries no credentials).
+func kubeAPIFromPods(ctx context.Context, t *testing.T, c *Cluster) {
+	t.Helper()
+	const front = "10.96.0.1:443"
+	for _, p := range c.Pods() {
+		hc := &http.Client{
+			Timeout: 5 * time.Second,
+			Transport: &http.Transport{
+				DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+					return DialIn(ctx, p.Netns, "tcp4", addr)
+				},
+				// The API server's certificate names it, not what a
+				// test pod trusts; the point is the path, not the peer.
+				TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+			},
+		}
+		resp, err := hc.Get("https://" + front + "/version")
+		if err != nil {
+			t.Errorf("pod %s -> the kubernetes Service %s: %v", p.Name, front, err)
+			continue
+		}
+		resp.Body.Close()
+		hc.CloseIdleConnections()
+		t.Logf("pod %s -> the kubernetes Service %s: HTTP %d from the API server", p.Name, front, resp.StatusCode)
+	}
 }
 
 // kubeReadinessFlip: a Pod whose Ready condition turns False leaves the
