@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -308,5 +309,96 @@ func TestKubeSimDownAfterCrash(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(c.Dir, "kube")); !os.IsNotExist(err) {
 		t.Errorf("%s: %v, want it gone", filepath.Join(c.Dir, "kube"), err)
+	}
+}
+
+// TestKubeSimAPIServerOutage: with the API server frozen (SIGSTOP: its
+// connections hang, as behind a partition, rather than being refused),
+// every weftd keeps forwarding with what it last knew (the matrix and the
+// Service pass) and says so in `weft status` (registry degraded); once it
+// answers again, every weftd reports ok and follows a change made after
+// the outage.
+func TestKubeSimAPIServerOutage(t *testing.T) {
+	c := newKubeCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := c.Up(ctx, 2, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ApplyExample(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var apiserver int
+	for _, comp := range c.Kube.Components {
+		if comp.Name == "kube-apiserver" {
+			apiserver = comp.PID
+		}
+	}
+	if apiserver == 0 {
+		t.Fatalf("no kube-apiserver among the control plane's components %+v", c.Kube.Components)
+	}
+	if err := syscall.Kill(apiserver, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Now()
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			if err := syscall.Kill(apiserver, syscall.SIGCONT); err != nil {
+				t.Errorf("SIGCONT kube-apiserver %d: %v", apiserver, err)
+			}
+		}
+	}
+	defer resume()
+
+	registryStates := func(want string) (bool, string) {
+		var got []string
+		ok := true
+		for _, n := range c.Nodes {
+			st := nodeStatus(t, n)
+			got = append(got, fmt.Sprintf("%s %s (%s)", n.Name, st.Registry.State, st.Registry.LastError))
+			ok = ok && st.Registry.State == want
+		}
+		return ok, strings.Join(got, "; ")
+	}
+	waitState := func(want string, within time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			ok, got := registryStates(want)
+			if ok {
+				t.Logf("every node reports registry %s, %s after the freeze: %s", want, time.Since(frozen).Round(100*time.Millisecond), got)
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("registry state: %s; want %s on every node within %s", got, want, within)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	waitState(api.RegistryDegraded, 60*time.Second)
+
+	r, err := RunMatrix(ctx, c, MatrixOptions{Helper: testHelper(t), Progress: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var report strings.Builder
+	r.WriteTo(&report)
+	if r.Failed() > 0 {
+		t.Errorf("matrix with the API server frozen:\n%s", report.String())
+	}
+	t.Logf("API server frozen: %s", r.Summary())
+
+	resume()
+	waitState(api.RegistryOK, 60*time.Second)
+	// A change made after the outage reaches every weftd: the informers
+	// watch again.
+	const late = "apiVersion: v1\nkind: Service\nmetadata: {name: late, namespace: sim}\nspec:\n  selector: {app: sim}\n  ports: [{port: 82, targetPort: 7777}]\n"
+	if _, err := c.Apply(ctx, late); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitService(ctx, "sim/late", len(c.Pods()), 30*time.Second); err != nil {
+		t.Errorf("after the outage: %v", err)
 	}
 }
