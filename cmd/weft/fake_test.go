@@ -31,8 +31,9 @@ var (
 		RouterMAC: mac1, VNI: 7, Port: 4789, MTU: 1450,
 		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"),
 		StartedAt:   t0, Uptime: api.Duration(10 * time.Minute),
-		Registry: api.RegistryStatus{Backend: "etcd", State: api.RegistryDegraded, Since: t0.Add(5 * time.Minute), LastError: "context deadline exceeded"},
-		Ports:    2, Peers: 1, Offload: "tap-tso,udp-gso",
+		Registry: api.RegistryStatus{Backend: "etcd", State: api.RegistryDegraded, Since: t0.Add(5 * time.Minute), LastError: "context deadline exceeded",
+			NotPeers: []api.NotPeer{{Node: "node-c", Why: "no spec.podCIDR yet (kube-controller-manager --allocate-node-cidrs allocates it)"}}},
+		Ports: 2, Peers: 1, Offload: "tap-tso,udp-gso",
 	}
 	fakePorts = []api.Port{
 		{

@@ -155,7 +155,7 @@ func TestTables(t *testing.T) {
 	}{
 		{[]string{"status"}, "", "", []string{"node-a", "192.168.50.10 (eth0)", "10.244.1.0/24", "vni 7, udp port 4789", "etcd: degraded since 5m0s ago: context deadline exceeded", "1450", "tap-tso,udp-gso"}},
 		{[]string{"ports"}, "ADDRESS", "10.244.1.3/24", []string{"c0ffee001122 ", "default/web-0", "wt3a2b1c", "3.0MiB", "1000B", "10m0s ago"}},
-		{[]string{"peers"}, "LEASE", "in 25s", []string{"node-b", "192.168.50.11", "10.244.2.0/24", "02:aa:00:00:00:02"}},
+		{[]string{"peers"}, "LEASE", "in 25s", []string{"node-b", "192.168.50.11", "10.244.2.0/24", "02:aa:00:00:00:02", "not peers (1)", "node-c  no spec.podCIDR yet"}},
 		{[]string{"subnets"}, "FREE", "250", []string{"node-a *", "expired 3s ago"}},
 		{[]string{"fdb"}, "AGE", "1.5s", []string{"02:aa:00:00:00:02", "wt3a2b1c"}},
 		{[]string{"routes"}, "VIA", "192.168.50.11", []string{"10.244.1.0/24", "local", "peer", "node-b"}},
@@ -275,6 +275,13 @@ type emptyService struct{ *fakeService }
 func (emptyService) Ports(_ context.Context) ([]api.Port, error)      { return nil, nil }
 func (emptyService) Peers(_ context.Context) ([]api.Peer, error)      { return nil, nil }
 func (emptyService) Counters(_ context.Context) (api.Counters, error) { return nil, nil }
+
+// Status: a node alone, whose registry knows no other node.
+func (emptyService) Status(context.Context) (api.Status, error) {
+	s := fakeStatus
+	s.Registry.NotPeers = nil
+	return s, nil
+}
 
 func TestRequestsReachService(t *testing.T) {
 	svc := &fakeService{}

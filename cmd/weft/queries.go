@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/weftnet/weft/api"
@@ -122,7 +123,10 @@ var peersCmd = &command{
 	synopsis: "[flags]",
 	help: `List the other nodes of the cluster that have a live registry lease: their
 underlay address, pod subnet, router MAC and VNI, when their lease runs out,
-and the overlay traffic exchanged with each.
+and the overlay traffic exchanged with each. Below the table, nodes the
+registry knows that are not peers, and why (with --registry kube: a Node
+without a podCIDR in the cluster CIDR, or without weft's annotations because
+no weftd runs there yet).
 
 Examples:
   weft peers
@@ -134,6 +138,9 @@ Examples:
 				return err
 			}
 			slices.SortFunc(peers, func(a, b api.Peer) int { return strings.Compare(a.Node, b.Node) })
+			if c.output != outJSON {
+				defer c.notPeers(ctx)
+			}
 			return c.emit(peers, func(t *table) {
 				if len(peers) == 0 {
 					t.row("no peers")
@@ -156,6 +163,27 @@ Examples:
 			})
 		}
 	},
+}
+
+// notPeers prints, below `weft peers`' table, the nodes the registry knows
+// that are not peers and why (weft status has them too; the JSON output of
+// peers stays a list of peers). A node that cannot say is left out
+// silently: the table above is the answer asked for.
+func (c *cli) notPeers(ctx context.Context) {
+	s, err := c.client().Status(ctx)
+	if err != nil || len(s.Registry.NotPeers) == 0 {
+		return
+	}
+	fmt.Fprintf(c.stdout, "\nnot peers (%d), as the registry lists them:\n", len(s.Registry.NotPeers))
+	t := &table{tw: tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)}
+	for i, np := range s.Registry.NotPeers {
+		if i == 20 {
+			t.row("...", fmt.Sprintf("and %d more (weft status -o json)", len(s.Registry.NotPeers)-i))
+			break
+		}
+		t.row(np.Node, np.Why)
+	}
+	t.tw.Flush()
 }
 
 var subnetsCmd = &command{
