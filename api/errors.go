@@ -22,6 +22,7 @@ const (
 	CodeNotReady       = "not_ready"
 	CodeNotImplemented = "not_implemented"
 	CodeTimeout        = "timeout"
+	CodeForbidden      = "forbidden"
 	CodeInternal       = "internal"
 )
 
@@ -46,11 +47,15 @@ var (
 	ErrExhausted      error = &kindError{CodeExhausted, http.StatusConflict, "address pool exhausted"}
 	ErrNotReady       error = &kindError{CodeNotReady, http.StatusServiceUnavailable, "not ready"}
 	ErrNotImplemented error = &kindError{CodeNotImplemented, http.StatusNotImplemented, "not implemented"}
+	// ErrForbidden: weftd may not do this with its own credentials (e.g.
+	// `weft apply` through a weftd whose Kubernetes rights are read-only).
+	ErrForbidden error = &kindError{CodeForbidden, http.StatusForbidden, "forbidden"}
 )
 
 var kinds = []*kindError{
 	ErrBadRequest.(*kindError), ErrNotFound.(*kindError), ErrConflict.(*kindError),
 	ErrExhausted.(*kindError), ErrNotReady.(*kindError), ErrNotImplemented.(*kindError),
+	ErrForbidden.(*kindError),
 }
 
 // FieldError is a bad request naming the field at fault. It matches

@@ -267,6 +267,7 @@ func TestErrorMapping(t *testing.T) {
 		{"exhausted", fmt.Errorf("subnet 10.244.1.0/24: %w", ErrExhausted), http.StatusConflict, CodeExhausted, ErrExhausted},
 		{"not ready", fmt.Errorf("registry: %w", ErrNotReady), http.StatusServiceUnavailable, CodeNotReady, ErrNotReady},
 		{"not implemented", ErrNotImplemented, http.StatusNotImplemented, CodeNotImplemented, ErrNotImplemented},
+		{"forbidden", fmt.Errorf("apply Service sim/x: %w", ErrForbidden), http.StatusForbidden, CodeForbidden, ErrForbidden},
 		{"field", BadRequest("in", "no such port"), http.StatusBadRequest, CodeBadRequest, ErrBadRequest},
 		{"timeout", fmt.Errorf("create tap: %w", context.DeadlineExceeded), http.StatusGatewayTimeout, CodeTimeout, nil},
 		{"other", errors.New("disk on fire"), http.StatusInternalServerError, CodeInternal, nil},

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -289,7 +290,7 @@ func (n *Node) Apply(ctx context.Context, req api.ApplyRequest) ([]api.ApplyResu
 		if !req.DryRun {
 			changed, err := s.store.Put(ctx, o)
 			if err != nil {
-				return out, fmt.Errorf("apply %s (after %d stored): %w", o, len(out), err)
+				return out, fmt.Errorf("apply %s (after %d stored): %w", o, len(out), storeError(err))
 			}
 			if !changed {
 				r.Action = api.ActionUnchanged
@@ -320,7 +321,7 @@ func (n *Node) DeleteObjects(ctx context.Context, req api.ApplyRequest) ([]api.A
 		}
 		existed, err := s.store.Delete(ctx, o.Key())
 		if err != nil {
-			return out, fmt.Errorf("delete %s: %w", o, err)
+			return out, fmt.Errorf("delete %s: %w", o, storeError(err))
 		}
 		if !existed {
 			r.Action = api.ActionNotFound
@@ -360,3 +361,18 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 }
+
+// storeError gives an object store's error the API answer it deserves: a
+// refusal of weftd's own credentials (registry.ErrForbidden, the API
+// server's RBAC) is a 403 that the caller can act on, not a 500.
+func storeError(err error) error {
+	if errors.Is(err, registry.ErrForbidden) {
+		return forbiddenError{err}
+	}
+	return err
+}
+
+// forbiddenError is a store's refusal that also matches api.ErrForbidden.
+type forbiddenError struct{ error }
+
+func (e forbiddenError) Unwrap() []error { return []error{e.error, api.ErrForbidden} }

@@ -77,6 +77,10 @@ var (
 	// is claimed by another node. The node must not be moved to another
 	// subnet under its running pods; a person must look.
 	ErrSubnetConflict = errors.New("subnet conflicts with the registry's claims")
+	// ErrForbidden: a store that authorizes its clients (the Kubernetes
+	// API server) refused this client's credentials the operation. Not
+	// retried: a person must grant the right or use other credentials.
+	ErrForbidden = errors.New("forbidden")
 )
 
 // Lease is one node's entry in the registry. It is a value: copy it freely.

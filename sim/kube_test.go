@@ -3,6 +3,7 @@ package sim
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -111,6 +112,10 @@ func TestKubeSim(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("weft apply through a least-privilege weftd: %v; want an error saying %q", err, want)
 		}
+	}
+	var re *api.RemoteError
+	if !errors.As(err, &re) || re.Status != http.StatusForbidden || !errors.Is(err, api.ErrForbidden) {
+		t.Errorf("weft apply through a least-privilege weftd: %#v; want the API's 403 %q", err, api.CodeForbidden)
 	}
 
 	r, err := RunMatrix(ctx, c, MatrixOptions{Helper: testHelper(t), Progress: t.Logf})

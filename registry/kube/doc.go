@@ -91,5 +91,5 @@
 // least-privilege DaemonSet leaves these out; `weft apply` then fails with
 // ErrForbidden, whose message names the verb and resource refused and says
 // to manage objects with kubectl or grant the verb (and carries the API
-// server's own message).
+// server's own message); weftd's API answers it as 403 "forbidden".
 package kube

@@ -2,7 +2,6 @@ package kube
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -446,8 +445,9 @@ func ptr[T any](v T) *T { return &v }
 // ErrForbidden marks a write or read of objects that the API server's
 // authorization refused: weftd's credentials lack the verb (deploy/'s
 // least-privilege ClusterRole grants none of the writes `weft apply`
-// makes).
-var ErrForbidden = errors.New("forbidden by the API server")
+// makes). It is registry.ErrForbidden, which node/ answers as the API's
+// 403.
+var ErrForbidden = registry.ErrForbidden
 
 // resources names each kind's API resource as RBAC rules spell it.
 var resources = map[objects.Kind]string{
