@@ -35,8 +35,16 @@ type Outside struct {
 	// Addr is the server's address, outside every cluster range.
 	Addr netip.Addr `json:"addr"`
 	Port int        `json:"port"` // TCP and UDP
-	PID  int        `json:"pid"`
-	Log  string     `json:"log"`
+	// EndpointAddr is the server's second address, sim/outside's endpoint
+	// (simOutsideClusterIP). A separate address because weftd cannot tell a
+	// direct flow whose server speaks first after a weftd restart from a
+	// reply of a service flow it has forgotten (switch/nat.go,
+	// untrackedToOrFromBackend): with one address, the direct egress
+	// stream of TestEgressStreamSurvivesRestart would be taken for
+	// sim/outside's reply and reset.
+	EndpointAddr netip.Addr `json:"endpoint_addr,omitempty"`
+	PID          int        `json:"pid"`
+	Log          string     `json:"log"`
 	// Helper is the command line that runs HelperMain (recorded so that
 	// a restart of the server uses the same binary).
 	Helper []string `json:"helper"`
@@ -47,9 +55,15 @@ type Outside struct {
 // AddrPort is where the outside server listens.
 func (o *Outside) AddrPort() netip.AddrPort { return netip.AddrPortFrom(o.Addr, uint16(o.Port)) }
 
+// EndpointAddrPort is where it also listens for sim/outside's flows.
+func (o *Outside) EndpointAddrPort() netip.AddrPort {
+	return netip.AddrPortFrom(o.EndpointAddr, uint16(o.Port))
+}
+
 // Defaults of the outside host.
 var (
-	DefaultOutsideAddr = netip.MustParseAddr("203.0.113.10")
+	DefaultOutsideAddr         = netip.MustParseAddr("203.0.113.10")
+	defaultOutsideEndpointAddr = netip.MustParseAddr("203.0.113.11")
 )
 
 const (
@@ -78,13 +92,14 @@ func (c *Cluster) outsideGateway() netip.Addr {
 func (c *Cluster) upOutside(ctx context.Context, helper []string) error {
 	o := &Outside{
 		Netns: c.outsideNS(), Gateway: c.outsideGateway(), Addr: DefaultOutsideAddr, Port: defaultOutsidePort,
-		Log: filepath.Join(c.Dir, "outside.log"), Helper: helper,
+		EndpointAddr: defaultOutsideEndpointAddr,
+		Log:          filepath.Join(c.Dir, "outside.log"), Helper: helper,
 	}
 	c.Outside = o
 	if err := c.save(); err != nil {
 		return err
 	}
-	c.logf("outside host: namespace %s, gateway %s on the underlay, server %s (tcp+udp)", o.Netns, o.Gateway, o.AddrPort())
+	c.logf("outside host: namespace %s, gateway %s on the underlay, server %s and %s (tcp+udp)", o.Netns, o.Gateway, o.AddrPort(), o.EndpointAddrPort())
 	if _, err := netdev.NewNetns(o.Netns); err != nil {
 		return err
 	}
@@ -97,8 +112,10 @@ func (c *Cluster) upOutside(ctx context.Context, helper []string) error {
 	if err := runIn(c.underlayNS(), "ip", "link", "set", "out0", "master", "br0", "up"); err != nil {
 		return err
 	}
-	if err := netdev.AddAddr(netdev.NetnsPath(o.Netns), "lo", netip.PrefixFrom(o.Addr, 32)); err != nil {
-		return fmt.Errorf("outside host: %w", err)
+	for _, a := range []netip.Addr{o.Addr, o.EndpointAddr} {
+		if err := netdev.AddAddr(netdev.NetnsPath(o.Netns), "lo", netip.PrefixFrom(a, 32)); err != nil {
+			return fmt.Errorf("outside host: %w", err)
+		}
 	}
 	return c.startOutsideServer(ctx)
 }
@@ -113,7 +130,7 @@ func (c *Cluster) startOutsideServer(ctx context.Context) error {
 	}
 	defer logf.Close()
 	argv := append(append([]string(nil), o.Helper...), HelperOutside,
-		"--listen", o.AddrPort().String(), "--sim-dir", filepath.Join(c.Dir, "outside"))
+		"--listen", o.AddrPort().String()+","+o.EndpointAddrPort().String(), "--sim-dir", filepath.Join(c.Dir, "outside"))
 	cmd := exec.Command("nsenter", append([]string{"--net=" + netdev.NetnsPath(o.Netns), "--"}, argv...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	pid, err := c.startDaemon(cmd)
@@ -164,11 +181,22 @@ func (c *Cluster) downOutside() error {
 	return netdev.DeleteNetns(o.Netns)
 }
 
-// outsideServer is the _outside helper: a TCP and a UDP echo server on one
-// address that tell each client the address they saw it come from ("peer
-// IP:PORT\n" first on TCP, before the echoed payload on UDP). It runs
-// until killed or for outsideLife.
-func outsideServer(addr string, stdout io.Writer) error {
+// outsideServer is the _outside helper: a TCP and a UDP echo server on
+// each of the comma-separated addresses that tell each client the address
+// they saw it come from ("peer IP:PORT\n" first on TCP, before the echoed
+// payload on UDP). It runs until killed or for outsideLife.
+func outsideServer(addrs string, stdout io.Writer) error {
+	list := strings.Split(addrs, ",")
+	errc := make(chan error, len(list))
+	for _, addr := range list {
+		go func() { errc <- outsideServe(addr, stdout) }()
+	}
+	// The first to end ends the server: a listener that failed leaves a
+	// server that answers on some addresses only, which no check expects.
+	return <-errc
+}
+
+func outsideServe(addr string, stdout io.Writer) error {
 	ln, err := net.Listen("tcp4", addr)
 	if err != nil {
 		return err

@@ -24,9 +24,10 @@ const (
 )
 
 // simOutsideClusterIP is sim/outside's cluster IP: a Service without a
-// selector whose one endpoint is the outside host's server (TCP and UDP
-// on port 80), outside the cluster CIDR, as the `kubernetes` Service's
-// endpoints (the API servers' host addresses) are in a real cluster.
+// selector whose one endpoint is the outside host's server on its second
+// address (Outside.EndpointAddr; TCP and UDP on port 80), outside the
+// cluster CIDR, as the `kubernetes` Service's endpoints (the API servers'
+// host addresses) are in a real cluster.
 const simOutsideClusterIP = "10.96.0.11"
 
 // podPortMappings are the hostPorts AddPod asks for pod number i (from 0)
@@ -78,7 +79,7 @@ func outsideChecks(ctx context.Context, c *Cluster, opts MatrixOptions) []Check 
 // translated back.
 func outsideServiceCheck(ctx context.Context, o *Outside, n *Node, p *Pod) Check {
 	front := netip.AddrPortFrom(netip.MustParseAddr(simOutsideClusterIP), 80)
-	ch := Check{Name: "service-outside", Detail: fmt.Sprintf("%s (%s) -> sim/outside %s -> %s", p.Name, p.IP(), front, o.AddrPort())}
+	ch := Check{Name: "service-outside", Detail: fmt.Sprintf("%s (%s) -> sim/outside %s -> %s", p.Name, p.IP(), front, o.EndpointAddrPort())}
 	for _, network := range []string{"tcp", "udp"} {
 		peer, err := OutsideProbe(ctx, p.Netns, network, front)
 		switch {
@@ -116,7 +117,7 @@ ports:
 - {name: udp, port: %d, protocol: UDP}
 endpoints:
 - {addresses: [%s], conditions: {ready: true}}
-`, simOutsideClusterIP, o.Port, o.Port, o.Port, o.Port, o.Addr)
+`, simOutsideClusterIP, o.Port, o.Port, o.Port, o.Port, o.EndpointAddr)
 }
 
 // nodePortServices are the sim's NodePort Services (see simNodePort).
