@@ -53,8 +53,21 @@ KUBE_CMD     := k8s.io/kubernetes:k8s.io/kubernetes/cmd
 GO_TOOLS     += kube-apiserver:$(KUBE_CMD)/kube-apiserver:kube
 GO_TOOLS     += kube-controller-manager:$(KUBE_CMD)/kube-controller-manager:kube
 GO_TOOL_BINS := $(foreach t,$(GO_TOOLS),$(TOOLS)/$(firstword $(subst :, ,$(t))))
+# What only make e2e-k8s runs (issue 19: real kubelets, Kubernetes' own
+# e2e suite), kept out of `make tools` and `make test`: the kubelet and the
+# scheduler (tools/kube), the suite and agnhost (tools/kube-e2e: the
+# suite's dependencies stay out of tools/kube), CoreDNS, CNI's loopback.
+# Same cache as GO_TOOLS; a cold build on 2 cores: kubelet + scheduler
+# ~10 min, e2e.test ~6 min, agnhost and CoreDNS a few each.
+E2E_GO_TOOLS := kubelet:$(KUBE_CMD)/kubelet:kube
+E2E_GO_TOOLS += kube-scheduler:$(KUBE_CMD)/kube-scheduler:kube
+E2E_GO_TOOLS += e2e.test:k8s.io/kubernetes:k8s.io/kubernetes/test/e2e:kube-e2e
+E2E_GO_TOOLS += agnhost:k8s.io/kubernetes:k8s.io/kubernetes/test/images/agnhost:kube-e2e
+E2E_GO_TOOLS += coredns:github.com/coredns/coredns:github.com/coredns/coredns
+E2E_GO_TOOLS += loopback:github.com/containernetworking/plugins:github.com/containernetworking/plugins/plugins/main/loopback:cni-plugins
+E2E_GO_TOOL_BINS := $(foreach t,$(E2E_GO_TOOLS),$(TOOLS)/$(firstword $(subst :, ,$(t))))
 
-.PHONY: all build deps tools test bench bench-e2e bench-scale fuzz sim vet clean check-go check-ci-root
+.PHONY: all build deps tools e2e-tools e2e-deps e2e-k8s test bench bench-e2e bench-scale fuzz sim vet clean check-go check-ci-root
 
 all: build
 
@@ -89,7 +102,42 @@ $(TOOLS)/$(call go_tool_field,$(1),1): $(call go_tool_wrapper,$(1))/go.mod $(cal
 	@GO=$(GO) tools/gobuild.sh $(call go_tool_field,$(1),1) $(call go_tool_field,$(1),2) $(TOOLS_CACHE) $(TOOLS) \
 	  $(or $(call go_tool_field,$(1),3),.) $(notdir $(call go_tool_wrapper,$(1)))
 endef
-$(foreach t,$(GO_TOOLS),$(eval $(call go_tool_rule,$(t))))
+$(foreach t,$(GO_TOOLS) $(E2E_GO_TOOLS),$(eval $(call go_tool_rule,$(t))))
+
+# make e2e-tools: what make e2e-k8s runs besides `make tools`: the
+# E2E_GO_TOOLS, the pause program (pause.c of the k8s.io/kubernetes module
+# tools/kube pins, gcc -static as upstream builds it) and the OCI image
+# archives the nodes import (kcluster images: pause, agnhost, busybox and
+# CoreDNS images made of those binaries and Debian's busybox, dash,
+# OpenBSD nc and curl), all cached in TOOLS_CACHE.
+PAUSE_VERSION := 3.10.2
+E2E_IMAGES    := $(TOOLS_CACHE)/e2e-images
+E2E_APT_NEEDS := gcc:gcc dash:dash nc.openbsd:netcat-openbsd curl:curl ldd:libc-bin
+e2e-tools: check-go e2e-deps $(E2E_GO_TOOL_BINS) $(TOOLS)/pause
+	@mkdir -p $(BIN) && $(GO) build -o $(BIN)/kcluster ./test/e2e-k8s/kcluster
+	@$(BIN)/kcluster images --tools $(TOOLS) --out $(E2E_IMAGES) >/dev/null
+
+e2e-deps:
+	@$(MAKE) --no-print-directory deps APT_NEEDS="$(APT_NEEDS) $(E2E_APT_NEEDS)"
+
+$(TOOLS)/pause: tools/kube/go.mod | check-go e2e-deps
+	@out=$(TOOLS_CACHE)/pause-$(PAUSE_VERSION); mkdir -p $$out $(TOOLS); \
+	if [ ! -x $$out/pause ]; then \
+	  $(GO) -C tools/kube mod download k8s.io/kubernetes && \
+	  src=$$($(GO) -C tools/kube list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c && \
+	  gcc -Os -Wall -Werror -static -DVERSION=v$(PAUSE_VERSION) -o $$out/pause.tmp $$src && mv $$out/pause.tmp $$out/pause || exit 1; \
+	fi; ln -sfn $$out/pause $(TOOLS)/pause
+
+# make e2e-k8s: Kubernetes' own [sig-network] e2e specs (the list in
+# E2E_SPECS, one focus per line) against a two-node cluster of real
+# kubelets with weft as its network (internal/kubecluster), brought up
+# for the run and taken down after it. Prints each spec's result and
+# "N passed, N failed"; fails if any failed. docs/CONFORMANCE.md records
+# the last results.
+E2E_SPECS ?= test/e2e-k8s/specs.txt
+e2e-k8s: build tools e2e-tools
+	$(BIN)/kcluster run --tools $(TOOLS) --images $(E2E_IMAGES) --weftd $(BIN)/weftd --weft-cni $(BIN)/weft-cni \
+	  -- test/e2e-k8s/run.sh $(TOOLS)/e2e.test $(E2E_SPECS)
 
 build: check-go
 	@mkdir -p $(BIN)

@@ -12,6 +12,8 @@
 # go.mod requires of MODULE. If tools/WRAPPER/ldflags exists, its
 # words are added to -ldflags, with ${VERSION} replaced (version stamps
 # such as kube-apiserver's -X k8s.io/component-base/version.gitVersion).
+# A NAME ending in .test is a test binary (Kubernetes' e2e.test): PKG is
+# built with go test -c instead of go build.
 # A binary already in the cache is only linked: the cache lives outside the
 # clone, so a reused machine (CI's too) builds each version once.
 # Everything comes from the Go module proxy, as for any other module.
@@ -41,7 +43,9 @@ if [ ! -x "$bin" ]; then
   start=$(date +%s)
   tmp=$(mktemp "$out/.$name.XXXXXX")
   trap 'rm -f "$tmp"' EXIT
-  CGO_ENABLED=0 $go -C "$src" build -trimpath -ldflags "$ldflags" -o "$tmp" "$pkg"
+  build=(build)
+  case $name in *.test) build=(test -c) ;; esac
+  CGO_ENABLED=0 $go -C "$src" "${build[@]}" -trimpath -ldflags "$ldflags" -o "$tmp" "$pkg"
   chmod 0755 "$tmp"
   mv -f "$tmp" "$bin"
   trap - EXIT

@@ -81,6 +81,14 @@ var allowed = map[string][]string{
 	// use it; kubetest is its testing layer.
 	"internal/kubecp":   {"netdev", "internal/childproc"},
 	"internal/kubetest": {"internal/kubecp", "internal/testenv"},
+	// kubecluster brings up a cluster of real kubelets, containerd and
+	// weftd processes around a control plane its caller starts (make
+	// e2e-k8s): namespaces and links through netdev, daemons through
+	// childproc; it talks to weftd only as a process.
+	"internal/kubecluster": {"netdev", "internal/childproc"},
+	// test/e2e-k8s/kcluster is make e2e-k8s's command over kubecluster
+	// (and the control-plane runner).
+	"test": {"internal/kubecluster", "internal/kubetest", "netdev"},
 	// deploy: the install files (embedded) and their test; imports nothing.
 	"deploy": {},
 	// frametest builds the inner frames of the VXLAN tests (overlay's,
