@@ -3,6 +3,7 @@ package kubecluster
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -64,14 +65,16 @@ func Images(in ImageInputs) ([]Image, error) {
 		}
 		return m
 	}
-	curlLibs, err := sharedLibs(in.Curl)
-	if err != nil {
-		return nil, err
-	}
 	agnFiles := map[string]string{"agnhost": in.Agnhost, "bin/busybox": in.Busybox, "bin/sh": in.Dash,
 		"bin/nc": in.Netcat, "usr/bin/curl": in.Curl}
-	for _, lib := range curlLibs {
-		agnFiles[strings.TrimPrefix(lib, "/")] = lib
+	for _, prog := range []string{in.Dash, in.Netcat, in.Curl} {
+		libs, err := sharedLibs(prog)
+		if err != nil {
+			return nil, err
+		}
+		for _, lib := range libs {
+			agnFiles[strings.TrimPrefix(lib, "/")] = lib
+		}
 	}
 	return []Image{
 		{Name: PauseImage, Files: map[string]string{"pause": in.Pause}, Entrypoint: []string{"/pause"}},
@@ -81,8 +84,10 @@ func Images(in ImageInputs) ([]Image, error) {
 	}, nil
 }
 
-// WriteImages writes every image into dir (ImageFile names), skipping
-// those already there, and returns the archives' paths.
+// WriteImages writes every image into dir (ImageFile names) and returns
+// the archives' paths. An archive is rewritten only when its recipe (the
+// Image and the size and time of each file in it) differs from the one it
+// was written from, recorded beside it (.recipe).
 func WriteImages(dir string, in ImageInputs) ([]string, error) {
 	imgs, err := Images(in)
 	if err != nil {
@@ -94,14 +99,38 @@ func WriteImages(dir string, in ImageInputs) ([]string, error) {
 	var paths []string
 	for _, img := range imgs {
 		p := filepath.Join(dir, ImageFile(img.Name))
-		if _, err := os.Stat(p); err != nil {
+		recipe, err := img.recipe()
+		if err != nil {
+			return nil, err
+		}
+		if old, err := os.ReadFile(p + ".recipe"); err != nil || !bytes.Equal(old, recipe) {
 			if err := img.Write(p); err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(p+".recipe", recipe, 0o644); err != nil {
 				return nil, err
 			}
 		}
 		paths = append(paths, p)
 	}
 	return paths, nil
+}
+
+// recipe is what the image is made of: itself and its files' sizes and
+// modification times.
+func (img Image) recipe() ([]byte, error) {
+	stamps := map[string]string{}
+	for _, src := range img.Files {
+		st, err := os.Stat(src)
+		if err != nil {
+			return nil, fmt.Errorf("image %s: %w", img.Name, err)
+		}
+		stamps[src] = fmt.Sprintf("%d %d", st.Size(), st.ModTime().UnixNano())
+	}
+	return json.Marshal(struct {
+		Image  Image
+		Stamps map[string]string
+	}{img, stamps})
 }
 
 func busyboxApplets(bb string) ([]string, error) {
