@@ -82,13 +82,12 @@ var allowed = map[string][]string{
 	"internal/kubecp":   {"netdev", "internal/childproc"},
 	"internal/kubetest": {"internal/kubecp", "internal/testenv"},
 	// kubecluster brings up a cluster of real kubelets, containerd and
-	// weftd processes around a control plane its caller starts (make
-	// e2e-k8s): namespaces and links through netdev, daemons through
-	// childproc; it talks to weftd only as a process.
-	"internal/kubecluster": {"netdev", "internal/childproc"},
-	// test/e2e-k8s/kcluster is make e2e-k8s's command over kubecluster
-	// (and the control-plane runner).
-	"test": {"internal/kubecluster", "internal/kubetest", "netdev"},
+	// weftd processes around a kubecp control plane (make e2e-k8s):
+	// namespaces and links through netdev, daemons through childproc; it
+	// talks to weftd only as a process.
+	"internal/kubecluster": {"netdev", "internal/childproc", "internal/kubecp"},
+	// test/e2e-k8s/kcluster is make e2e-k8s's command over kubecluster.
+	"test": {"internal/kubecluster", "netdev"},
 	// deploy: the install files (embedded) and their test; imports nothing.
 	"deploy": {},
 	// frametest builds the inner frames of the VXLAN tests (overlay's,

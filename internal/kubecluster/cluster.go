@@ -13,28 +13,11 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"github.com/weftnet/weft/internal/childproc"
+	"github.com/weftnet/weft/internal/kubecp"
 	"github.com/weftnet/weft/netdev"
 )
-
-// ControlPlane is a running control plane (etcd, kube-apiserver,
-// kube-controller-manager) in a namespace of its own, started by the
-// caller (internal/kubecp): this package runs the nodes around it.
-type ControlPlane struct {
-	// Netns is its namespace's name; APIAddr (on its loopback) serves the
-	// API on port 6443.
-	Netns   string
-	APIAddr netip.Addr
-	// Dir holds its files; Kubeconfig is the admin's, which the
-	// scheduler, the kubelets and the weftds use too.
-	Dir, Kubeconfig string
-	// Config is the admin's, dialling from inside Netns.
-	Config *rest.Config
-	// Stop ends it and removes what it made.
-	Stop func() error
-}
 
 // Options say what cluster to bring up.
 type Options struct {
@@ -47,22 +30,20 @@ type Options struct {
 	Dir string
 	// Nodes is how many nodes (default 2).
 	Nodes int
-	// Tools holds kubelet, kube-scheduler and loopback (make e2e-tools).
+	// Tools holds etcd, kube-apiserver, kube-controller-manager (make
+	// tools), kubelet, kube-scheduler and loopback (make e2e-tools).
 	Tools string
 	// Weftd and WeftCNI are weft's binaries.
 	Weftd, WeftCNI string
 	// Images are the OCI archives imported into every node (WriteImages).
 	Images []string
-	// StartControlPlane starts the control plane in a namespace whose
-	// name starts with prefix.
-	StartControlPlane func(prefix string) (*ControlPlane, error)
 	// Logf reports progress.
 	Logf func(format string, args ...any)
 }
 
 // The cluster's addresses. The underlay is a bridge in Name-u joining the
-// nodes (.11, .12, ...) and the control plane (.1), which routes its
-// APIAddr there; the pod and Service networks are the controller
+// nodes (.11, .12, ...) and the control plane (.1, in Name-cp), whose
+// kubecp.APIAddr the nodes route there; the pod and Service networks are the controller
 // manager's and the API server's defaults.
 var (
 	UnderlayNet = netip.MustParsePrefix("192.168.60.0/24")
@@ -74,7 +55,7 @@ var (
 // Cluster is a running cluster.
 type Cluster struct {
 	Name, Dir string
-	CP        *ControlPlane
+	CP        *kubecp.ControlPlane
 	Nodes     []*Node
 	// Timings of the bring-up's phases.
 	Timings []Timing
@@ -119,9 +100,6 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Nodes < 1 || o.Nodes > 200 {
 		return o, fmt.Errorf("nodes %d: want 1..200", o.Nodes)
 	}
-	if o.StartControlPlane == nil {
-		return o, errors.New("no control plane starter")
-	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
 	}
@@ -164,12 +142,18 @@ func Up(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err := c.underlay(); err != nil {
 		return c, err
 	}
-	if c.CP, err = opts.StartControlPlane(opts.Name); err != nil {
-		return c, fmt.Errorf("control plane: %w", err)
-	}
-	c.rec.Dirs = append(c.rec.Dirs, c.CP.Dir)
-	c.rec.Netns = append(c.rec.Netns, c.CP.Netns)
+	// The control plane (internal/kubecp) in Name-cp, its files in
+	// Dir/cp: the sweep finds its processes by that path as it finds the
+	// nodes'. Every controller runs: the suite's specs use
+	// ReplicationControllers, Deployments, garbage collection.
+	c.rec.Netns = append(c.rec.Netns, opts.Name+"-cp")
 	if err := c.rec.save(c.Dir); err != nil {
+		return c, err
+	}
+	bins := kubecp.Binaries{Etcd: filepath.Join(opts.Tools, "etcd"), APIServer: filepath.Join(opts.Tools, "kube-apiserver"),
+		ControllerManager: filepath.Join(opts.Tools, "kube-controller-manager")}
+	if c.CP, err = kubecp.Start(kubecp.Options{Netns: opts.Name + "-cp", Dir: filepath.Join(c.Dir, "cp"),
+		ControllerManager: true, Controllers: []string{"*"}}, bins); err != nil {
 		return c, err
 	}
 	mark("control plane")
@@ -306,15 +290,13 @@ func (c *Cluster) Down() error {
 			errs = append(errs, fmt.Errorf("%s (pid %d) not reaped 10 s after SIGKILL", p.name, p.Pid()))
 		}
 	}
-	// The sweep first: it kills the pods' processes and detaches the
-	// mounts before the control plane's namespace goes.
-	if err := Sweep(c.Dir); err != nil {
-		errs = append(errs, err)
-	}
-	if c.CP != nil && c.CP.Stop != nil {
+	if c.CP != nil {
 		if err := c.CP.Stop(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := Sweep(c.Dir); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -1,7 +1,8 @@
 // Package kubecluster brings up a real Kubernetes cluster on one machine
 // with weft as its pod network, for Kubernetes' own e2e suite (make
-// e2e-k8s): a control plane in a namespace of its own (started by the
-// caller through internal/kubecp), kube-scheduler beside it, and per node
+// e2e-k8s): a control plane in a namespace of its own (internal/kubecp:
+// etcd, kube-apiserver, kube-controller-manager), kube-scheduler beside
+// it, and per node
 // a namespace running containerd (CRI), a kubelet and weftd in kube mode,
 // with weft-cni as the CNI plugin; CoreDNS serves cluster DNS behind the
 // kube-dns Service. Binaries come from make e2e-tools; the images are OCI
@@ -9,8 +10,8 @@
 // without a registry.
 //
 // Everything it makes carries the cluster's name (default "kl"):
-// namespaces <name>-u (the underlay bridge, which the control plane joins
-// at .1) and <name>-n1..., cgroup roots /<name>-n1... in every hierarchy,
+// namespaces <name>-cp (the control plane), <name>-u (the underlay
+// bridge, which the control plane joins at .1) and <name>-n1..., cgroup roots /<name>-n1... in every hierarchy,
 // and the directory /var/lib/<name>-kube, which holds a record of what was
 // made. Down (and Up, before starting, after a crashed run) sweeps by that
 // record: processes whose command line names the cluster's directories

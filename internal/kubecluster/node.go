@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/weftnet/weft/internal/kubecp"
 	"github.com/weftnet/weft/netdev"
 )
 
@@ -38,7 +39,7 @@ func (c *Cluster) startNode(ctx context.Context, n *Node) error {
 	if err := nsRun(c.Name+"-u", "ip", "link", "set", n.Name, "master", "br0", "up"); err != nil {
 		return err
 	}
-	if err := netdev.AddRoute(netdev.NetnsPath(n.Netns), "u0", netip.PrefixFrom(c.CP.APIAddr, 32), c.cpUnderlayAddr()); err != nil {
+	if err := netdev.AddRoute(netdev.NetnsPath(n.Netns), "u0", netip.PrefixFrom(kubecp.APIAddr, 32), c.cpUnderlayAddr()); err != nil {
 		return fmt.Errorf("route to the API: %w", err)
 	}
 	// NodePort through another node forwards: a new namespace has

@@ -26,7 +26,6 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/kubecluster"
-	"github.com/weftnet/weft/internal/kubetest"
 	"github.com/weftnet/weft/netdev"
 )
 
@@ -80,7 +79,7 @@ func up(verb string, args []string) error {
 	fs.StringVar(&o.Name, "name", "kl", "prefix of every namespace, cgroup root and directory")
 	fs.StringVar(&o.Dir, "dir", "", "the cluster's directory (default /var/lib/NAME-kube)")
 	fs.IntVar(&o.Nodes, "nodes", 2, "how many nodes")
-	fs.StringVar(&o.Tools, "tools", "bin/tools", "directory of the Kubernetes binaries (make tools e2e-tools)")
+	fs.StringVar(&o.Tools, "tools", "bin/tools", "directory of the Kubernetes binaries and loopback (make tools e2e-tools)")
 	fs.StringVar(&o.Weftd, "weftd", "bin/weftd", "weftd binary")
 	fs.StringVar(&o.WeftCNI, "weft-cni", "bin/weft-cni", "weft-cni binary")
 	imagesDir := fs.String("images", "", "directory of the OCI image archives (kcluster images)")
@@ -97,20 +96,6 @@ func up(verb string, args []string) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	o.Logf = func(format string, a ...any) { log.Info(fmt.Sprintf(format, a...)) }
-	o.StartControlPlane = func(prefix string) (*kubecluster.ControlPlane, error) {
-		bins := kubetest.FindBinaries()
-		bins.Etcd = filepath.Join(o.Tools, "etcd")
-		bins.APIServer = filepath.Join(o.Tools, "kube-apiserver")
-		bins.ControllerManager = filepath.Join(o.Tools, "kube-controller-manager")
-		// Every controller: the suite's specs use ReplicationControllers,
-		// Deployments, garbage collection and namespace deletion.
-		cp, err := kubetest.New(kubetest.Options{Prefix: prefix, ControllerManager: true, Controllers: []string{"*"}}, bins)
-		if err != nil {
-			return nil, err
-		}
-		return &kubecluster.ControlPlane{Netns: cp.Netns, APIAddr: kubetest.APIAddr, Dir: cp.Dir,
-			Kubeconfig: cp.Kubeconfig, Config: cp.Config, Stop: cp.Stop}, nil
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	c, err := kubecluster.Up(ctx, o)
