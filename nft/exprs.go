@@ -88,6 +88,19 @@ func ctDNAT() []expr.Any {
 	}
 }
 
+// loopback is 127.0.0.0/8.
+var loopback = netip.MustParsePrefix("127.0.0.0/8")
+
+// ctNotEstablished is `ct state != established,related`.
+func ctNotEstablished() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
 // ipsDstNAT is IPS_DST_NAT of the kernel's enum ip_conntrack_status.
 const ipsDstNAT = 1 << 5
 

@@ -108,7 +108,11 @@ const (
 var protoNumbers = map[string]byte{TCP: 6, UDP: 17, SCTP: 132}
 
 // HostPort is one hostPort mapping: traffic to the node at HostIP:Port
-// (any local address when HostIP is not valid) goes to Pod:PodPort.
+// (any local address but loopback ones when HostIP is not valid) goes to
+// Pod:PodPort. A loopback HostIP (127.0.0.0/8) is reached by the node's
+// own processes only: the connection leaves through HostIface masqueraded
+// to its address, which needs route_localnet on HostIface (the caller
+// turns it on; the table's input rule drops what else that would let in).
 type HostPort struct {
 	Proto   string     `json:"protocol"`
 	HostIP  netip.Addr `json:"host_ip,omitzero"` // invalid: every address of the node
@@ -148,8 +152,6 @@ func (h HostPort) Check() error {
 			return fmt.Errorf("hostIP %s: weft is IPv4-only", h.HostIP)
 		case h.HostIP.IsUnspecified():
 			return errors.New("hostIP 0.0.0.0: give none for every address of the node")
-		case h.HostIP.IsLoopback():
-			return fmt.Errorf("hostIP %s: loopback hostPorts are not supported (they need route_localnet)", h.HostIP)
 		case h.HostIP.IsMulticast():
 			return fmt.Errorf("hostIP %s: not a unicast address", h.HostIP)
 		}

@@ -35,7 +35,8 @@ func TestCheckHostPorts(t *testing.T) {
 		{name: "container port 0", add: []HostPort{{Proto: TCP, Port: 1, Pod: pod}}, want: "containerPort 0"},
 		{name: "IPv6 host IP", add: []HostPort{hp(TCP, netip.MustParseAddr("2001:db8::1"), 80)}, want: "IPv4-only"},
 		{name: "unspecified host IP", add: []HostPort{hp(TCP, netip.IPv4Unspecified(), 80)}, want: "give none"},
-		{name: "loopback host IP", add: []HostPort{hp(TCP, netip.MustParseAddr("127.0.0.1"), 80)}, want: "loopback"},
+		{name: "loopback host IP", add: []HostPort{hp(TCP, netip.MustParseAddr("127.0.0.1"), 80)}},
+		{name: "loopback beside node address", have: []HostPort{hp(TCP, netip.MustParseAddr("127.0.0.1"), 80)}, add: []HostPort{hp(TCP, a1, 80)}},
 		{name: "no pod address", add: []HostPort{{Proto: TCP, Port: 1, PodPort: 1}}, want: "not IPv4"},
 	}
 	for _, tc := range tests {

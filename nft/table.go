@@ -24,6 +24,7 @@ const (
 	chainPostrouting = "postrouting"
 	chainEgress      = "egress"
 	chainForward     = "forward"
+	chainInput       = "input"
 )
 
 // Rule comments: counters are read back by them.
@@ -35,6 +36,8 @@ const (
 	commentPortPfx = "weft: hostport "
 	commentNodePfx = "weft: nodeport "
 	commentNodeMsq = "weft: nodeport masquerade"
+	commentLoMsq   = "weft: loopback hostport masquerade"
+	commentLoGuard = "weft: loopback from host port"
 	maxComment     = 127 // udata holds at most 255; keep rules listable
 )
 
@@ -113,6 +116,8 @@ func (t *Table) chainSet() map[string]*nftables.Chain {
 		chainPostrouting: nat(chainPostrouting, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource),
 		chainForward: {Name: chainForward, Table: t.table, Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept},
+		chainInput: {Name: chainInput, Table: t.table, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept},
 		chainPorts:  {Name: chainPorts, Table: t.table},
 		chainEgress: {Name: chainEgress, Table: t.table},
 	}
@@ -132,7 +137,7 @@ func (t *Table) Apply(rs Ruleset) error {
 	c.AddTable(t.table) // create-if-missing, so that the delete cannot fail
 	c.DelTable(t.table)
 	c.AddTable(t.table)
-	for _, name := range []string{chainPorts, chainEgress, chainPrerouting, chainOutput, chainPostrouting, chainForward} {
+	for _, name := range []string{chainPorts, chainEgress, chainPrerouting, chainOutput, chainPostrouting, chainForward, chainInput} {
 		c.AddChain(t.chains[name])
 	}
 	for _, r := range t.rules(rs) {
@@ -245,6 +250,9 @@ func (t *Table) rules(rs Ruleset) []*nftables.Rule {
 	out := []*nftables.Rule{
 		t.rule(chainPrerouting, "", cat(localDst(), []expr.Any{jump(chainPorts)})),
 		t.rule(chainOutput, "", cat(localDst(), []expr.Any{jump(chainPorts)})),
+		// The node's own connections to a loopback address: the ports
+		// chain's loopback hostPorts (the others exclude 127.0.0.0/8).
+		t.rule(chainOutput, "", cat(ipMatch(ipDstOff, loopback, false), []expr.Any{jump(chainPorts)})),
 	}
 	out = append(out, t.portRules(rs.HostPorts, rs.NodePorts)...)
 	// A pod reaching a hostPort of its own node comes back out of weft0
@@ -262,6 +270,19 @@ func (t *Table) rules(rs Ruleset) []*nftables.Rule {
 	out = append(out, t.rule(chainPostrouting, commentNodeMsq, cat(
 		ifMatch(expr.MetaKeyOIFNAME, rs.HostIface, false), ctDNAT(), ipMatch(ipDstOff, rs.Cluster, true),
 		counter(), []expr.Any{&expr.Masq{}})))
+	// A loopback hostPort's connection leaves through the host port with
+	// a 127/8 source (route_localnet lets it): it takes the host port's
+	// address so that the pod can answer.
+	out = append(out, t.rule(chainPostrouting, commentLoMsq, cat(
+		ifMatch(expr.MetaKeyOIFNAME, rs.HostIface, false), ipMatch(ipSrcOff, loopback, false),
+		counter(), []expr.Any{&expr.Masq{}})))
+	// route_localnet on the host port would also let pods address the
+	// node's loopback services (CVE-2020-8558): a new connection to
+	// 127/8 arriving from the host port is dropped; answers to the
+	// node's own (established) pass.
+	out = append(out, t.rule(chainInput, commentLoGuard, cat(
+		ifMatch(expr.MetaKeyIIFNAME, rs.HostIface, false), ipMatch(ipDstOff, loopback, false), ctNotEstablished(),
+		counter(), []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}})))
 	if rs.Masquerade {
 		out = append(out, t.rule(chainPostrouting, "", cat(
 			ifMatch(expr.MetaKeyOIFNAME, rs.HostIface, true), ipMatch(ipSrcOff, rs.Cluster, false),
@@ -284,7 +305,7 @@ func (t *Table) rules(rs Ruleset) []*nftables.Rule {
 func (t *Table) portRules(hs []HostPort, nps []NodePort) []*nftables.Rule {
 	var out []*nftables.Rule
 	for _, h := range sortedHostPorts(hs) {
-		var es []expr.Any
+		es := ipMatch(ipDstOff, loopback, true) // every address: not loopback ones
 		if h.HostIP.IsValid() {
 			es = ipMatch(ipDstOff, prefix32(h.HostIP), false)
 		}
@@ -297,7 +318,7 @@ func (t *Table) portRules(hs []HostPort, nps []NodePort) []*nftables.Rule {
 			cmt += " svc " + printable(p.Owner)
 		}
 		if !p.Local {
-			out = append(out, t.rule(chainPorts, cmt, cat(l4Dport(p.Proto, p.Port), []expr.Any{&expr.Counter{}}, dnatTo(p.ClusterIP, p.ServicePort))))
+			out = append(out, t.rule(chainPorts, cmt, cat(ipMatch(ipDstOff, loopback, true), l4Dport(p.Proto, p.Port), []expr.Any{&expr.Counter{}}, dnatTo(p.ClusterIP, p.ServicePort))))
 			continue
 		}
 		// One backend of n at random: rule i takes 1/(n-i) of what the
@@ -311,7 +332,7 @@ func (t *Table) portRules(hs []HostPort, nps []NodePort) []*nftables.Rule {
 					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, 4)},
 				}
 			}
-			out = append(out, t.rule(chainPorts, cmt, cat(l4Dport(p.Proto, p.Port), pick, []expr.Any{&expr.Counter{}}, dnatTo(b.Addr(), b.Port()))))
+			out = append(out, t.rule(chainPorts, cmt, cat(ipMatch(ipDstOff, loopback, true), l4Dport(p.Proto, p.Port), pick, []expr.Any{&expr.Counter{}}, dnatTo(b.Addr(), b.Port()))))
 		}
 	}
 	return out

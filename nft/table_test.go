@@ -404,3 +404,44 @@ func nftablesRules(t *testing.T, tp *topo, chain string) ([]uint64, error) {
 	}
 	return out, nil
 }
+
+// TestHostPortLoopback: a hostPort on 127.0.0.1 (the e2e suite's HostPort
+// spec asks for one beside one on the node's address, same port) answers
+// the node's own processes, through the host port masqueraded to its
+// address; the node-address mapping on the same port answers only there,
+// and a mapping for every address does not take loopback traffic.
+func TestHostPortLoopback(t *testing.T) {
+	tp := newTopo(t)
+	serve(t, tp.pod, ":80")
+	tab := tp.open(t)
+	// What weftd does for loopback hostPorts (node/egress.go).
+	if err := netdev.Do(netdev.NetnsPath(tp.node), func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/conf/weft0/route_localnet", []byte("1"), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	lo := nft.HostPort{Proto: nft.TCP, HostIP: netip.MustParseAddr("127.0.0.1"), Port: 8081, Pod: tp.podIP, PodPort: 80, Owner: "eg-lo"}
+	any := nft.HostPort{Proto: nft.TCP, Port: 8082, Pod: tp.podIP, PodPort: 80, Owner: "eg-any"}
+	if err := tab.Apply(tp.ruleset(lo, any)); err != nil {
+		t.Fatal(err)
+	}
+	if seen, err := probe(t, tp.node, netip.MustParseAddrPort("127.0.0.1:8081")); err != nil || seen != netip.MustParseAddr("10.244.1.2") {
+		t.Errorf("node -> 127.0.0.1:8081: pod saw %s (err %v), want the host port's 10.244.1.2", seen, err)
+	}
+	if _, err := probe(t, tp.node, netip.AddrPortFrom(tp.nodeIP, 8081)); err == nil {
+		t.Error("node's address answers a mapping for 127.0.0.1 only")
+	}
+	if _, err := probe(t, tp.node, netip.MustParseAddrPort("127.0.0.1:8082")); err == nil {
+		t.Error("127.0.0.1:8082 answers a mapping for every (non-loopback) address")
+	}
+	if seen, err := probe(t, tp.node, netip.AddrPortFrom(tp.nodeIP, 8082)); err != nil || seen != tp.nodeIP {
+		t.Errorf("node -> node:8082: pod saw %s (err %v), want the node's %s", seen, err, tp.nodeIP)
+	}
+	c, err := tab.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.HostPorts[lo.String()]; got.Packets != 1 {
+		t.Errorf("hostPort %s counted %d connections, want 1 (%+v)", lo, got.Packets, c.HostPorts)
+	}
+}

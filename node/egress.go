@@ -158,6 +158,7 @@ func (n *Node) startEgress() error {
 		return fmt.Errorf("egress: %w", err)
 	}
 	n.egress = egressState{table: t, rs: rs}
+	n.routeLocalnet()
 	n.log.Info("egress: nftables table written", "table", "ip "+t.Name(), "masquerade", rs.Masquerade,
 		"non_masquerade", rs.NonMasquerade, "host_ports", len(hps))
 	return nil
@@ -182,6 +183,20 @@ func (n *Node) ensureIPForward() error {
 	}
 	n.log.Info("egress: turned on net.ipv4.ip_forward in weftd's network namespace (was 0): pod traffic leaves through the node's stack")
 	return nil
+}
+
+// routeLocalnet turns on route_localnet on the host port: a hostPort on
+// a loopback address (127.0.0.1, as the e2e suite's HostPort spec asks)
+// is DNATed in the output hook and leaves through the host port with its
+// 127/8 source, which the kernel drops as martian without it. The table's
+// input guard drops the new connections to 127/8 from the host port that
+// it would otherwise let in (CVE-2020-8558). A failure only costs those
+// hostPorts: it is logged.
+func (n *Node) routeLocalnet() {
+	p := "/proc/sys/net/ipv4/conf/" + n.cfg.HostPortName + "/route_localnet"
+	if err := os.WriteFile(p, []byte("1"), 0o644); err != nil {
+		n.log.Warn("egress: route_localnet on the host port not set: hostPorts on 127.0.0.1 will not answer", "path", p, "err", err)
+	}
 }
 
 // stopEgress deletes weftd's table on a clean stop, unless pods remain
