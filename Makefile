@@ -7,6 +7,8 @@
 #   make fuzz    each fuzz target for FUZZTIME (default 30s)
 #   make bench-e2e  weft vs kernel VXLAN end to end (iperf3, ping) in namespaces
 #   make bench-scale  control plane at 100..20,000 node leases (one weftd each)
+#   make e2e-k8s Kubernetes' own [sig-network] e2e specs on a 2-node cluster of
+#                real kubelets with weft as its network (docs/CONFORMANCE.md)
 #
 # Everything a target needs is installed here (Debian packages via apt-get,
 # Go modules via the module proxy) so a fresh clone works with no hand set-up.

@@ -79,7 +79,10 @@ func Images(in ImageInputs) ([]Image, error) {
 	return []Image{
 		{Name: PauseImage, Files: map[string]string{"pause": in.Pause}, Entrypoint: []string{"/pause"}},
 		{Name: BusyboxImage, Files: map[string]string{"bin/busybox": in.Busybox}, Symlinks: bbLinks(), Cmd: []string{"sh"}},
-		{Name: AgnhostImage, Files: agnFiles, Symlinks: bbLinks("sh", "nc"), Entrypoint: []string{"/agnhost"}},
+		{Name: AgnhostImage, Files: agnFiles, Symlinks: bbLinks("sh", "nc"), Entrypoint: []string{"/agnhost"},
+			// As upstream's image: a pod giving no args (the HostPort spec's
+			// hostNetwork exec pod) runs `agnhost pause`, not agnhost's usage.
+			Cmd: []string{"pause"}},
 		{Name: CoreDNSImage, Files: map[string]string{"coredns": in.CoreDNS}, Entrypoint: []string{"/coredns"}},
 	}, nil
 }
