@@ -147,3 +147,32 @@ func TestNodeConfigs(t *testing.T) {
 		t.Errorf("cgroupName = %s, want /kl-n1", got)
 	}
 }
+
+func TestParseShimSockets(t *testing.T) {
+	listing := "Num       RefCount Protocol Flags    Type St Inode Path\n" +
+		"0000000000000000: 00000002 00000000 00010000 0001 01 41 /run/containerd/s/abc\n" +
+		"0000000000000000: 00000003 00000000 00000000 0001 03 42 /run/containerd/s/abc\n" +
+		"0000000000000000: 00000002 00000000 00010000 0001 01 43 /var/lib/kl-kube/kl-n1/containerd/containerd.sock\n" +
+		"0000000000000000: 00000002 00000000 00000000 0002 01 44\n"
+	got := parseShimSockets([]byte(listing))
+	if want := []string{"/run/containerd/s/abc"}; !slices.Equal(got, want) {
+		t.Errorf("parseShimSockets = %q, want %q", got, want)
+	}
+}
+
+// TestRemoveLogLinks: only the links into the cluster's directories go.
+func TestRemoveLogLinks(t *testing.T) {
+	logDir, ours, theirs := t.TempDir(), t.TempDir(), t.TempDir()
+	os.Symlink(filepath.Join(ours, "pods/x/0.log"), filepath.Join(logDir, "ours.log"))
+	os.Symlink(filepath.Join(theirs, "pods/y/0.log"), filepath.Join(logDir, "theirs.log"))
+	os.WriteFile(filepath.Join(logDir, "plain.log"), nil, 0o644)
+	removeLogLinks(logDir, []string{ours})
+	ents, _ := os.ReadDir(logDir)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if want := []string{"plain.log", "theirs.log"}; !slices.Equal(names, want) {
+		t.Errorf("left %q, want %q", names, want)
+	}
+}

@@ -151,6 +151,12 @@ const shimSocketDir = "/run/containerd/s/"
 // shimSockets lists the shim sockets bound in pid's network namespace.
 func shimSockets(pid int) []string {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/net/unix", pid))
+	return parseShimSockets(b)
+}
+
+// parseShimSockets takes the paths under shimSocketDir out of a
+// /proc/net/unix listing (the path is the eighth field), once each.
+func parseShimSockets(b []byte) []string {
 	var out []string
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
