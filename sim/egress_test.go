@@ -43,7 +43,8 @@ func tableExists(t *testing.T, n *Node) bool {
 // TestEgressAndHostPortMatrix: `weft sim test`'s outside cells pass: every
 // pod reaches the outside host masqueraded behind its node's address (TCP
 // and UDP), directly and through sim/outside, a Service whose endpoint is
-// that host (outside the cluster CIDR, as the kubernetes Service's are);
+// that host (outside the cluster CIDR, as the kubernetes Service's are),
+// and so does every node through sim/outside;
 // the outside host reaches each node's hostPort pod with its own address
 // kept; pod-to-pod stays un-NATed.
 func TestEgressAndHostPortMatrix(t *testing.T) {
@@ -62,8 +63,8 @@ func TestEgressAndHostPortMatrix(t *testing.T) {
 			outside++
 		}
 	}
-	if egress != 4 || hostport != 2 || nodeport != 4 || outside != 4 {
-		t.Errorf("%d egress, %d hostport, %d nodeport and %d service-outside checks ran, want 4, 2, 4 and 4", egress, hostport, nodeport, outside)
+	if egress != 4 || hostport != 2 || nodeport != 4 || outside != 6 {
+		t.Errorf("%d egress, %d hostport, %d nodeport and %d service-outside checks ran, want 4, 2, 4 and 6 (pods and nodes)", egress, hostport, nodeport, outside)
 	}
 	st := nodeStatus(t, c.Nodes[0])
 	if e := st.Egress; e == nil || !e.Enabled || !e.Masquerade || e.Masqueraded < 8 || e.HostPorts != 1 || e.NodePorts != 2 || e.OutPackets == 0 || e.InPackets == 0 {

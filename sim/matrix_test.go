@@ -33,6 +33,12 @@ func runMatrix(t *testing.T, c *Cluster) *Report {
 	var b strings.Builder
 	r.WriteTo(&b)
 	t.Logf("matrix:\n%s", b.String())
+	// Every caller wants every cell and check to pass; one that forgot to
+	// say so (TestEgressAndHostPortMatrix counted checks only) must not
+	// pass with failures.
+	if r.Failed() > 0 {
+		t.Errorf("matrix: %d failed (above)", r.Failed())
+	}
 	return r
 }
 

@@ -64,24 +64,27 @@ func outsideChecks(ctx context.Context, c *Cluster, opts MatrixOptions) []Check 
 	if o.Services {
 		out = append(out, nodePortChecks(ctx, c, opts)...)
 		for _, n := range c.Nodes {
+			out = append(out, outsideServiceCheck(ctx, o, n, n.Name+" (node)", n.HostAddr, n.Netns))
 			for _, p := range n.Pods {
-				out = append(out, outsideServiceCheck(ctx, o, n, p))
+				out = append(out, outsideServiceCheck(ctx, o, n, p.Name, p.IP(), p.Netns))
 			}
 		}
 	}
 	return out
 }
 
-// outsideServiceCheck: pod p reaches sim/outside, whose endpoint is the
-// outside host, by its cluster IP over TCP and UDP: translated by its
-// weftd's service stage, then out through the node's stack like egress
-// (the server sees the node's underlay address), and the answer
-// translated back.
-func outsideServiceCheck(ctx context.Context, o *Outside, n *Node, p *Pod) Check {
+// outsideServiceCheck: a pod of node n, or the node itself, reaches
+// sim/outside, whose endpoint is the outside host, by its cluster IP over
+// TCP and UDP: translated by n's weftd's service stage, then out through
+// the node's stack like egress (the server sees the node's underlay
+// address), and the answer translated back. The node's own flow comes
+// out of weft0 and goes back into it: weftd masquerades it to the gateway
+// first (switch/nat.go, hostHairpin).
+func outsideServiceCheck(ctx context.Context, o *Outside, n *Node, who string, ip netip.Addr, netns string) Check {
 	front := netip.AddrPortFrom(netip.MustParseAddr(simOutsideClusterIP), 80)
-	ch := Check{Name: "service-outside", Detail: fmt.Sprintf("%s (%s) -> sim/outside %s -> %s", p.Name, p.IP(), front, o.EndpointAddrPort())}
+	ch := Check{Name: "service-outside", Detail: fmt.Sprintf("%s (%s) -> sim/outside %s -> %s", who, ip, front, o.EndpointAddrPort())}
 	for _, network := range []string{"tcp", "udp"} {
-		peer, err := OutsideProbe(ctx, p.Netns, network, front)
+		peer, err := OutsideProbe(ctx, netns, network, front)
 		switch {
 		case err != nil:
 			ch.Error = fmt.Sprintf("%s: %v", network, err)

@@ -71,9 +71,13 @@ func (c *frameCtx) serviceNAT(fp *[]byte, v *Verdict) bool {
 	}
 	be, why := c.pickBackend(fr, set)
 	reply := conntrack.Tuple{Src: be.ip, Dst: fl.tuple.Src, SrcPort: be.port, DstPort: fl.tuple.SrcPort, Proto: fl.tuple.Proto}
-	if be.ip == fl.tuple.Src {
+	switch {
+	case be.ip == fl.tuple.Src:
 		reply.Dst = ip4Key(c.s.gw4) // hairpin: masquerade to the gateway
 		why += ", hairpin: source NAT to the gateway"
+	case c.hostHairpin(be.ip):
+		reply.Dst = ip4Key(c.s.gw4)
+		why += ", from the node to a backend behind the node: source NAT to the gateway"
 	}
 	c.trace(StageService, step{kind: stepSvcNew, svc: fr.id, ip: be.ip, n: int32(be.port), why: why})
 	if c.dry {
@@ -89,6 +93,23 @@ func (c *frameCtx) serviceNAT(fp *[]byte, v *Verdict) bool {
 	}
 	c.rewrite(*fp, &fl.hit.Other)
 	return true
+}
+
+// hostHairpin reports whether a new service flow from the host port's own
+// address (the node: kubelet, hostNetwork pods) to backend be would go
+// straight back out through the host port: a backend the node's stack
+// reaches itself (outside the cluster CIDR, routed via the host port: the
+// API server of the kubernetes Service, a hostNetwork pod's node
+// address). The node's stack drops a packet that comes in on weft0 with
+// one of its own addresses as source (a martian, fib_validate_source), so
+// the flow is masqueraded to the gateway, as a pod's hairpin is; the
+// reply, to the gateway, comes back through weft0 and is translated back.
+func (c *frameCtx) hostHairpin(be uint32) bool {
+	if c.in == nil || c.in.kind != PortHost || c.flow.tuple.Src != c.in.ip4Key {
+		return false
+	}
+	r := c.routes.lookup(be)
+	return r != nil && r.kind == RouteLocal && r.hasVia && r.via == c.in.ip4Key
 }
 
 // untrackedToOrFromBackend handles a packet of no tracked flow that is

@@ -177,6 +177,65 @@ func TestServiceHairpin(t *testing.T) {
 	}
 }
 
+// TestServiceHostToOutsideBackend: the node (host port, its own address)
+// reaching a Service whose backend lies behind the node (the API server of
+// the kubernetes Service, a hostNetwork pod's node address: routed via the
+// host port) gets its flow masqueraded to the gateway, or the node's stack
+// would drop the packet coming back in on weft0 with its own source; the
+// reply, to the gateway, is translated back to the node. A pod's flow to
+// the same backend keeps its source (the node's stack masquerades it on
+// the way out), and so does the node's flow to a pod backend.
+func TestServiceHostToOutsideBackend(t *testing.T) {
+	outside := netip.MustParseAddr("192.168.60.11")
+	s := svcSwitch(t,
+		tcpSvc("default/kubernetes:https", vipWeb, 443, backend(outside.String(), 6443, true)),
+		tcpSvc("default/web:http", vipWeb, 80, backend(podBIP.String(), 8080, true)))
+	if err := s.SetRoutes([]Route{{Prefix: netip.MustParsePrefix("0.0.0.0/0"), Kind: RouteLocal, Via: hostIP}}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		in      PortID
+		srcMAC  packet.MAC
+		src     netip.Addr
+		port    uint16
+		wantOut PortID
+		wantSrc netip.Addr
+		wantDst netip.Addr
+	}{
+		{"node to a backend behind the node", portHost, hostMAC, hostIP, 443, portHost, gwIP, outside},
+		{"pod to a backend behind the node", portA, podAMAC, podAIP, 443, portHost, podAIP, outside},
+		{"node to a pod backend", portHost, hostMAC, hostIP, 80, portB, hostIP, podBIP},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sport := uint16(41000 + i)
+			v, out := process(s, l4Frame(t, routerMAC, tc.srcMAC, tc.src, sport, vipWeb, tc.port, packet.IPProtoTCP, packet.TCPFlagSYN, 0), tc.in, sec)
+			if v.Action != ActionDeliver || v.Port != tc.wantOut {
+				t.Fatalf("verdict %+v, want deliver to port %d", v, tc.wantOut)
+			}
+			got := checkFrame(t, out, false)
+			if got.src != tc.wantSrc || got.sport != sport || got.dst != tc.wantDst {
+				t.Fatalf("frame %+v, want %s:%d -> %s", got, tc.wantSrc, sport, tc.wantDst)
+			}
+			// The backend's answer comes back to the source it saw.
+			bport := uint16(6443)
+			backMAC, backIn := hostMAC, portHost
+			if tc.wantDst == podBIP {
+				bport, backMAC, backIn = 8080, podBMAC, portB
+			}
+			v, out = process(s, l4Frame(t, routerMAC, backMAC, tc.wantDst, bport, tc.wantSrc, sport, packet.IPProtoTCP, packet.TCPFlagSYN|packet.TCPFlagACK, 0), backIn, 2*sec)
+			if v.Action != ActionDeliver || v.Port != tc.in {
+				t.Fatalf("reply verdict %+v, want deliver to port %d", v, tc.in)
+			}
+			got = checkFrame(t, out, false)
+			if got.src != vipWeb || got.sport != tc.port || got.dst != tc.src || got.dport != sport {
+				t.Fatalf("reply %+v, want %s:%d -> %s:%d", got, vipWeb, tc.port, tc.src, sport)
+			}
+		})
+	}
+}
+
 // sessionAffinity ClientIP keeps a client on one backend; turning it off
 // spreads the client's new flows again, and turning it on takes effect
 // for the next new flow.
