@@ -44,6 +44,7 @@ func (n *Node) conntrackCounters(c api.Counters) {
 	ct := sc.Conntrack
 	c["conntrack.reply_recovered"] = sc.ReplyRecovered
 	c["conntrack.reply_unrecovered"] = sc.ReplyUnrecovered
+	c["conntrack.fragments_translated"] = sc.FragTranslated
 	c["conntrack.entries"] = ct.Entries
 	c["conntrack.inserts"] = ct.Inserts
 	c["conntrack.full"] = ct.Full

@@ -10,8 +10,10 @@ import (
 // after it. It never settles a verdict itself.
 //
 // With no service and no policy isolating a pod (c.stateless) nothing
-// needs a flow and the stage does nothing. Tracked: IPv4 TCP and UDP that is not a fragment (a later fragment has
-// no ports; weft does not reassemble) and carries its L4 header. Service
+// needs a flow and the stage does nothing. Tracked: IPv4 TCP and UDP that
+// carries its L4 header, first fragments included; a later fragment has no
+// ports (weft does not reassemble) and takes the addresses its first
+// fragment was given (frag.go). Service
 // NAT inserts the flows it translates, the policy stage (while some pod is
 // isolated) every flow it allows; while the table is empty, or when no
 // policy isolates a pod and the packet's addresses and ports are no
@@ -34,10 +36,15 @@ func (c *frameCtx) conntrack(f []byte) bool {
 	default:
 		return true
 	}
-	if ip.IsFragment() {
-		c.trace(StageConntrack, step{kind: stepUntracked, why: "IP fragment"})
+	fl.firstFrag = false
+	if ip.IsLaterFragment() {
+		c.trace(StageConntrack, step{kind: stepUntracked, why: "later IP fragment (no ports)"})
+		c.laterFragment(f)
 		return true
 	}
+	// A first fragment carries the ports: it is tracked and translated as
+	// its flow is, and the later ones follow it (frag.go).
+	fl.firstFrag = ip.IsFragment()
 	hl := ip.HeaderLen()
 	if packet.EthHdrLen+hl+l4Min > len(f) || hl+l4Min > int(ip.TotalLen()) {
 		c.trace(StageConntrack, step{kind: stepUntracked, why: "L4 header truncated"})

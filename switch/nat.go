@@ -312,6 +312,9 @@ func (c *frameCtx) rewrite(f []byte, other *conntrack.Tuple) {
 		binary.BigEndian.PutUint16(l4[2:4], p)
 	}
 	ip.SetChecksum(ipSum)
+	if fl.firstFrag && !c.dry {
+		c.s.frags.put(fragKey{src: fl.tuple.Src, dst: fl.tuple.Dst, id: ip.ID(), proto: fl.tuple.Proto}, newSrc, newDst, c.now)
+	}
 	switch {
 	case noL4Sum:
 		l4Sum = 0

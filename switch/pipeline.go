@@ -59,10 +59,11 @@ type frameCtx struct {
 // flowCtx is what the conntrack stage found out about a frame's flow, for
 // the stages after it (service NAT, later policy).
 type flowCtx struct {
-	tracked  bool  // IPv4 TCP/UDP, not a fragment, L4 header present
-	found    bool  // the flow is in conntrack: hit is valid
-	l4Off    int   // offset of the L4 header in the frame
-	tcpFlags uint8 // TCP flags (0 for UDP)
+	tracked   bool  // IPv4 TCP/UDP, not a later fragment, L4 header present
+	firstFrag bool  // tracked, and the first fragment of a datagram
+	found     bool  // the flow is in conntrack: hit is valid
+	l4Off     int   // offset of the L4 header in the frame
+	tcpFlags  uint8 // TCP flags (0 for UDP)
 	// svcEnd: a service frontend or backend is the frame's destination or
 	// source (svcTable.ends), or policy tracks every flow; otherwise the
 	// service stage has nothing to do with the frame.

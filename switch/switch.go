@@ -204,6 +204,7 @@ type Switch struct {
 	ct       *conntrack.Table
 	policy   atomic.Pointer[policy.Snapshot] // nil: no policy stage
 	affinity *affinityTable
+	frags    *fragTable // translations of first fragments, for the later ones
 	fdb      *fdb
 	learned  *learnedNeigh
 
@@ -235,6 +236,7 @@ func New(cfg Config) (*Switch, error) {
 		svcStats:  make(map[string]*serviceStats),
 		svcIDs:    make(map[string]uint32),
 		affinity:  newAffinityTable(),
+		frags:     &fragTable{},
 	}
 	ct, err := conntrack.New(cfg.Conntrack)
 	if err != nil {
@@ -344,5 +346,6 @@ func (s *Switch) Counters() Counters {
 	c.Conntrack = s.ct.Stats()
 	c.ReplyRecovered = s.ctr.replyRecovered.Load()
 	c.ReplyUnrecovered = s.ctr.replyUnrecovered.Load()
+	c.FragTranslated = s.ctr.fragTranslated.Load()
 	return c
 }

@@ -53,6 +53,7 @@ const (
 	stepSvcReply
 	stepSvcReplyRecovered
 	stepSvcReplyUnrecovered
+	stepSvcFragment
 	stepSvcReject
 	stepSvcNoLocal
 	stepPolicy
@@ -158,6 +159,8 @@ func (c *frameCtx) describe(st *step) string {
 	case stepSvcReplyUnrecovered:
 		return fmt.Sprintf("service: packet from backend %s:%d with no flow: no single frontend would have picked it for this client, left untouched",
 			c.flow.tuple.SrcAddr(), c.flow.tuple.SrcPort)
+	case stepSvcFragment:
+		return "service: a later IP fragment of a translated datagram: addresses rewritten as its first fragment's"
 	case stepSvcReject:
 		return fmt.Sprintf("service %s: no ready endpoints: refuse (ICMP port unreachable from the cluster IP)", c.svcName(st.svc))
 	case stepPolicy:

@@ -179,6 +179,9 @@ type Counters struct {
 	// because no single frontend explains them.
 	ReplyRecovered   uint64
 	ReplyUnrecovered uint64
+	// FragTranslated counts later IP fragments given the addresses their
+	// datagram's first fragment was translated to (frag.go).
+	FragTranslated uint64
 }
 
 // TotalDrops sums Drops over every reason.
@@ -207,4 +210,5 @@ type counters struct {
 	neighLearned, neighEvicted, neighExpired atomic.Uint64
 
 	replyRecovered, replyUnrecovered atomic.Uint64
+	fragTranslated                   atomic.Uint64
 }
