@@ -242,7 +242,8 @@ func outsideServe(addr string, stdout io.Writer) error {
 const outsideConnLife = 5 * time.Minute
 
 // OutsideProbe asks the outside server at dst, from inside netns, which
-// address it sees: over TCP (with a short echo) or UDP.
+// address it sees: over TCP (with a short echo), UDP, or UDP with a
+// datagram that leaves in fragments (udp-large).
 func OutsideProbe(ctx context.Context, netns, network string, dst netip.AddrPort) (netip.Addr, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
@@ -256,7 +257,7 @@ func OutsideProbe(ctx context.Context, netns, network string, dst netip.AddrPort
 		defer conn.Close()
 		peer, err := EchoProbe(conn, 1024, deadline)
 		return peer.Addr(), err
-	case "udp":
+	case "udp", "udp-large":
 		conn, err := DialIn(ctx, netns, "udp4", dst.String())
 		if err != nil {
 			return netip.Addr{}, err
@@ -267,11 +268,14 @@ func OutsideProbe(ctx context.Context, netns, network string, dst netip.AddrPort
 		// try a few times within the deadline.
 		for try := 0; ; try++ {
 			payload := "weft-sim-udp-" + strconv.Itoa(try)
+			if network == "udp-large" {
+				payload += strings.Repeat(".", largeUDPPayload)
+			}
 			if _, err := conn.Write([]byte(payload)); err != nil {
 				return netip.Addr{}, err
 			}
 			conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-			buf := make([]byte, 512)
+			buf := make([]byte, 512+largeUDPPayload)
 			n, err := conn.Read(buf)
 			if err != nil {
 				if time.Now().Add(500*time.Millisecond).Before(deadline) && isTimeout(err) {
@@ -288,8 +292,13 @@ func OutsideProbe(ctx context.Context, netns, network string, dst netip.AddrPort
 			return ap.Addr(), err
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("network %q: want tcp or udp", network)
+	return netip.Addr{}, fmt.Errorf("network %q: want tcp, udp or udp-large", network)
 }
+
+// largeUDPPayload makes a udp-large probe's datagram larger than the pod
+// MTU (1450), so that the pod's stack sends it, and the server its echo,
+// in IP fragments.
+const largeUDPPayload = 2000
 
 func isTimeout(err error) bool {
 	var ne net.Error

@@ -77,13 +77,16 @@ func outsideChecks(ctx context.Context, c *Cluster, opts MatrixOptions) []Check 
 // sim/outside, whose endpoint is the outside host, by its cluster IP over
 // TCP and UDP: translated by n's weftd's service stage, then out through
 // the node's stack like egress (the server sees the node's underlay
-// address), and the answer translated back. The node's own flow comes
+// address), and the answer translated back; the third probe's UDP
+// datagrams, both ways, are larger than the MTU and travel in fragments,
+// whose later pieces weftd translates as their first (switch/frag.go).
+// The node's own flow comes
 // out of weft0 and goes back into it: weftd masquerades it to the gateway
 // first (switch/nat.go, hostHairpin).
 func outsideServiceCheck(ctx context.Context, o *Outside, n *Node, who string, ip netip.Addr, netns string) Check {
 	front := netip.AddrPortFrom(netip.MustParseAddr(simOutsideClusterIP), 80)
 	ch := Check{Name: "service-outside", Detail: fmt.Sprintf("%s (%s) -> sim/outside %s -> %s", who, ip, front, o.EndpointAddrPort())}
-	for _, network := range []string{"tcp", "udp"} {
+	for _, network := range []string{"tcp", "udp", "udp-large"} {
 		peer, err := OutsideProbe(ctx, netns, network, front)
 		switch {
 		case err != nil:
@@ -94,7 +97,7 @@ func outsideServiceCheck(ctx context.Context, o *Outside, n *Node, who string, i
 			return ch
 		}
 	}
-	ch.Detail += ": server saw " + n.Underlay.String() + " over tcp and udp"
+	ch.Detail += ": server saw " + n.Underlay.String() + " over tcp, udp and udp in fragments"
 	return ch
 }
 
