@@ -86,19 +86,26 @@ func outsideChecks(ctx context.Context, c *Cluster, opts MatrixOptions) []Check 
 func outsideServiceCheck(ctx context.Context, o *Outside, n *Node, who string, ip netip.Addr, netns string) Check {
 	front := netip.AddrPortFrom(netip.MustParseAddr(simOutsideClusterIP), 80)
 	ch := Check{Name: "service-outside", Detail: fmt.Sprintf("%s (%s) -> sim/outside %s -> %s", who, ip, front, o.EndpointAddrPort())}
-	for _, network := range []string{"tcp", "udp", "udp-large"} {
-		peer, err := OutsideProbe(ctx, netns, network, front)
+	if ch.Error = probeMasqueraded(ctx, n, netns, front, "tcp", "udp", "udp-large"); ch.Error == "" {
+		ch.Detail += ": server saw " + n.Underlay.String() + " over tcp, udp and udp in fragments"
+	}
+	return ch
+}
+
+// probeMasqueraded asks the outside server at dst from netns over each
+// network whether it sees node n's underlay address (the node's stack
+// masqueraded the flow); it returns what went wrong, or "".
+func probeMasqueraded(ctx context.Context, n *Node, netns string, dst netip.AddrPort, networks ...string) string {
+	for _, network := range networks {
+		peer, err := OutsideProbe(ctx, netns, network, dst)
 		switch {
 		case err != nil:
-			ch.Error = fmt.Sprintf("%s: %v", network, err)
-			return ch
+			return fmt.Sprintf("%s: %v", network, err)
 		case peer != n.Underlay:
-			ch.Error = fmt.Sprintf("%s: server saw %s, want node %s's address %s (masquerade)", network, peer, n.Name, n.Underlay)
-			return ch
+			return fmt.Sprintf("%s: server saw %s, want node %s's address %s (masquerade)", network, peer, n.Name, n.Underlay)
 		}
 	}
-	ch.Detail += ": server saw " + n.Underlay.String() + " over tcp, udp and udp in fragments"
-	return ch
+	return ""
 }
 
 // outsideService is sim/outside (see simOutsideClusterIP).
@@ -267,20 +274,9 @@ func nodePortChecks(ctx context.Context, c *Cluster, opts MatrixOptions) []Check
 
 func egressCheck(ctx context.Context, o *Outside, n *Node, p *Pod) Check {
 	ch := Check{Name: "egress", Detail: fmt.Sprintf("%s (%s) -> outside %s", p.Name, p.IP(), o.AddrPort())}
-	var saw []string
-	for _, network := range []string{"tcp", "udp"} {
-		peer, err := OutsideProbe(ctx, p.Netns, network, o.AddrPort())
-		switch {
-		case err != nil:
-			ch.Error = fmt.Sprintf("%s: %v", network, err)
-			return ch
-		case peer != n.Underlay:
-			ch.Error = fmt.Sprintf("%s: server saw %s, want node %s's address %s (masquerade)", network, peer, n.Name, n.Underlay)
-			return ch
-		}
-		saw = append(saw, network+" "+peer.String())
+	if ch.Error = probeMasqueraded(ctx, n, p.Netns, o.AddrPort(), "tcp", "udp"); ch.Error == "" {
+		ch.Detail += fmt.Sprintf(": server saw tcp %s, udp %s", n.Underlay, n.Underlay)
 	}
-	ch.Detail += ": server saw " + strings.Join(saw, ", ")
 	return ch
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/childproc"
 	"github.com/weftnet/weft/internal/kubecp"
+	"github.com/weftnet/weft/internal/procstat"
 	"github.com/weftnet/weft/netdev"
 )
 
@@ -173,21 +174,7 @@ func runIn(netns string, argv ...string) error {
 	return nil
 }
 
-func pidAlive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	// A zombie still answers kill(0); look at its state too.
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
-		return s[i+2] != 'Z'
-	}
-	return true
-}
+func pidAlive(pid int) bool { return procstat.Alive(pid) }
 
 // procArgs returns the command line of pid, nil if it is gone.
 func procArgs(pid int) []string {

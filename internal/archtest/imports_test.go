@@ -47,7 +47,7 @@ var allowed = map[string][]string{
 	"nft": {},
 	// sim runs weftd as processes: it talks to them through api, never node.
 	// A kube sim runs its weftds with deploy/'s RBAC (the embedded manifest).
-	"sim": {"api", "netdev", "registry", "ipam", "packet", "objects", "policy", "internal/childproc", "internal/kubecp", "deploy"},
+	"sim": {"api", "netdev", "registry", "ipam", "packet", "objects", "policy", "internal/childproc", "internal/kubecp", "internal/procstat", "deploy"},
 	// bench replays captures through datapath over fakes.
 	"bench":          {"datapath", "switch", "overlay", "netdev", "packet", "internal/childproc", "internal/procstat", "bench/internal/outerframe"},
 	"cmd/weftd":      {"node", "api", "registry", "registry/kube", "ipam", "netdev", "overlay", "packet", "objects"},
@@ -79,7 +79,7 @@ var allowed = map[string][]string{
 	// kube-controller-manager) in a namespace: processes through childproc,
 	// the namespace and its links through netdev. The sim and the commands
 	// use it; kubetest is its testing layer.
-	"internal/kubecp":   {"netdev", "internal/childproc"},
+	"internal/kubecp":   {"netdev", "internal/childproc", "internal/procstat"},
 	"internal/kubetest": {"internal/kubecp", "internal/testenv"},
 	// kubecluster brings up a cluster of real kubelets, containerd and
 	// weftd processes around a kubecp control plane (make e2e-k8s):

@@ -14,6 +14,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/weftnet/weft/internal/procstat"
 	"github.com/weftnet/weft/internal/testenv"
 	"github.com/weftnet/weft/netdev"
 )
@@ -142,7 +143,7 @@ func TestDetachedStopFromRecord(t *testing.T) {
 		t.Fatalf("stop from the record: %v", err)
 	}
 	for _, c := range later.Components {
-		if alive(c.PID) {
+		if procstat.Alive(c.PID) {
 			t.Errorf("%s (pid %d) still running", c.Name, c.PID)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/childproc"
+	"github.com/weftnet/weft/internal/procstat"
 )
 
 // Component is one process of the control plane: a child in its namespace
@@ -104,7 +105,7 @@ func (c *Component) stop(dir string) error {
 				return fmt.Errorf("%s (pid %d) not reaped 10 s after SIGKILL", c.Name, c.PID)
 			}
 		}
-		if !alive(c.PID) {
+		if !procstat.Alive(c.PID) {
 			return nil
 		}
 		select {
@@ -137,19 +138,6 @@ func Owns(pid int, dir string) bool {
 		}
 	}
 	return false
-}
-
-// alive reports whether pid is a running process (a zombie is not).
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
-		return s[i+2] != 'Z'
-	}
-	return true
 }
 
 // LogTails returns the last n lines of each component's log, for an error

@@ -37,6 +37,16 @@ func statFields(pid int) ([]string, error) {
 	return f, nil
 }
 
+// Alive reports whether pid is a running process: it exists and is not a
+// zombie (which still answers kill(pid, 0) until its parent reaps it).
+func Alive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	f, err := statFields(pid)
+	return err == nil && f[0] != "Z"
+}
+
 // CPU returns the user + system CPU time of process pid, all its threads.
 func CPU(pid int) (time.Duration, error) {
 	f, err := statFields(pid)

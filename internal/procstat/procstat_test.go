@@ -2,6 +2,7 @@ package procstat
 
 import (
 	"os"
+	"os/exec"
 	"testing"
 	"time"
 )
@@ -43,5 +44,35 @@ func TestSelf(t *testing.T) {
 	}
 	if _, err := CPU(-1); err == nil {
 		t.Error("CPU of pid -1: no error")
+	}
+}
+
+// TestAlive: this process is alive; a child that exited but is not yet
+// reaped (a zombie) is not, nor is it once reaped, nor PID 0.
+func TestAlive(t *testing.T) {
+	if !Alive(os.Getpid()) {
+		t.Error("Alive(self) = false")
+	}
+	if Alive(0) || Alive(-1) {
+		t.Error("Alive(0 or -1) = true")
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	deadline := time.Now().Add(5 * time.Second)
+	for Alive(pid) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if Alive(pid) {
+		t.Errorf("child %d exited 5 s ago and is still alive", pid)
+	}
+	if f, err := statFields(pid); err != nil || f[0] != "Z" {
+		t.Errorf("child %d before its reaping: state %v (%v), want a zombie", pid, f, err)
+	}
+	cmd.Wait()
+	if Alive(pid) {
+		t.Errorf("child %d alive after it was reaped", pid)
 	}
 }
