@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -22,6 +20,7 @@ import (
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/deploy"
 	"github.com/weftnet/weft/internal/kubecp"
+	"github.com/weftnet/weft/internal/procstat"
 	"github.com/weftnet/weft/netdev"
 )
 
@@ -346,17 +345,9 @@ func (c *Cluster) stopKube() error {
 
 // kubeProcs lists the live processes whose command line names dir.
 func kubeProcs(dir string) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
 	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid <= 0 || !pidAlive(pid) {
-			continue
-		}
-		if kubecp.Owns(pid, dir) {
+	for _, pid := range procstat.PIDs() {
+		if pidAlive(pid) && kubecp.Owns(pid, dir) {
 			out = append(out, pid)
 		}
 	}

@@ -219,14 +219,9 @@ func (c *Cluster) unrecordedProcs() []int {
 	if c.Etcd != nil {
 		known[c.Etcd.PID] = true
 	}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
 	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || known[pid] || !pidAlive(pid) {
+	for _, pid := range procstat.PIDs() {
+		if known[pid] || !pidAlive(pid) {
 			continue
 		}
 		if c.Registry == RegistryKube && kubecp.Owns(pid, c.kubeDir()) {

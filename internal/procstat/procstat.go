@@ -37,6 +37,23 @@ func statFields(pid int) ([]string, error) {
 	return f, nil
 }
 
+// PIDs lists the processes of this PID namespace (/proc's numeric
+// entries), nil if /proc cannot be read. Some may be gone, or zombies, by
+// the time the caller looks at them.
+func PIDs() []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid > 0 {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
 // Alive reports whether pid is a running process: it exists and is not a
 // zombie (which still answers kill(pid, 0) until its parent reaps it).
 func Alive(pid int) bool {

@@ -3,6 +3,7 @@ package procstat
 import (
 	"os"
 	"os/exec"
+	"slices"
 	"testing"
 	"time"
 )
@@ -52,6 +53,9 @@ func TestSelf(t *testing.T) {
 func TestAlive(t *testing.T) {
 	if !Alive(os.Getpid()) {
 		t.Error("Alive(self) = false")
+	}
+	if !slices.Contains(PIDs(), os.Getpid()) {
+		t.Error("PIDs() does not list this process")
 	}
 	if Alive(0) || Alive(-1) {
 		t.Error("Alive(0 or -1) = true")
