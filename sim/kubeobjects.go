@@ -32,18 +32,32 @@ type kubeApplied struct {
 	stored runtime.Object
 }
 
-// kubeApply applies the objects of docs to the API server, in order,
-// stopping at the first the API server refuses.
-func (c *Cluster) kubeApply(ctx context.Context, docs string) ([]kubeApplied, error) {
+// kubeRequestTimeout bounds one `weft sim apply` or `delete` against the
+// API server.
+const kubeRequestTimeout = 30 * time.Second
+
+// kubeRequest decodes docs (strictly, as weftd would) and gives the admin
+// client that applies or deletes them.
+func (c *Cluster) kubeRequest(docs string) ([]objects.Object, kubernetes.Interface, error) {
 	objs, err := objects.Decode(strings.NewReader(docs))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+		return nil, nil, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 	}
 	cs, err := c.kubeClient()
 	if err != nil {
+		return nil, nil, err
+	}
+	return objs, cs, nil
+}
+
+// kubeApply applies the objects of docs to the API server, in order,
+// stopping at the first the API server refuses.
+func (c *Cluster) kubeApply(ctx context.Context, docs string) ([]kubeApplied, error) {
+	objs, cs, err := c.kubeRequest(docs)
+	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, kubeRequestTimeout)
 	defer cancel()
 	var out []kubeApplied
 	for _, o := range objs {
@@ -148,15 +162,11 @@ func kubeRelabel(ctx context.Context, cs kubernetes.Interface, o objects.Object,
 
 // kubeDelete deletes the objects docs names from the API server.
 func (c *Cluster) kubeDelete(ctx context.Context, docs string) ([]api.ApplyResult, error) {
-	objs, err := objects.Decode(strings.NewReader(docs))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
-	}
-	cs, err := c.kubeClient()
+	objs, cs, err := c.kubeRequest(docs)
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, kubeRequestTimeout)
 	defer cancel()
 	var out []api.ApplyResult
 	for _, o := range objs {
