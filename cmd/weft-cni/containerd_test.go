@@ -25,6 +25,7 @@ import (
 
 	"github.com/weftnet/weft/api"
 	"github.com/weftnet/weft/internal/childproc"
+	"github.com/weftnet/weft/internal/kubecluster"
 	"github.com/weftnet/weft/internal/testenv"
 	"github.com/weftnet/weft/netdev"
 	"github.com/weftnet/weft/nft"
@@ -90,34 +91,9 @@ func startContainerd(t *testing.T, n *sim.Node, binDir string, conflist []byte) 
 	if err := os.WriteFile(filepath.Join(confDir, "10-weft.conflist"), conflist, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	config := fmt.Sprintf(`version = 2
-root = %[1]q
-state = %[2]q
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = %[3]q
-[ttrpc]
-  address = %[4]q
-[plugins."io.containerd.internal.v1.opt"]
-  path = %[5]q
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "docker.io/wcn/pause:latest"
-  netns_mounts_under_state_dir = true
-  restrict_oom_score_adj = true
-  disable_tcp_service = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = %[6]q
-    conf_dir = %[7]q
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-    runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-      SystemdCgroup = false
-      Root = %[8]q
-`, filepath.Join(root, "root"), filepath.Join(root, "state"), c.socket, c.socket+".ttrpc",
-		filepath.Join(root, "opt"), binDir, confDir, filepath.Join(root, "runc"))
+	config := kubecluster.ContainerdConfig(kubecluster.ContainerdFiles{
+		Dir: root, Socket: c.socket, SandboxImage: "docker.io/wcn/pause:latest", CNIBin: binDir, CNIConf: confDir,
+	})
 	cfgPath := filepath.Join(root, "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
 		t.Fatal(err)

@@ -37,14 +37,24 @@ func newNodePaths(dir string) nodePaths {
 	}
 }
 
-// containerdConfig is a node's containerd 1.6 config: everything under the
-// node's directory, the CRI plugin with the node's CNI directories and
-// pod namespaces mounted under its state dir (so weftd accepts them with
-// --netns-roots, and teardown unmounts them with the rest), and the
-// settings this machine needs (no CAP_SYS_RESOURCE: restricted OOM score
-// adjustment; no systemd: cgroupfs).
-func containerdConfig(p nodePaths) string {
-	d := p.Dir + "/containerd"
+// ContainerdFiles says where a containerd 1.6 keeps its files and finds
+// its CNI plugin, for ContainerdConfig.
+type ContainerdFiles struct {
+	Dir             string // root, state, opt and runc's root go below it
+	Socket          string // the gRPC socket; ttrpc's is Socket + ".ttrpc"
+	SandboxImage    string
+	CNIBin, CNIConf string
+}
+
+// ContainerdConfig is a containerd 1.6 config (version 2) for one node of a
+// cluster on this machine: every file under f.Dir, the CRI plugin with the
+// node's CNI directories and pod namespaces mounted under its state dir
+// (so weftd accepts them with --netns-roots, and teardown unmounts them
+// with the rest), and the settings this machine needs (no
+// CAP_SYS_RESOURCE: restricted OOM score adjustment; no systemd:
+// cgroupfs). cmd/weft-cni's containerd test runs the same config.
+func ContainerdConfig(f ContainerdFiles) string {
+	d := f.Dir
 	return fmt.Sprintf(`version = 2
 root = %[1]q
 state = %[2]q
@@ -71,8 +81,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
       SystemdCgroup = false
       Root = %[9]q
-`, d+"/root", d+"/state", p.ContainerdSock, p.ContainerdSock+".ttrpc", d+"/opt",
-		PauseImage, p.CNIBin, p.CNIConf, d+"/runc")
+`, d+"/root", d+"/state", f.Socket, f.Socket+".ttrpc", d+"/opt",
+		f.SandboxImage, f.CNIBin, f.CNIConf, d+"/runc")
+}
+
+// containerdConfig is node p's containerd config.
+func containerdConfig(p nodePaths) string {
+	return ContainerdConfig(ContainerdFiles{
+		Dir: p.Dir + "/containerd", Socket: p.ContainerdSock, SandboxImage: PauseImage,
+		CNIBin: p.CNIBin, CNIConf: p.CNIConf,
+	})
 }
 
 // netnsRoot is where the node's containerd mounts pod namespaces
