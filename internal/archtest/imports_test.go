@@ -85,7 +85,7 @@ var allowed = map[string][]string{
 	// weftd processes around a kubecp control plane (make e2e-k8s):
 	// namespaces and links through netdev, daemons through childproc; it
 	// talks to weftd only as a process.
-	"internal/kubecluster": {"netdev", "internal/childproc", "internal/kubecp"},
+	"internal/kubecluster": {"netdev", "internal/childproc", "internal/kubecp", "internal/procstat"},
 	// test/e2e-k8s/kcluster is make e2e-k8s's command over kubecluster.
 	"test": {"internal/kubecluster", "netdev"},
 	// deploy: the install files (embedded) and their test; imports nothing.

@@ -307,39 +307,7 @@ func (c *Cluster) LogTails(n int) string {
 	defer c.mu.Unlock()
 	var out string
 	for _, p := range c.procs {
-		out += fmt.Sprintf("--- %s (%s), last %d lines:\n%s\n", p.name, p.log, n, tail(p.log, n))
-	}
-	return out
-}
-
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "(" + err.Error() + ")"
-	}
-	lines := splitLines(string(b))
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	out := ""
-	for _, l := range lines {
-		out += l + "\n"
-	}
-	return out
-}
-
-func splitLines(s string) []string {
-	var out []string
-	for len(s) > 0 {
-		i := 0
-		for i < len(s) && s[i] != '\n' {
-			i++
-		}
-		out = append(out, s[:i])
-		if i < len(s) {
-			i++
-		}
-		s = s[i:]
+		out += fmt.Sprintf("--- %s (%s), last %d lines:\n%s\n", p.name, p.log, n, kubecp.LogTail(p.log, n))
 	}
 	return out
 }

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/weftnet/weft/internal/procstat"
 	"github.com/weftnet/weft/netdev"
 )
 
@@ -104,13 +105,11 @@ func Sweep(dir string) error {
 // names one of dirs, and waits (bounded) until they are gone.
 func killNaming(dirs []string) {
 	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
+	for _, pid := range procstat.PIDs() {
+		if pid == os.Getpid() {
 			continue
 		}
-		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 		for _, d := range dirs {
 			if bytes.Contains(cmdline, []byte(d+"/")) || bytes.Contains(cmdline, append([]byte(d), 0)) {
 				pids = append(pids, pid)
@@ -135,7 +134,7 @@ func killNaming(dirs []string) {
 	for range 100 {
 		alive := 0
 		for _, pid := range pids {
-			if syscall.Kill(pid, 0) == nil && !isZombie(pid) {
+			if procstat.Alive(pid) {
 				alive++
 			}
 		}
@@ -165,15 +164,6 @@ func parseShimSockets(b []byte) []string {
 		}
 	}
 	return out
-}
-
-func isZombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i > 0 && i+2 < len(b) && b[i+2] == 'Z'
 }
 
 // cgroupDirs are cg's directories in every cgroup v1 hierarchy (and the

@@ -145,7 +145,7 @@ func Owns(pid int, dir string) bool {
 func (cp *ControlPlane) LogTails(n int) string {
 	var b strings.Builder
 	for _, c := range cp.Components {
-		fmt.Fprintf(&b, "--- %s (%s), last %d lines:\n%s\n", c.Name, c.Log, n, tail(c.Log, n))
+		fmt.Fprintf(&b, "--- %s (%s), last %d lines:\n%s\n", c.Name, c.Log, n, LogTail(c.Log, n))
 	}
 	return b.String()
 }
@@ -162,8 +162,9 @@ func (cp *ControlPlane) StartTimes() string {
 	return b.String()
 }
 
-// tail returns the last n lines of the file at path.
-func tail(path string, n int) string {
+// LogTail returns the last n lines of the file at path (a component's
+// log), or the error that kept it from being read, in parentheses.
+func LogTail(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "(" + err.Error() + ")"
