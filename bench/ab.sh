@@ -37,12 +37,12 @@ git -C "$ROOT" worktree add --detach "$WORK/base" "$REF" >/dev/null
 median() { sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "-"}'; }
 
 # run BIN ENV ARGS: one sim, one set of measurements, printed as
-# "tcp1 tcp4 ping udp64".
+# "tcp1 tcp4 ping udp64 cpu_s_per_gb".
 run() {
 	printf '#!/bin/sh\nexec env %s %s "$@" %s\n' "$2" "$1" "$3" >"$WORK/wrap"
 	chmod +x "$WORK/wrap"
 	"$WORK/weft" sim up --name "$NAME" --nodes 2 --pods-per-node 1 --weftd "$WORK/wrap" >/dev/null
-	local j p1 p2 ip2 g1 g4=- rtt u64=-
+	local j p1 p2 ip2 g1 g4=- rtt u64=- t1 c0 c1 spg
 	j=$("$WORK/weft" sim status --name "$NAME" -o json)
 	p1=$(jq -r '.nodes[0].pods[0].netns' <<<"$j")
 	p2=$(jq -r '.nodes[1].pods[0].netns' <<<"$j")
@@ -51,7 +51,12 @@ run() {
 	sleep 0.5
 	IPERF_PID=$(cat "$WORK/iperf.pid")
 	ip netns exec "$p1" ping -c 5 -i 0.2 -q "$ip2" >/dev/null
-	g1=$(ip netns exec "$p1" iperf3 -c "$ip2" -t "$T" -J | jq -r '.end.sum_received.bits_per_second/1e9')
+	c0=$(weftd_ticks "$1")
+	t1=$(ip netns exec "$p1" iperf3 -c "$ip2" -t "$T" -J)
+	c1=$(weftd_ticks "$1")
+	g1=$(jq -r '.end.sum_received.bits_per_second/1e9' <<<"$t1")
+	spg=$(jq -r --argjson c "$((c1 - c0))" --argjson hz "$(getconf CLK_TCK)" \
+		'($c / $hz) / (.end.sum_received.bytes / 1e9)' <<<"$t1")
 	if [ "${TCP4:-}" = 1 ]; then
 		g4=$(ip netns exec "$p1" iperf3 -c "$ip2" -t "$T" -P 4 -J | jq -r '.end.sum_received.bits_per_second/1e9')
 	fi
@@ -63,7 +68,17 @@ run() {
 	kill "$IPERF_PID" 2>/dev/null || true
 	IPERF_PID=
 	"$WORK/weft" sim down --name "$NAME" >/dev/null
-	echo "$g1 $g4 $rtt $u64"
+	echo "$g1 $g4 $rtt $u64 $spg"
+}
+
+# weftd_ticks BIN: utime + stime of every running BIN (both nodes' weftds;
+# the wrapper execs it), in clock ticks.
+weftd_ticks() {
+	local p t=0
+	for p in $(pgrep -f "^$1( |\$)"); do
+		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+	done
+	echo "$t"
 }
 
 : >"$WORK/results"
@@ -78,5 +93,6 @@ for s in A B; do
 		"tcp1=$(awk -v s=$s '$1==s {print $2}' "$WORK/results" | median) Gbit/s" \
 		"tcp4=$(awk -v s=$s '$1==s {print $3}' "$WORK/results" | median) Gbit/s" \
 		"ping=$(awk -v s=$s '$1==s {print $4}' "$WORK/results" | median) ms" \
-		"udp64=$(awk -v s=$s '$1==s {print $5}' "$WORK/results" | median) kpps"
+		"udp64=$(awk -v s=$s '$1==s {print $5}' "$WORK/results" | median) kpps" \
+		"cpu=$(awk -v s=$s '$1==s {print $6}' "$WORK/results" | median) s/GB"
 done

@@ -244,14 +244,15 @@ func (t *Tap) WaitRead() error {
 // device is gone) ends the wait too.
 func (t *Tap) readyFrames(fd uintptr) bool {
 	pfd := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	var zero unix.Timespec // a zero timeout never sleeps: a RawSyscall, as readFrames explains
 	for {
-		n, err := unix.Poll(pfd[:], 0)
+		r, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd[0])), 1, uintptr(unsafe.Pointer(&zero)), 0, 0, 0)
 		switch {
-		case err == unix.EINTR:
+		case errno == unix.EINTR:
 			continue
-		case err != nil:
+		case errno != 0:
 			return true // the read that follows reports it
-		case n == 0:
+		case r == 0:
 			return false
 		}
 		if pfd[0].Revents&(unix.POLLERR|unix.POLLHUP|unix.POLLNVAL) != 0 {
@@ -365,6 +366,18 @@ func (t *Tap) readTurn(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int,
 // reads until EAGAIN or a full batch, amortizing one wakeup over a burst.
 // A turn-taking read takes the turn before its first read (waiting for a
 // TryReadVnetTurn in progress) and gives it back before it parks.
+//
+// Reads and writes on the TAP are RawSyscalls, not Syscalls: the fd is
+// non-blocking (O_NONBLOCK since open, for the netpoller), so no call here
+// ever sleeps in the kernel, and the runtime's entersyscall/exitsyscall
+// around a Syscall buys nothing. It costs: a write of a 64 KiB GSO frame
+// runs the pod's whole receive path (tun_get_user -> netif_rx -> softirq,
+// TCP, the socket wakeup) in this thread, often past sysmon's 20 µs
+// retake threshold, and sysmon then hands the P to another thread,
+// which the scheduler wakes for nothing, while sysmon itself keeps
+// polling at its shortest interval because syscalls keep running. The
+// Go scheduler cannot run another goroutine on this P meanwhile; that is
+// what the fd's non-blocking mode bounds.
 func (t *Tap) readFrames(r *tapReader, fd uintptr) bool {
 	if r.takeTurn && !r.holding {
 		t.turn.Lock()
@@ -389,7 +402,7 @@ func (t *Tap) readFrames(r *tapReader, fd uintptr) bool {
 			r.iov[0].SetLen(VirtioHdrLen)
 			iov = r.iov[:]
 		}
-		m, _, errno := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+		m, _, errno := unix.RawSyscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
 		r.iov[1].Base = nil // do not pin the caller's buffer
 		switch errno {
 		case 0:
@@ -520,10 +533,10 @@ func (t *Tap) writeFrames(fd uintptr) bool {
 			w.iov[0].SetLen(VirtioHdrLen)
 			w.iov[1].Base = &buf[0]
 			w.iov[1].SetLen(len(buf))
-			_, _, errno = unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.iov[0])), 2)
+			_, _, errno = unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.iov[0])), 2)
 			w.iov[1].Base = nil
 		default:
-			_, _, errno = unix.Syscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
+			_, _, errno = unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
 		}
 		switch errno {
 		case 0:

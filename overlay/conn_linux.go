@@ -352,9 +352,18 @@ func mmsg(trap, fd uintptr, msgs *unix.Mmsghdr, n int, got *int, errno *syscall.
 }
 
 // mmsgFlags is mmsg with flags for the call (sendmmsg: MSG_ZEROCOPY).
+//
+// The call is a RawSyscall: the socket is non-blocking (it came from the
+// net package), so it never sleeps, and the runtime's entersyscall/
+// exitsyscall bookkeeping around it is pure cost. Worse, a Syscall that
+// takes longer than sysmon's 20 µs tick (a 64 KiB GSO send runs the whole
+// veth, bridge and receiving stack in this thread's softirq) lets sysmon
+// hand this P to another thread, waking it for nothing, and keeps sysmon
+// itself polling at its shortest interval. netdev's TAP I/O does the
+// same (netdev's Tap.readFrames says more).
 func mmsgFlags(trap, fd uintptr, msgs *unix.Mmsghdr, n, flags int, got *int, errno *syscall.Errno) bool {
 	for {
-		r, _, e := unix.Syscall6(trap, fd, uintptr(unsafe.Pointer(msgs)), uintptr(n), uintptr(flags), 0, 0)
+		r, _, e := unix.RawSyscall6(trap, fd, uintptr(unsafe.Pointer(msgs)), uintptr(n), uintptr(flags), 0, 0)
 		switch e {
 		case unix.EINTR:
 			continue
