@@ -44,11 +44,15 @@ type emitter struct {
 	arenaUsed  int
 	offs, lens []int
 
-	// One run is open at a time, TCP or UDP, for one port.
-	run     packet.TCPRun
-	udpRun  packet.UDPRun
-	runPort vswitch.PortID
-	runBuf  []byte
+	// One run is open at a time, TCP or UDP, for one port. A TCP run
+	// lists its parts in runParts (the segments' payloads stay where they
+	// were read: it must be written before their buffers are reused); a
+	// UDP run, of small datagrams, is copied into runBuf.
+	run      packet.TCPRun
+	udpRun   packet.UDPRun
+	runPort  vswitch.PortID
+	runParts [][]byte
+	runBuf   []byte
 
 	// the ports written to since the last drain (a few: past that, their
 	// own transmitters read them)
@@ -123,8 +127,9 @@ func (e *emitter) deliver(id vswitch.PortID, f []byte, h *netdev.VirtioHdr) {
 		}
 		e.flushRun()
 		if p := e.dp.port(id); p != nil && p.Dev.VnetHdr() {
-			if e.runBuf == nil {
-				e.runBuf = make([]byte, packet.EthHdrLen+0xffff) // once per worker
+			if e.runBuf == nil { // once per worker
+				e.runBuf = make([]byte, packet.EthHdrLen+0xffff)
+				e.runParts = make([][]byte, 0, netdev.MaxGatherParts)
 			}
 			if e.runStart(f, partial) || netdev.TakesGSO(p.Dev.Offloads(), netdev.GSOUDPL4) && e.udpRunStart(f, partial) {
 				e.runPort = id
@@ -139,9 +144,9 @@ func (e *emitter) deliver(id vswitch.PortID, f []byte, h *netdev.VirtioHdr) {
 // or UDP run with a frame whose checksum is complete or partial.
 func (e *emitter) runStart(f []byte, partial bool) bool {
 	if partial {
-		return e.run.StartPartial(e.runBuf, f)
+		return e.run.StartPartial(e.runParts, f)
 	}
-	return e.run.Start(e.runBuf, f)
+	return e.run.Start(e.runParts, f)
 }
 
 func (e *emitter) runAdd(f []byte, partial bool) bool {
@@ -242,18 +247,21 @@ func (e *emitter) wrote(id vswitch.PortID) {
 }
 
 // flushRun writes the open run, if any: one segment as a plain frame,
-// several as a TCP or UDP super-frame with its virtio header.
+// several as a TCP or UDP super-frame with its virtio header; a TCP run
+// gathered from its parts.
 func (e *emitter) flushRun() {
 	var frame []byte
+	var parts [][]byte
 	var hdr netdev.VirtioHdr
 	segs := max(e.run.Segments(), e.udpRun.Segments())
+	size := 0
 	switch {
 	case segs == 0:
 		return
 	case e.run.Segments() > 0:
 		partial := e.run.Partial()
-		f, mss, hdrLen := e.run.Finish()
-		frame = f
+		ps, n, mss, hdrLen := e.run.Finish()
+		parts, size = ps, n
 		if partial {
 			hdr = netdev.VirtioHdr{Flags: netdev.VirtioFlagNeedsCsum, CsumStart: packet.TCPRunL4Off, CsumOffset: packet.TCPOffChecksum}
 		}
@@ -263,7 +271,7 @@ func (e *emitter) flushRun() {
 	default:
 		partial := e.udpRun.Partial()
 		f, mss := e.udpRun.Finish()
-		frame = f
+		frame, size = f, len(f)
 		if partial {
 			hdr = netdev.VirtioHdr{Flags: netdev.VirtioFlagNeedsCsum, CsumStart: packet.UDPRunHdrLen - packet.UDPHdrLen, CsumOffset: packet.UDPOffChecksum}
 		}
@@ -275,15 +283,21 @@ func (e *emitter) flushRun() {
 		e.dp.work.Coalesced.Add(uint64(segs))
 		e.dp.work.Runs.Add(1)
 	}
+	defer clear(parts) // no references into the read buffers
 	p := e.dp.port(e.runPort)
 	if p == nil {
 		e.dp.drops.Add(DropPortGone, 1)
 		return
 	}
 	e.wrote(e.runPort)
-	e.one[0], e.oneHdr[0] = frame, hdr
-	_, err := p.Dev.WriteVnet(e.one[:], e.oneHdr[:], 0)
-	e.countWrite(p, len(frame), err)
+	var err error
+	if parts != nil {
+		_, err = p.Dev.WriteVnetGather(parts, hdr)
+	} else {
+		e.one[0], e.oneHdr[0] = frame, hdr
+		_, err = p.Dev.WriteVnet(e.one[:], e.oneHdr[:], 0)
+	}
+	e.countWrite(p, size, err)
 }
 
 // encap queues a plain frame for the peer at addr (peer: its table entry,

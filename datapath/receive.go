@@ -184,6 +184,10 @@ func (r *Receiver) process() {
 		o.ObserveVerdicts(in, r.verdicts[:len(frames)])
 	}
 	r.e.emit(frames, r.hdrs, r.dgrams, r.verdicts[:len(frames)], in)
+	// The open TCP run lists payloads in the frames' buffers, and the
+	// small slots are reused from here: it goes now, not at the next
+	// read's end.
+	r.e.flushRun()
 	r.e.send()
 	clear(frames) // no references into the read buffers past this batch
 	clear(r.dgrams[:len(frames)])

@@ -44,6 +44,12 @@ type Device interface {
 	ReadVnet(bufs [][]byte, sizes []int, hdrs []VirtioHdr, offset int) (n int, err error)
 	// WriteVnet is Write with a virtio header per frame; it needs VnetHdr.
 	WriteVnet(bufs [][]byte, hdrs []VirtioHdr, offset int) (n int, err error)
+	// WriteVnetGather writes ONE frame, the concatenation of parts (at
+	// most MaxGatherParts), with virtio header hdr, as WriteVnet writes
+	// one: n is 1 if the device took it, 0 if it refused it (counted).
+	// The parts are gathered by the kernel (writev), not copied first: a
+	// coalesced run of segments goes out from the buffers they came in.
+	WriteVnetGather(parts [][]byte, hdr VirtioHdr) (n int, err error)
 	// ReadVnetTurn, TryReadVnetTurn and EndTurn let two goroutines drain
 	// one device in turns: the owner blocks in ReadVnetTurn, another calls
 	// TryReadVnetTurn; whoever gets frames holds the read turn (and the
@@ -62,6 +68,10 @@ type Device interface {
 
 // DefaultBatchSize is the Read batch a Tap or Fake uses when none is given.
 const DefaultBatchSize = 64
+
+// MaxGatherParts is the most parts one WriteVnetGather takes: one iovec
+// each, plus the virtio header's, far below the kernel's UIO_MAXIOV (1024).
+const MaxGatherParts = 128
 
 // DropReason says why a device discarded a frame. Each reason has its own
 // counter (Tap.Drops, Fake.Drops).

@@ -35,6 +35,12 @@ type Fake struct {
 	vnet     bool
 	offloads int
 	turn     sync.Mutex // the read turn (ReadVnetTurn, TryReadVnetTurn)
+
+	// WriteVnetGather's scratch: the joined frame, and it as a batch of one.
+	gatherMu  sync.Mutex
+	gatherBuf []byte
+	gatherOne [1][]byte
+	gatherHdr [1]VirtioHdr
 }
 
 var _ Device = (*Fake)(nil)
@@ -302,6 +308,23 @@ func (f *Fake) WriteVnet(bufs [][]byte, hdrs []VirtioHdr, offset int) (int, erro
 		hdrs = []VirtioHdr{}
 	}
 	return f.write(bufs[:min(len(bufs), len(hdrs))], hdrs, offset)
+}
+
+// WriteVnetGather implements Device: the parts are joined in a scratch
+// buffer of the Fake's (a test device may copy) and written as WriteVnet
+// writes one frame.
+func (f *Fake) WriteVnetGather(parts [][]byte, hdr VirtioHdr) (int, error) {
+	if len(parts) > MaxGatherParts {
+		return 0, fmt.Errorf("write fake %s: %d parts, at most %d", f.name, len(parts), MaxGatherParts)
+	}
+	f.gatherMu.Lock()
+	defer f.gatherMu.Unlock()
+	f.gatherBuf = f.gatherBuf[:0]
+	for _, p := range parts {
+		f.gatherBuf = append(f.gatherBuf, p...)
+	}
+	f.gatherOne[0], f.gatherHdr[0] = f.gatherBuf, hdr
+	return f.WriteVnet(f.gatherOne[:], f.gatherHdr[:], 0)
 }
 
 func (f *Fake) write(bufs [][]byte, hdrs []VirtioHdr, offset int) (int, error) {

@@ -83,16 +83,21 @@ type tapReader struct {
 
 // tapWriter is tapReader's counterpart for Write; same reasons.
 type tapWriter struct {
-	mu     sync.Mutex
-	fn     func(fd uintptr) bool
-	bufs   [][]byte
-	hdrs   []VirtioHdr // nil: zero header (Write); else WriteVnet
-	offset int
-	next   int // index of the next frame to write
-	n      int // frames accepted
-	errno  syscall.Errno
-	hdr    [VirtioHdrLen]byte
-	iov    [2]unix.Iovec
+	mu       sync.Mutex
+	fn       func(fd uintptr) bool
+	gatherFn func(fd uintptr) bool
+	bufs     [][]byte
+	hdrs     []VirtioHdr // nil: zero header (Write); else WriteVnet
+	offset   int
+	next     int // index of the next frame to write
+	n        int // frames accepted
+	errno    syscall.Errno
+	hdr      [VirtioHdrLen]byte
+	iov      [2]unix.Iovec
+	// gather is WriteVnetGather's: [virtio hdr] [part]...; gatherN of
+	// them are in use during a call.
+	gather  [1 + MaxGatherParts]unix.Iovec
+	gatherN int
 }
 
 var _ Device = (*Tap)(nil)
@@ -110,6 +115,7 @@ func newTap(f *os.File, name, nsPath string, vnet bool, offloads, batch int) (*T
 	t.tryCtl = func(fd uintptr) { t.readFrames(&t.try, fd) }
 	t.readyFn = t.readyFrames
 	t.wr.fn = t.writeFrames
+	t.wr.gatherFn = t.writeGather
 	return t, nil
 }
 
@@ -484,6 +490,85 @@ func (t *Tap) WriteVnet(bufs [][]byte, hdrs []VirtioHdr, offset int) (int, error
 	return t.write(bufs, hdrs, offset)
 }
 
+// WriteVnetGather implements Device: one writev of the virtio header and
+// the parts. tun_get_user copies from the iovecs into the skb as it would
+// from one buffer, so the frame need not be contiguous here. It needs
+// VnetHdr.
+func (t *Tap) WriteVnetGather(parts [][]byte, hdr VirtioHdr) (int, error) {
+	if !t.vnet {
+		return 0, fmt.Errorf("write tap %s: WriteVnetGather needs VnetHdr", t.name)
+	}
+	if len(parts) > MaxGatherParts {
+		return 0, fmt.Errorf("write tap %s: %d parts, at most %d", t.name, len(parts), MaxGatherParts)
+	}
+	if t.closed.Load() {
+		return 0, fmt.Errorf("write tap %s: %w", t.name, os.ErrClosed)
+	}
+	w := &t.wr
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_ = hdr.Encode(w.hdr[:])
+	w.gather[0].Base = &w.hdr[0]
+	w.gather[0].SetLen(VirtioHdrLen)
+	k := 1
+	for _, p := range parts {
+		if len(p) > 0 {
+			w.gather[k].Base = &p[0]
+			w.gather[k].SetLen(len(p))
+			k++
+		}
+	}
+	w.gatherN, w.n, w.errno = k, 0, 0
+	err := t.rc.Write(w.gatherFn)
+	for i := 1; i < k; i++ {
+		w.gather[i].Base = nil // do not pin the caller's buffers
+	}
+	n := w.n
+	if err != nil {
+		return n, t.ioError("write", err)
+	}
+	if w.errno != 0 {
+		return n, t.ioError("write", w.errno)
+	}
+	return n, nil
+}
+
+// writeGather runs inside RawConn.Write for WriteVnetGather: one writev
+// (a RawSyscall, as readFrames explains), errors sorted as writeFrames
+// sorts them.
+func (t *Tap) writeGather(fd uintptr) bool {
+	w := &t.wr
+	for {
+		_, _, errno := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.gather[0])), uintptr(w.gatherN))
+		switch errno {
+		case 0:
+			w.n = 1
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			w.errno = t.countWriteErrno(errno)
+		}
+		return true
+	}
+}
+
+// countWriteErrno counts a write the kernel refused for this frame alone
+// (malformed: EINVAL, EMSGSIZE, EFAULT; link down: EIO) and returns 0 for
+// those, or returns errno, a failure of the device itself.
+func (t *Tap) countWriteErrno(errno syscall.Errno) syscall.Errno {
+	switch errno {
+	case unix.EINVAL, unix.EMSGSIZE, unix.EFAULT:
+		t.drops[DropWriteRejected].Add(1)
+	case unix.EIO:
+		t.drops[DropLinkDown].Add(1)
+	default:
+		return errno
+	}
+	return 0
+}
+
 func (t *Tap) write(bufs [][]byte, hdrs []VirtioHdr, offset int) (int, error) {
 	if t.closed.Load() {
 		return 0, fmt.Errorf("write tap %s: %w", t.name, os.ErrClosed)
@@ -545,13 +630,10 @@ func (t *Tap) writeFrames(fd uintptr) bool {
 			continue
 		case unix.EAGAIN:
 			return false
-		case unix.EINVAL, unix.EMSGSIZE, unix.EFAULT:
-			t.drops[DropWriteRejected].Add(1)
-		case unix.EIO:
-			t.drops[DropLinkDown].Add(1)
 		default:
-			w.errno = errno
-			return true
+			if w.errno = t.countWriteErrno(errno); w.errno != 0 {
+				return true
+			}
 		}
 		w.next++
 	}

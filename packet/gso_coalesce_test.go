@@ -23,6 +23,17 @@ func segmentsOf(t testing.TB, sf superFrame, mss int) [][]byte {
 	return out
 }
 
+// finishJoined is TCPRun.Finish with the parts joined into one frame, as a
+// gathering write puts them on the wire.
+func finishJoined(r *TCPRun) (frame []byte, mss, hdrLen int) {
+	parts, n, mss, hdrLen := r.Finish()
+	frame = bytes.Join(parts, nil)
+	if len(frame) != n {
+		panic("TCPRun.Finish: parts and length disagree")
+	}
+	return frame, mss, hdrLen
+}
+
 // completeChecksum finishes a CHECKSUM_PARTIAL TCP/IPv4 frame as the
 // receiving kernel would treat it.
 func completeChecksum(frame []byte) {
@@ -44,7 +55,7 @@ func TestTCPRunRebuildsSuperFrame(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			segs := segmentsOf(t, c.sf, c.mss)
-			buf := make([]byte, EthHdrLen+0xffff)
+			buf := make([][]byte, 0, 128)
 			var r TCPRun
 			if !r.Start(buf, segs[0]) {
 				t.Fatal("Start refused the first segment")
@@ -57,7 +68,7 @@ func TestTCPRunRebuildsSuperFrame(t *testing.T) {
 			if r.Segments() != len(segs) {
 				t.Fatalf("%d segments in the run, want %d", r.Segments(), len(segs))
 			}
-			frame, mss, hdrLen := r.Finish()
+			frame, mss, hdrLen := finishJoined(&r)
 			if mss != c.mss || hdrLen != c.sf.l4Off()+TCPMinHdrLen+map[bool]int{true: 12}[c.sf.tcpOpts] {
 				t.Errorf("mss %d hdrLen %d", mss, hdrLen)
 			}
@@ -100,7 +111,7 @@ func TestTCPRunRefuses(t *testing.T) {
 		{"IPv4 options", segmentsOf(t, superFrame{ipOptions: true, flags: TCPFlagACK, payload: 100}, 1000)[0]},
 		{"truncated", segs[0][:30]},
 	}
-	buf := make([]byte, EthHdrLen+0xffff)
+	buf := make([][]byte, 0, 128)
 	var r TCPRun
 	for _, c := range startRefusals {
 		if r.Start(buf, c.frame) {
@@ -144,17 +155,20 @@ func TestTCPRunRefuses(t *testing.T) {
 	if !r.Add(psh[1]) || r.Add(segs[2]) {
 		t.Error("a run went on after a PSH segment")
 	}
-	// A buffer too small for the next payload ends the run.
-	small := make([]byte, len(segs[0])+500)
-	r.Start(small, segs[0])
-	if r.Add(segs[1]) {
-		t.Error("Add overflowed the buffer")
+	// A full parts list ends the run; one without room for a merge
+	// starts none.
+	small := make([][]byte, 0, 2)
+	if !r.Start(small, segs[0]) || r.Add(segs[1]) {
+		t.Error("Add overflowed the parts list")
+	}
+	if r.Start(make([][]byte, 0, 1), segs[0]) {
+		t.Error("Start took a parts list without room for the payload")
 	}
 }
 
 func TestTCPRunAllocs(t *testing.T) {
 	segs := segmentsOf(t, superFrame{tcpOpts: true, flags: TCPFlagACK, payload: 60000}, 1448)
-	buf := make([]byte, EthHdrLen+0xffff)
+	buf := make([][]byte, 0, 128)
 	var r TCPRun
 	allocs := testing.AllocsPerRun(50, func() {
 		r.Start(buf, segs[0])
@@ -170,7 +184,7 @@ func TestTCPRunAllocs(t *testing.T) {
 
 func BenchmarkTCPRun(b *testing.B) {
 	segs := segmentsOf(b, superFrame{tcpOpts: true, flags: TCPFlagACK, payload: 65535 - 20 - 32}, 1398)
-	buf := make([]byte, EthHdrLen+0xffff)
+	buf := make([][]byte, 0, 128)
 	var r TCPRun
 	b.SetBytes(65535)
 	b.ReportAllocs()
@@ -190,13 +204,13 @@ func FuzzTCPRun(f *testing.F) {
 	f.Add(segs[0], segs[1])
 	f.Add(segs[0], segs[2])
 	f.Fuzz(func(t *testing.T, a, b []byte) {
-		buf := make([]byte, EthHdrLen+0xffff)
+		buf := make([][]byte, 0, 128)
 		var r TCPRun
 		if !r.Start(buf, a) {
 			return
 		}
 		added := r.Add(b)
-		frame, mss, hdrLen := r.Finish()
+		frame, mss, hdrLen := finishJoined(&r)
 		if hdrLen > len(frame) || mss <= 0 {
 			t.Fatalf("hdrLen %d mss %d frame %d", hdrLen, mss, len(frame))
 		}
