@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -67,6 +68,14 @@ type Options struct {
 	LeaseTTL time.Duration
 	// ExtraArgs are appended to every weftd command line.
 	ExtraArgs []string
+	// NodeCPUs is each weftd's GOMAXPROCS: how many CPUs a node's Go
+	// runtime runs on at once. 0 (the default) shares the machine's CPUs
+	// out among the nodes Up starts, at least one each, as every node of a
+	// real cluster has CPUs of its own (and as Go, since 1.25, sizes
+	// GOMAXPROCS to a container's CPU limit); -1 leaves Go's default, every
+	// CPU for every weftd. A GOMAXPROCS in weftd's environment (a --weftd
+	// wrapper's, or the caller's) wins over both.
+	NodeCPUs int
 	// Progress, if set, is told what is happening ("node n1 up").
 	Progress func(format string, args ...any)
 	// DieWithCaller ties the weftds and the etcd to the process that
@@ -91,6 +100,8 @@ type Cluster struct {
 	UnderlayNet   netip.Prefix `json:"underlay_net"`
 	LeaseTTL      Duration     `json:"lease_ttl"`
 	ExtraArgs     []string     `json:"extra_args,omitempty"`
+	// NodeCPUs is Options.NodeCPUs, resolved by Up (0 only before).
+	NodeCPUs int `json:"node_cpus,omitempty"`
 	// Services: the example Service is applied; `weft sim test` checks it.
 	Services bool `json:"services,omitempty"`
 	// Etcd is the etcd process the sim runs itself, if any.
@@ -263,7 +274,7 @@ func New(opts Options) (*Cluster, error) {
 	c := &Cluster{
 		Name: opts.Name, Dir: opts.Dir, Weftd: opts.Weftd, Registry: opts.Registry,
 		EtcdEndpoints: opts.EtcdEndpoints, UnderlayNet: opts.UnderlayNet.Masked(),
-		LeaseTTL: Duration(opts.LeaseTTL), ExtraArgs: opts.ExtraArgs, progress: opts.Progress,
+		LeaseTTL: Duration(opts.LeaseTTL), ExtraArgs: opts.ExtraArgs, NodeCPUs: opts.NodeCPUs, progress: opts.Progress,
 		dieWithCaller: opts.DieWithCaller, kubeBins: kubeBins,
 	}
 	if etcdBin != "" {
@@ -320,6 +331,9 @@ func (c *Cluster) Up(ctx context.Context, nodes, podsPerNode int) error {
 	}
 	if err := os.MkdirAll(filepath.Join(c.Dir, "registry"), 0o700); err != nil {
 		return fmt.Errorf("sim dir: %w", err)
+	}
+	if c.NodeCPUs == 0 {
+		c.NodeCPUs = max(1, runtime.NumCPU()/nodes)
 	}
 	if err := c.save(); err != nil {
 		return err

@@ -2,9 +2,14 @@ package sim
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,4 +98,19 @@ func TestHarnessTwoNodes(t *testing.T) {
 	ping(t, p1.Netns, p2.IP().String())
 	ping(t, p2.Netns, p1.IP().String())
 	ping(t, c.Nodes[0].Netns, p2.IP().String())
+
+	// Each weftd runs with its share of the machine's CPUs.
+	want := "GOMAXPROCS=" + strconv.Itoa(max(1, runtime.NumCPU()/2))
+	if _, set := os.LookupEnv("GOMAXPROCS"); set {
+		want = "GOMAXPROCS=" + os.Getenv("GOMAXPROCS")
+	}
+	for _, n := range c.Nodes {
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", n.PID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(strings.Split(string(env), "\x00"), want) {
+			t.Errorf("node %s: weftd's environment lacks %s", n.Name, want)
+		}
+	}
 }

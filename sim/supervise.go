@@ -47,6 +47,13 @@ func (c *Cluster) StartNode(ctx context.Context, n *Node) error {
 	args := append([]string{"--net=" + netdev.NetnsPath(n.Netns), c.Weftd}, c.weftdArgs(n)...)
 	cmd := exec.Command("nsenter", args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	procs := "Go's default"
+	if _, set := os.LookupEnv("GOMAXPROCS"); set {
+		procs = "from the environment"
+	} else if c.NodeCPUs > 0 {
+		cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(c.NodeCPUs))
+		procs = strconv.Itoa(c.NodeCPUs)
+	}
 	// nsenter execs weftd in place, so the PID is weftd's. startDaemon
 	// reaps it in the background so a killed weftd does not linger as a
 	// zombie.
@@ -58,7 +65,7 @@ func (c *Cluster) StartNode(ctx context.Context, n *Node) error {
 	if err := c.save(); err != nil {
 		return err
 	}
-	c.logf("node %s: weftd pid %d, log %s", n.Name, n.PID, n.Log)
+	c.logf("node %s: weftd pid %d (GOMAXPROCS %s), log %s", n.Name, n.PID, procs, n.Log)
 	if err := c.WaitReady(ctx, n, 20*time.Second); err != nil {
 		return err
 	}

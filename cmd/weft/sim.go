@@ -312,11 +312,15 @@ func simUp(fs *flag.FlagSet, f *simFlags) func(context.Context, *cli, []string) 
 	etcd := fs.String("etcd", "", "`PATH` the etcd binary for --registry etcd (default: on PATH)")
 	ttl := fs.Duration("lease-ttl", 6*time.Second, "`DURATION` the nodes' registry lease TTL")
 	weftdArgs := fs.String("weftd-args", "", "`FLAGS` extra flags for every node's weftd, space separated, e.g. \"--offload=false\"")
+	nodeCPUs := fs.Int("node-cpus", 0, "`N` each weftd's GOMAXPROCS: 0 shares this machine's CPUs out among the nodes (at least 1 each), as each node of a real cluster has its own; -1 lets every weftd run on every CPU (Go's default). A GOMAXPROCS in the environment wins")
 	keep := fs.Bool("keep-on-failure", false, "leave a sim that failed to come up in place (for its logs) instead of taking it down")
 	services := fs.Bool("services", false, "apply the example Service (sim/echo, "+sim.ExampleClusterIP+":80 -> every pod); `sim test` then checks it from every node and pod")
 	return func(ctx context.Context, c *cli, _ []string) error {
 		if *nodes < 1 || *pods < 0 {
 			return &usageError{msg: fmt.Sprintf("--nodes %d --pods-per-node %d: want at least one node and no negative pod count", *nodes, *pods)}
+		}
+		if *nodeCPUs < -1 {
+			return &usageError{msg: fmt.Sprintf("--node-cpus %d: want -1 (every CPU), 0 (a share of this machine's) or a count", *nodeCPUs)}
 		}
 		bin, err := findWeftd(*weftd)
 		if err != nil {
@@ -332,7 +336,7 @@ func simUp(fs *flag.FlagSet, f *simFlags) func(context.Context, *cli, []string) 
 		}
 		cl, err := sim.New(sim.Options{
 			Name: f.name, Dir: dir, Weftd: bin, Registry: *registry, Etcd: *etcd, KubeTools: findKubeTools(*kubeTools),
-			LeaseTTL: *ttl, ExtraArgs: strings.Fields(*weftdArgs), Progress: c.progress,
+			LeaseTTL: *ttl, ExtraArgs: strings.Fields(*weftdArgs), NodeCPUs: *nodeCPUs, Progress: c.progress,
 			Outside: true, Helper: []string{exe, "sim"},
 		})
 		if err != nil {
