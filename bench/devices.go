@@ -95,10 +95,14 @@ func (d *sinkDev) WriteVnetGather(parts [][]byte, hdr netdev.VirtioHdr) (int, er
 // IPv4 and UDP headers added by the kernel).
 type encapSink struct{ sink *Sink }
 
-func (e encapSink) WriteGather(dgrams [][]byte, _ []netip.AddrPort) (int, error) {
-	for _, d := range dgrams {
+func (e encapSink) WriteGather(dgrams, tails [][]byte, _ []netip.AddrPort) (int, error) {
+	for i, d := range dgrams {
+		n := len(d)
+		if tails != nil {
+			n += len(tails[i])
+		}
 		e.sink.Frames++
-		e.sink.Bytes += uint64(len(d) + overlay.OuterIPv4Len - overlay.HeaderLen)
+		e.sink.Bytes += uint64(n + overlay.OuterIPv4Len - overlay.HeaderLen)
 	}
 	return len(dgrams), nil
 }

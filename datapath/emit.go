@@ -31,18 +31,25 @@ type emitter struct {
 	one    [1][]byte
 	oneHdr [1]netdev.VirtioHdr
 
-	// The datagram queue: dgrams[:n] go to to[:n] at the next send. A
-	// plain frame's datagram is its VXLAN header and the frame in the
-	// frame's own buffer; a super-frame's are its segments in arena.
+	// The datagram queue: dgrams[:n], each followed by tails[:n], go to
+	// to[:n] at the next send. A plain frame's datagram is its VXLAN
+	// header and the frame in the frame's own buffer (no tail); a TCP
+	// super-frame's are its segments' VXLAN and TCP/IP headers in arena,
+	// each with its tail, its payload where the super-frame was read (so
+	// the super-frame's buffer must outlive the send: flush comes before
+	// the transmitter gives its buffers back); a UDP super-frame's are its
+	// segments whole in arena (no tail).
 	dgrams [][]byte
+	tails  [][]byte
 	to     []netip.AddrPort
 	n      int
-	// arena is [VXLAN gap][segment][VXLAN gap][segment]..., taken from
-	// the data path's pool on first need in a batch and given back by
-	// send.
+	// arena is [VXLAN gap][segment][VXLAN gap][segment]... (or, for TCP,
+	// [VXLAN gap][headers]...), taken from the data path's pool on first
+	// need in a batch and given back by send.
 	arena      *bufSet
 	arenaUsed  int
 	offs, lens []int
+	chunks     [][]byte // a TCP super-frame's segment payloads, in f
 
 	// One run is open at a time, TCP or UDP, for one port. A TCP run
 	// lists its parts in runParts (the segments' payloads stay where they
@@ -66,9 +73,11 @@ func newEmitter(dp *Datapath, out Writer, queue int) emitter {
 		out:    out,
 		flood:  make([]vswitch.PortID, 0, 64),
 		dgrams: make([][]byte, queue),
+		tails:  make([][]byte, queue),
 		to:     make([]netip.AddrPort, queue),
 		offs:   make([]int, maxSegQueue),
 		lens:   make([]int, maxSegQueue),
+		chunks: make([][]byte, maxSegQueue),
 	}
 }
 
@@ -327,15 +336,18 @@ func (e *emitter) encap(owner, f []byte, h *netdev.VirtioHdr, addr netip.Addr, p
 		e.dp.work.PartialTx.Add(1)
 	}
 	e.countPeerTx(peer, 1, len(f))
-	e.dgrams[e.n] = owner[start : off+len(f)]
+	e.dgrams[e.n], e.tails[e.n] = owner[start:off+len(f)], nil
 	e.to[e.n] = netip.AddrPortFrom(addr, e.dp.cfg.Port)
 	e.n++
 }
 
-// encapSuper splits a super-frame into segments in the arena, each behind
-// its VXLAN header, and queues them for the peer at addr (peer: its table
-// entry, nil if none). A peer with PartialCsum gets the segments with
-// their checksums partial and flagged: nobody reads the payload here.
+// encapSuper splits a super-frame into segments, each behind its VXLAN
+// header, and queues them for the peer at addr (peer: its table entry, nil
+// if none): a TCP one as headers in the arena and payloads left in f (the
+// socket gathers them: the payload is copied once, by the kernel, not here
+// first), a UDP one whole in the arena. A peer with PartialCsum gets the
+// segments with their checksums partial and flagged: nobody reads the
+// payload here.
 func (e *emitter) encapSuper(f []byte, h *netdev.VirtioHdr, addr netip.Addr, peer *overlay.Peer) {
 	for attempt := 0; ; attempt++ {
 		if e.arena == nil {
@@ -344,7 +356,15 @@ func (e *emitter) encapSuper(f []byte, h *netdev.VirtioHdr, addr netip.Addr, pee
 		arena := e.arena.bufs[0]
 		room := min(len(e.dgrams)-e.n, len(e.offs))
 		partial := peer != nil && peer.PartialCsum
-		cnt, err := segment(arena[e.arenaUsed:], overlay.HeaderLen, f, h, e.offs[:room], e.lens[:room], partial)
+		var cnt int
+		var err error
+		if g := h.GSO(); g == netdev.GSOTCPv4 || g == netdev.GSOTCPv6 {
+			cnt, err = packet.SegmentTCPHeaders(arena[e.arenaUsed:], overlay.HeaderLen, f, packet.EthHdrLen, int(h.CsumStart), int(h.GSOSize),
+				e.offs[:room], e.lens[:room], e.chunks[:room], partial)
+		} else {
+			cnt, err = segment(arena[e.arenaUsed:], overlay.HeaderLen, f, h, e.offs[:room], e.lens[:room], partial)
+			clear(e.chunks[:cnt]) // whole segments: no tails
+		}
 		if err == nil {
 			base := e.arenaUsed
 			bytes := 0
@@ -359,11 +379,12 @@ func (e *emitter) encapSuper(f []byte, h *netdev.VirtioHdr, addr netip.Addr, pee
 				if partial {
 					overlay.MarkPartialCsum(arena[start:])
 				}
-				e.dgrams[e.n] = arena[start : off+e.lens[i]]
+				e.dgrams[e.n], e.tails[e.n] = arena[start:off+e.lens[i]], e.chunks[i]
 				e.to[e.n] = to
+				bytes += e.lens[i] + len(e.chunks[i])
 				e.n++
-				bytes += e.lens[i]
 			}
+			clear(e.chunks[:cnt]) // the queue holds them now
 			e.arenaUsed = base + e.offs[cnt-1] + e.lens[cnt-1]
 			e.dp.work.Segments.Add(uint64(cnt))
 			if partial {
@@ -413,10 +434,10 @@ func (e *emitter) send() {
 	if e.spins && queued > 0 {
 		e.dp.spinUntil.Store(time.Now().Add(e.dp.cfg.RxSpin).UnixNano())
 	}
-	dgrams, to := e.dgrams[:queued], e.to[:queued]
+	dgrams, tails, to := e.dgrams[:queued], e.tails[:queued], e.to[:queued]
 	e.n, e.arenaUsed = 0, 0
 	for len(dgrams) > 0 {
-		sent, err := e.out.WriteGather(dgrams, to)
+		sent, err := e.out.WriteGather(dgrams, tails, to)
 		if err == nil {
 			break
 		}
@@ -424,9 +445,10 @@ func (e *emitter) send() {
 		if sent >= len(dgrams) {
 			break
 		}
-		dgrams, to = dgrams[sent+1:], to[sent+1:]
+		dgrams, tails, to = dgrams[sent+1:], tails[sent+1:], to[sent+1:]
 	}
 	clear(e.dgrams[:queued]) // no stale references into the buffers
+	clear(e.tails[:queued])
 	if e.arena != nil {
 		e.dp.arenas.put(e.arena)
 		e.arena = nil

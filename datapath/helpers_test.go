@@ -112,24 +112,30 @@ type sink struct {
 	refuse  int
 }
 
-func (s *sink) WriteGather(dgrams [][]byte, to []netip.AddrPort) (int, error) {
+// WriteGather keeps each datagram whole: dgrams[i] and tails[i] joined,
+// as the kernel gathers them.
+func (s *sink) WriteGather(dgrams, tails [][]byte, to []netip.AddrPort) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.refuse > 0 && len(dgrams) >= s.refuse {
-		s.keep(dgrams[:s.refuse-1], to)
+		s.keep(dgrams[:s.refuse-1], tails, to)
 		return s.refuse - 1, errRefused
 	}
-	s.keep(dgrams, to)
+	s.keep(dgrams, tails, to)
 	return len(dgrams), nil
 }
 
-func (s *sink) keep(dgrams [][]byte, to []netip.AddrPort) {
+func (s *sink) keep(dgrams, tails [][]byte, to []netip.AddrPort) {
 	s.count += len(dgrams)
 	if s.discard {
 		return
 	}
 	for i, d := range dgrams {
-		s.dgrams = append(s.dgrams, append([]byte(nil), d...))
+		dg := append([]byte(nil), d...)
+		if tails != nil {
+			dg = append(dg, tails[i]...)
+		}
+		s.dgrams = append(s.dgrams, dg)
 		s.to = append(s.to, to[i])
 	}
 }

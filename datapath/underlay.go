@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"fmt"
 	"net/netip"
 
 	"github.com/weftnet/weft/overlay"
@@ -21,12 +22,13 @@ type Reader interface {
 
 // Writer is an underlay socket as the dispatcher sends on it: an
 // overlay.GSOWriter (runs of equal-size datagrams to one peer leave as one
-// UDP_SEGMENT message), or PlainWriter over an overlay.Conn.
+// UDP_SEGMENT message), or a PlainWriter over an overlay.Conn.
 type Writer interface {
-	// WriteGather is overlay.GSOWriter.WriteGather: it sends dgrams[i] to
-	// to[i] and returns how many went; if n < len(dgrams), err says why
-	// dgrams[n] did not, and the caller skips it and sends the rest.
-	WriteGather(dgrams [][]byte, to []netip.AddrPort) (int, error)
+	// WriteGather is overlay.GSOWriter.WriteGather: it sends dgrams[i],
+	// followed by tails[i] if tails is not nil, to to[i] and returns how
+	// many went; if n < len(dgrams), err says why dgrams[n] did not, and
+	// the caller skips it and sends the rest.
+	WriteGather(dgrams, tails [][]byte, to []netip.AddrPort) (int, error)
 }
 
 // PlainReader reads an overlay.Conn as a Reader without GRO.
@@ -42,10 +44,39 @@ func (r PlainReader) ReadBatch(bufs [][]byte, sizes, segSizes []int, offset int,
 // Truncated implements Reader.
 func (r PlainReader) Truncated() uint64 { return r.C.Truncated() }
 
-// PlainWriter sends on an overlay.Conn as a Writer without UDP GSO.
-type PlainWriter struct{ C *overlay.Conn }
+// PlainWriter sends on an overlay.Conn as a Writer without UDP GSO (a
+// kernel without UDP_SEGMENT, or --udp-gso=false). One goroutine uses it.
+type PlainWriter struct {
+	C *overlay.Conn
+	// joined holds datagrams with tails, joined: Conn.WriteBatch takes
+	// one buffer per datagram. Grown on first need, then reused.
+	joined []byte
+	bufs   [][]byte
+}
 
-// WriteGather implements Writer: one sendmmsg message per datagram.
-func (w PlainWriter) WriteGather(dgrams [][]byte, to []netip.AddrPort) (int, error) {
-	return w.C.WriteBatch(dgrams, 0, to)
+// WriteGather implements Writer: one sendmmsg message per datagram, a
+// datagram with a tail copied together first.
+func (w *PlainWriter) WriteGather(dgrams, tails [][]byte, to []netip.AddrPort) (int, error) {
+	if tails == nil {
+		return w.C.WriteBatch(dgrams, 0, to)
+	}
+	if len(tails) < len(dgrams) {
+		return 0, fmt.Errorf("write gather: %d datagrams but %d tails", len(dgrams), len(tails))
+	}
+	size := 0
+	for i, d := range dgrams {
+		size += len(d) + len(tails[i])
+	}
+	if cap(w.joined) < size {
+		w.joined = make([]byte, 0, size)
+	}
+	w.joined, w.bufs = w.joined[:0], w.bufs[:0]
+	for i, d := range dgrams {
+		at := len(w.joined)
+		w.joined = append(append(w.joined, d...), tails[i]...)
+		w.bufs = append(w.bufs, w.joined[at:len(w.joined):len(w.joined)])
+	}
+	n, err := w.C.WriteBatch(w.bufs, 0, to)
+	clear(w.bufs)
+	return n, err
 }

@@ -150,7 +150,7 @@ func (n *Node) underlayWriter(c *overlay.Conn) datapath.Writer {
 			return g
 		}
 	}
-	return datapath.PlainWriter{C: c}
+	return &datapath.PlainWriter{C: c}
 }
 
 // transmitWriter is underlayWriter for a transmitter's own (send-only)

@@ -58,7 +58,8 @@ type GSOWriter struct {
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet4
 	oob   []byte // one cmsgSegSpace slot per message, headers pre-filled
-	// gather holds WriteGather's iovecs: up to MaxGSOSegments per message.
+	// gather holds WriteGather's iovecs: up to MaxGSOSegments datagrams
+	// per message, two iovecs each (head and tail).
 	gather []unix.Iovec
 
 	owner []int32 // the run each prepared message belongs to
@@ -102,7 +103,7 @@ func NewGSOWriter(c *Conn, batch int) (*GSOWriter, error) {
 		names:  ms.names,
 		oob:    make([]byte, batch*cmsgSegSpace),
 		owner:  make([]int32, batch),
-		gather: make([]unix.Iovec, batch*MaxGSOSegments),
+		gather: make([]unix.Iovec, 2*batch*MaxGSOSegments),
 	}
 	for i := range g.msgs {
 		cm := (*unix.Cmsghdr)(unsafe.Pointer(&g.oob[i*cmsgSegSpace]))
@@ -195,34 +196,36 @@ func (g *GSOWriter) WriteGSO(bufs [][]byte, segSizes []int, to []netip.AddrPort)
 // WriteGather sends every dgrams[i] to to[i] as one datagram, gathering
 // runs of consecutive datagrams to one destination, all of one size but a
 // shorter last, into single UDP_SEGMENT messages with one iovec per
-// datagram (up to MaxGSOSegments and MaxGSOBytes each): the datagrams need
-// not be adjacent in memory, and the kernel's stack handles the run once.
-// It returns how many datagrams were sent; if n < len(dgrams), err says why
-// the message holding dgrams[n] was not (e.g. EMSGSIZE): the caller may skip
-// dgrams[n] and send the rest. With GSO turned off (EIO) every datagram is
-// its own message. The caller keeps ownership of dgrams.
-func (g *GSOWriter) WriteGather(dgrams [][]byte, to []netip.AddrPort) (n int, err error) {
-	if len(to) < len(dgrams) {
-		return 0, fmt.Errorf("write gather: %d datagrams but %d addresses", len(dgrams), len(to))
+// datagram part (up to MaxGSOSegments datagrams and MaxGSOBytes each): the
+// datagrams need not be adjacent in memory, and the kernel's stack handles
+// the run once. With tails (nil, or as long as dgrams), datagram i is
+// dgrams[i] followed by tails[i] (empty: nothing), e.g. headers written
+// here and a payload left where it was read. It returns how many datagrams
+// were sent; if n < len(dgrams), err says why the message holding dgrams[n]
+// was not (e.g. EMSGSIZE): the caller may skip dgrams[n] and send the rest.
+// With GSO turned off (EIO) every datagram is its own message. The caller
+// keeps ownership of dgrams and tails.
+func (g *GSOWriter) WriteGather(dgrams, tails [][]byte, to []netip.AddrPort) (n int, err error) {
+	if len(to) < len(dgrams) || tails != nil && len(tails) < len(dgrams) {
+		return 0, fmt.Errorf("write gather: %d datagrams but %d addresses and %d tails", len(dgrams), len(to), len(tails))
 	}
 	i := 0
 	for i < len(dgrams) {
 		k, iv := 0, 0
 		for k < len(g.msgs) && i < len(dgrams) {
-			d := dgrams[i]
-			if len(d) == 0 || len(d) > MaxGSOBytes {
-				err = fmt.Errorf("write gather: datagram %d of %d bytes", i, len(d))
+			seg := gatherLen(dgrams, tails, i)
+			if seg == 0 || seg > MaxGSOBytes {
+				err = fmt.Errorf("write gather: datagram %d of %d bytes", i, seg)
 			} else if !putSockaddr(&g.names[k], to[i]) {
 				err = fmt.Errorf("write gather: destination %v is not IPv4", to[i])
 			}
 			if err != nil {
 				break
 			}
-			seg := len(d)
 			j, bytes := i+1, seg
 			if !g.disabled.Load() {
 				for j < len(dgrams) && j-i < MaxGSOSegments && to[j] == to[i] {
-					l := len(dgrams[j])
+					l := gatherLen(dgrams, tails, j)
 					if l == 0 || l > seg || bytes+l > MaxGSOBytes {
 						break
 					}
@@ -236,11 +239,19 @@ func (g *GSOWriter) WriteGather(dgrams [][]byte, to []netip.AddrPort) (n int, er
 			m := &g.msgs[k]
 			m.Hdr.Namelen = unix.SizeofSockaddrInet4
 			m.Len = 0
-			for x := i; x < j; x++ {
-				setIovec(&g.gather[iv+x-i], dgrams[x])
-			}
 			m.Hdr.Iov = &g.gather[iv]
-			m.Hdr.SetIovlen(j - i)
+			first := iv
+			for x := i; x < j; x++ {
+				if len(dgrams[x]) > 0 {
+					setIovec(&g.gather[iv], dgrams[x])
+					iv++
+				}
+				if tails != nil && len(tails[x]) > 0 {
+					setIovec(&g.gather[iv], tails[x])
+					iv++
+				}
+			}
+			m.Hdr.SetIovlen(iv - first)
 			if j-i > 1 {
 				slot := g.oob[k*cmsgSegSpace : (k+1)*cmsgSegSpace]
 				*(*uint16)(unsafe.Pointer(&slot[unix.CmsgLen(0)])) = uint16(seg)
@@ -250,7 +261,6 @@ func (g *GSOWriter) WriteGather(dgrams [][]byte, to []netip.AddrPort) (n int, er
 				m.Hdr.Control, m.Hdr.Controllen = nil, 0
 			}
 			g.owner[k] = int32(i)
-			iv += j - i
 			i = j
 			k++
 		}
@@ -277,6 +287,14 @@ func (g *GSOWriter) WriteGather(dgrams [][]byte, to []netip.AddrPort) (n int, er
 		return failed, serr
 	}
 	return n, err
+}
+
+// gatherLen is datagram i's length: dgrams[i] and, with tails, tails[i].
+func gatherLen(dgrams, tails [][]byte, i int) int {
+	if tails == nil {
+		return len(dgrams[i])
+	}
+	return len(dgrams[i]) + len(tails[i])
 }
 
 // send runs sendmmsg over the first k prepared messages until all went

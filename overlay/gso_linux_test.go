@@ -291,9 +291,14 @@ func gatherCase() [][]byte {
 	return ds
 }
 
+// TestGatherNetns: WriteGather's datagrams arrive whole and in order,
+// with UDP GRO on the receiver or without, given whole or (tails) as a
+// head and a tail cut at different places: all in the head, an empty
+// head, a few header bytes and the rest.
 func TestGatherNetns(t *testing.T) {
-	for _, gro := range []bool{true, false} {
-		t.Run(fmt.Sprintf("gro=%v", gro), func(t *testing.T) {
+	for _, c := range []struct{ gro, tails bool }{{true, false}, {false, false}, {true, true}, {false, true}} {
+		gro := c.gro
+		t.Run(fmt.Sprintf("gro=%v/tails=%v", gro, c.tails), func(t *testing.T) {
 			p := newConnPair(t, 8)
 			w, err := NewGSOWriter(p.a, 4) // small batch: several sendmmsg calls
 			if err != nil {
@@ -310,7 +315,15 @@ func TestGatherNetns(t *testing.T) {
 			for i := range to {
 				to[i] = p.b.LocalAddr()
 			}
-			if n, err := w.WriteGather(ds, to); err != nil || n != len(ds) {
+			heads, tails := ds, [][]byte(nil)
+			if c.tails {
+				heads, tails = make([][]byte, len(ds)), make([][]byte, len(ds))
+				for i, d := range ds {
+					cut := [...]int{len(d), 0, min(30, len(d))}[i%3]
+					heads[i], tails[i] = d[:cut], d[cut:]
+				}
+			}
+			if n, err := w.WriteGather(heads, tails, to); err != nil || n != len(ds) {
 				t.Fatalf("WriteGather sent %d of %d: %v", n, len(ds), err)
 			}
 			got := receiveAll(t, p.b, r, len(ds))
@@ -334,11 +347,11 @@ func TestGatherNetnsErrorsAndFallback(t *testing.T) {
 	// A datagram too big for the path fails its message; the ones before
 	// it (another size, so another message) went out.
 	ds := [][]byte{ok, ok, make([]byte, 1600), ok}
-	n, err := w.WriteGather(ds, []netip.AddrPort{dst, dst, dst, dst})
+	n, err := w.WriteGather(ds, nil, []netip.AddrPort{dst, dst, dst, dst})
 	if err == nil || n != 2 {
 		t.Fatalf("sent %d, err %v; want 2 and EMSGSIZE", n, err)
 	}
-	if n, err := w.WriteGather([][]byte{ok, {}}, []netip.AddrPort{dst, dst}); err == nil || n != 1 {
+	if n, err := w.WriteGather([][]byte{ok, {}}, nil, []netip.AddrPort{dst, dst}); err == nil || n != 1 {
 		t.Errorf("empty datagram: sent %d, err %v", n, err)
 	}
 	receiveAll(t, p.b, nil, 3)
@@ -349,7 +362,7 @@ func TestGatherNetnsErrorsAndFallback(t *testing.T) {
 	for i := range to {
 		to[i] = dst
 	}
-	if n, err := w.WriteGather(ds, to); err != nil || n != len(ds) {
+	if n, err := w.WriteGather(ds, nil, to); err != nil || n != len(ds) {
 		t.Fatalf("after EIO: sent %d of %d: %v", n, len(ds), err)
 	}
 	if !w.Disabled() {
@@ -375,7 +388,7 @@ func TestGatherNetnsAllocs(t *testing.T) {
 		to[i] = p.b.LocalAddr()
 	}
 	allocs := testing.AllocsPerRun(100, func() {
-		if n, err := w.WriteGather(ds, to); err != nil || n != len(ds) {
+		if n, err := w.WriteGather(ds, nil, to); err != nil || n != len(ds) {
 			t.Fatalf("sent %d of %d: %v", n, len(ds), err)
 		}
 	})

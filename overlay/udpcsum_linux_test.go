@@ -84,7 +84,7 @@ func TestOuterUDPChecksumSent(t *testing.T) {
 		for i := range segs {
 			dgrams[i], tos[i] = dgram(i, 1000), b.LocalAddr()
 		}
-		if n, err := g.WriteGather(dgrams, tos); n != segs || err != nil {
+		if n, err := g.WriteGather(dgrams, nil, tos); n != segs || err != nil {
 			t.Fatalf("WriteGather = %d, %v", n, err)
 		}
 		// Over a veth the kernel may hand the GSO packet across whole

@@ -42,7 +42,7 @@ func TestGSOWriterZeroCopy(t *testing.T) {
 	}
 	send := func(round int) {
 		fill(round)
-		if n, err := g.WriteGather(bufs, to); n != segs || err != nil {
+		if n, err := g.WriteGather(bufs, nil, to); n != segs || err != nil {
 			t.Errorf("round %d: WriteGather = %d, %v", round, n, err)
 		}
 		for _, d := range bufs { // the kernel is done with them: scribble
@@ -97,14 +97,14 @@ func TestGSOWriterZeroCopy(t *testing.T) {
 	if err := g2.EnableZeroCopy(nil); err != nil {
 		t.Fatal(err)
 	}
-	if allocs := testing.AllocsPerRun(10, func() { g2.WriteGather(bufs, to) }); allocs != 0 {
+	if allocs := testing.AllocsPerRun(10, func() { g2.WriteGather(bufs, nil, to) }); allocs != 0 {
 		t.Errorf("WriteGather with zerocopy: %v allocs per run, want 0", allocs)
 	}
 	if g2.ZeroCopy().Sent.Load() == 0 || !g2.ZeroCopyOn() {
 		t.Errorf("second writer: sent %d, on %v", g2.ZeroCopy().Sent.Load(), g2.ZeroCopyOn())
 	}
 	for range zeroCopyCopiedLimit + 8 {
-		g2.WriteGather(bufs, to)
+		g2.WriteGather(bufs, nil, to)
 	}
 	if zs := g2.ZeroCopy(); zs.Copied.Load() > 0 && (g2.ZeroCopyOn() || zs.GaveUp.Load() != 1) {
 		t.Errorf("%d copied completions over a veth, and zerocopy still on", zs.Copied.Load())

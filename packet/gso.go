@@ -61,7 +61,28 @@ func SegmentTCPPartial(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int,
 	return segmentTCP(dst, gap, frame, l3Off, l4Off, mss, offs, lens, true)
 }
 
+// SegmentTCPHeaders is SegmentTCP (SegmentTCPPartial with partial) that
+// writes only each segment's headers to dst ([gap][headers 0][gap][headers
+// 1]..., at offs[i], lens[i] bytes) and leaves the payload where it is:
+// segment i is dst[offs[i]:offs[i]+lens[i]] followed by chunks[i], a
+// sub-slice of frame, for a gathering send (sendmsg with one iovec for the
+// headers and one for the payload) that copies the payload once, in the
+// kernel, instead of twice. The full checksum, when computed, still reads
+// the payload. chunks must be as long as offs.
+func SegmentTCPHeaders(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, lens []int, chunks [][]byte, partial bool) (int, error) {
+	if chunks == nil {
+		return 0, ErrGSOSegments
+	}
+	return segmentTCPInto(dst, gap, frame, l3Off, l4Off, mss, offs, lens, chunks, partial)
+}
+
 func segmentTCP(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, lens []int, partial bool) (int, error) {
+	return segmentTCPInto(dst, gap, frame, l3Off, l4Off, mss, offs, lens, nil, partial)
+}
+
+// segmentTCPInto is every TCP segmentation: with chunks nil the payload is
+// copied after each segment's headers, else referenced in chunks.
+func segmentTCPInto(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, lens []int, chunks [][]byte, partial bool) (int, error) {
 	if mss <= 0 {
 		return 0, ErrGSOMSS
 	}
@@ -76,7 +97,7 @@ func segmentTCP(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, 
 	if tcpLen < TCPMinHdrLen || l4Off+tcpLen > len(frame) {
 		return 0, ErrGSOHeaders
 	}
-	p, err := planSegments(dst, gap, frame, ip, v6, l3Off, l4Off, l4Off+tcpLen, mss, IPProtoTCP, offs, lens)
+	p, err := planSegments(dst, gap, frame, ip, v6, l3Off, l4Off, l4Off+tcpLen, mss, IPProtoTCP, offs, lens, chunks)
 	if err != nil {
 		return 0, err
 	}
@@ -120,19 +141,24 @@ type segmentPlan struct {
 	id0                 uint16 // IPv4 ID of the super-frame; segment i gets id0+i
 	pseudo              uint32 // pseudo-header sum without the length, which varies per segment
 	offs, lens          []int
+	chunks              [][]byte // nil: copy the payload; else segment i's goes to chunks[i]
 	at                  int
 }
 
 // planSegments checks that n = ceil(payload/mss) segments fit offs, lens
 // and dst, and prepares the constants every segment needs.
-func planSegments(dst []byte, gap int, frame, ip []byte, v6 bool, l3Off, l4Off, hdr, mss int, proto uint8, offs, lens []int) (segmentPlan, error) {
+func planSegments(dst []byte, gap int, frame, ip []byte, v6 bool, l3Off, l4Off, hdr, mss int, proto uint8, offs, lens []int, chunks [][]byte) (segmentPlan, error) {
 	p := segmentPlan{dst: dst, frame: frame, payload: frame[hdr:], gap: gap, mss: mss,
-		l3Off: l3Off, l4Off: l4Off, hdr: hdr, v6: v6, offs: offs, lens: lens}
+		l3Off: l3Off, l4Off: l4Off, hdr: hdr, v6: v6, offs: offs, lens: lens, chunks: chunks}
 	p.n = TCPSegments(len(p.payload), mss)
-	if p.n > len(offs) || p.n > len(lens) {
+	if p.n > len(offs) || p.n > len(lens) || chunks != nil && p.n > len(chunks) {
 		return p, ErrGSOSegments
 	}
-	if p.n*(gap+hdr)+len(p.payload) > len(dst) {
+	room := p.n * (gap + hdr)
+	if chunks == nil {
+		room += len(p.payload)
+	}
+	if room > len(dst) {
 		return p, ErrGSOShortDst
 	}
 	if v6 {
@@ -145,22 +171,30 @@ func planSegments(dst []byte, gap int, frame, ip []byte, v6 bool, l3Off, l4Off, 
 }
 
 // next writes segment i (call in order 0..n-1) after a gap: the headers,
-// its chunk of the payload, and its IP length, ID and header checksum. It
-// returns the segment and its payload; the caller fixes the L4 header.
+// its chunk of the payload (or, gathering, a reference to it in
+// chunks[i]), and its IP length, ID and header checksum. It returns what
+// it wrote (the segment, or its headers) and the payload; the caller fixes
+// the L4 header.
 func (p *segmentPlan) next(i int) (seg, chunk []byte) {
 	chunk = p.payload[min(i*p.mss, len(p.payload)):min((i+1)*p.mss, len(p.payload))]
 	p.at += p.gap
-	seg = p.dst[p.at : p.at+p.hdr+len(chunk)]
+	if p.chunks != nil {
+		seg = p.dst[p.at : p.at+p.hdr]
+		p.chunks[i] = chunk
+	} else {
+		seg = p.dst[p.at : p.at+p.hdr+len(chunk)]
+		copy(seg[p.hdr:], chunk)
+	}
 	copy(seg, p.frame[:p.hdr])
-	copy(seg[p.hdr:], chunk)
 	p.offs[i], p.lens[i] = p.at, len(seg)
 	p.at += len(seg)
+	segLen := p.hdr + len(chunk)
 	sip := seg[p.l3Off:p.l4Off]
 	if p.v6 {
-		binary.BigEndian.PutUint16(sip[IPv6OffPayloadLen:], uint16(len(seg)-p.l4Off))
+		binary.BigEndian.PutUint16(sip[IPv6OffPayloadLen:], uint16(segLen-p.l4Off))
 	} else {
 		v4 := IPv4(sip)
-		v4.SetTotalLen(uint16(len(seg) - p.l3Off))
+		v4.SetTotalLen(uint16(segLen - p.l3Off))
 		binary.BigEndian.PutUint16(sip[IPv4OffID:], p.id0+uint16(i))
 		v4.ComputeChecksum()
 	}

@@ -3,6 +3,7 @@ package packet
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"testing"
 )
 
@@ -192,5 +193,66 @@ func BenchmarkSegmentTCP64K(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestSegmentTCPHeaders: the headers SegmentTCPHeaders writes, each
+// followed by its chunk, are byte for byte the segments SegmentTCP (and
+// SegmentTCPPartial) write, chunks lie inside the frame (no copy), and a
+// dst with room for the headers alone is enough.
+func TestSegmentTCPHeaders(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		sf   superFrame
+		mss  int
+	}{
+		{"options, PSH, short last", superFrame{tcpOpts: true, flags: TCPFlagACK | TCPFlagPSH | TCPFlagCWR, seq: 77, id: 5, payload: 5000}, 1448},
+		{"64 KiB", superFrame{tcpOpts: true, flags: TCPFlagACK, payload: 65535 - 20 - 32}, 1398},
+		{"IPv6", superFrame{v6: true, flags: TCPFlagACK, payload: 3000}, 1000},
+		{"one segment", superFrame{flags: TCPFlagACK, payload: 500}, 1000},
+	} {
+		for _, partial := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/partial=%v", c.name, partial), func(t *testing.T) {
+				frame := c.sf.build(t, -1, 0)
+				l4 := c.sf.l4Off()
+				want := make([]byte, 1<<17)
+				wOffs, wLens := make([]int, 64), make([]int, 64)
+				seg := SegmentTCP
+				if partial {
+					seg = SegmentTCPPartial
+				}
+				wn, err := seg(want, 8, frame, EthHdrLen, l4, c.mss, wOffs, wLens)
+				if err != nil {
+					t.Fatal(err)
+				}
+				hdrRoom := wn * (8 + l4 + 64)
+				dst := make([]byte, hdrRoom)
+				offs, lens, chunks := make([]int, 64), make([]int, 64), make([][]byte, 64)
+				n, err := SegmentTCPHeaders(dst, 8, frame, EthHdrLen, l4, c.mss, offs, lens, chunks, partial)
+				if err != nil || n != wn {
+					t.Fatalf("SegmentTCPHeaders = %d, %v; SegmentTCP made %d", n, err, wn)
+				}
+				for i := range n {
+					got := append(bytes.Clone(dst[offs[i]:offs[i]+lens[i]]), chunks[i]...)
+					if w := want[wOffs[i] : wOffs[i]+wLens[i]]; !bytes.Equal(got, w) {
+						t.Fatalf("segment %d differs\n got %x\nwant %x", i, got[:min(80, len(got))], w[:min(80, len(w))])
+					}
+					if len(chunks[i]) > 0 && (cap(chunks[i]) > cap(frame) || &chunks[i][:cap(chunks[i])][cap(chunks[i])-1] != &frame[len(frame)-1]) {
+						t.Fatalf("chunk %d is not a slice of the frame", i)
+					}
+				}
+			})
+		}
+	}
+	frame := superFrame{flags: TCPFlagACK, payload: 3000}.build(t, -1, 0)
+	offs, lens := make([]int, 8), make([]int, 8)
+	if _, err := SegmentTCPHeaders(make([]byte, 4096), 8, frame, EthHdrLen, EthHdrLen+IPv4MinHdrLen, 1000, offs, lens, make([][]byte, 2), true); err != ErrGSOSegments {
+		t.Errorf("3 segments, 2 chunk slots: err %v, want ErrGSOSegments", err)
+	}
+	dst, chunks := make([]byte, 4096), make([][]byte, 8)
+	if allocs := testing.AllocsPerRun(50, func() {
+		SegmentTCPHeaders(dst, 8, frame, EthHdrLen, EthHdrLen+IPv4MinHdrLen, 1000, offs, lens, chunks, true)
+	}); allocs != 0 {
+		t.Errorf("SegmentTCPHeaders allocates %v times", allocs)
 	}
 }

@@ -36,7 +36,7 @@ func segmentUDP(dst []byte, gap int, frame []byte, l3Off, l4Off, mss int, offs, 
 	if err != nil {
 		return 0, err
 	}
-	p, err := planSegments(dst, gap, frame, ip, v6, l3Off, l4Off, l4Off+UDPHdrLen, mss, IPProtoUDP, offs, lens)
+	p, err := planSegments(dst, gap, frame, ip, v6, l3Off, l4Off, l4Off+UDPHdrLen, mss, IPProtoUDP, offs, lens, nil)
 	if err != nil {
 		return 0, err
 	}
