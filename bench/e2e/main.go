@@ -238,6 +238,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	sum.WeftdProcs = gomaxprocs(ws.pids[0])
 	weftErr := func() error {
 		defer ws.down(progress)
 		if err := ws.startServer(ctx); err != nil {

@@ -19,6 +19,7 @@ type summary struct {
 	LoadStart, LoadEnd   string
 	Reps, T              int
 	WeftdArgs            string
+	WeftdProcs           string // GOMAXPROCS of the weftds ("" = Go's default)
 	QuietPct             float64
 
 	WeftReps   []weftRep
@@ -210,6 +211,9 @@ func (s *summary) conditions() string {
 	args := s.WeftdArgs
 	if args == "" {
 		args = "defaults"
+	}
+	if s.WeftdProcs != "" {
+		args += " with GOMAXPROCS " + s.WeftdProcs + " (weft sim's share of the CPUs per node)"
 	}
 	c := fmt.Sprintf("%s, commit %s, kernel %s, %d CPUs; %d runs x %d s per test (median [min–max]); weftd %s; "+
 		"load average %s at start, %s at end; before each weft run the machine was %s %% busy (waited up to %s s for <= %.0f %%)",

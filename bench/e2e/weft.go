@@ -100,6 +100,21 @@ func upWeft(ctx context.Context, cfg *config, name string, progress io.Writer) (
 	return s, nil
 }
 
+// gomaxprocs is the GOMAXPROCS in weftd pid's environment (weft sim sets
+// each node's share of the CPUs), or "" if none is (Go's default).
+func gomaxprocs(pid int) string {
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		return ""
+	}
+	for _, kv := range strings.Split(string(env), "\x00") {
+		if v, ok := strings.CutPrefix(kv, "GOMAXPROCS="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
 // down stops the iperf3 server and takes the sim down. It uses a fresh
 // context: it must run even after the run's context was cancelled.
 func (s *weftSim) down(progress io.Writer) {
