@@ -292,21 +292,21 @@ func (e *emitter) flushRun() {
 		e.dp.work.Coalesced.Add(uint64(segs))
 		e.dp.work.Runs.Add(1)
 	}
-	defer clear(parts) // no references into the read buffers
 	p := e.dp.port(e.runPort)
-	if p == nil {
+	switch {
+	case p == nil:
 		e.dp.drops.Add(DropPortGone, 1)
-		return
-	}
-	e.wrote(e.runPort)
-	var err error
-	if parts != nil {
-		_, err = p.Dev.WriteVnetGather(parts, hdr)
-	} else {
+	case parts != nil:
+		e.wrote(e.runPort)
+		_, err := p.Dev.WriteVnetGather(parts, hdr)
+		e.countWrite(p, size, err)
+	default:
+		e.wrote(e.runPort)
 		e.one[0], e.oneHdr[0] = frame, hdr
-		_, err = p.Dev.WriteVnet(e.one[:], e.oneHdr[:], 0)
+		_, err := p.Dev.WriteVnet(e.one[:], e.oneHdr[:], 0)
+		e.countWrite(p, size, err)
 	}
-	e.countWrite(p, size, err)
+	clear(parts) // no references into the read buffers
 }
 
 // encap queues a plain frame for the peer at addr (peer: its table entry,
