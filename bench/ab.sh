@@ -4,7 +4,8 @@
 # two-node `weft sim` (one pod per node): iperf3 TCP 1 stream (and 4 with
 # TCP4=1, and UDP with 64-byte datagrams at full rate with UDP64=1, in
 # thousands of datagrams received per second) for T seconds, then ping -c
-# 300 -i 0.01; prints every run and the medians. Alternating A and B spreads slow drifts of the machine over
+# 300 -i 0.01; prints every run and the medians. Alternating A and B (each pair in the
+# other order than the last) spreads slow drifts of the machine over
 # both. This is how the A/B figures in docs/BENCHMARKS.md were made.
 #
 #   sudo bench/ab.sh HEAD~1 4
@@ -82,11 +83,21 @@ weftd_ticks() {
 }
 
 : >"$WORK/results"
-for _ in $(seq "$REPS"); do
-	a=$(run "$WORK/weftd.A" "${ENVS_A:-}" "${ARGS_A:-}")
-	echo "A $a" | tee -a "$WORK/results"
-	b=$(run "$WORK/weftd.B" "${ENVS_B:-}" "${ARGS_B:-}")
-	echo "B $b" | tee -a "$WORK/results"
+runA() {
+	local r
+	r=$(run "$WORK/weftd.A" "${ENVS_A:-}" "${ARGS_A:-}")
+	echo "A $r" | tee -a "$WORK/results"
+}
+runB() {
+	local r
+	r=$(run "$WORK/weftd.B" "${ENVS_B:-}" "${ARGS_B:-}")
+	echo "B $r" | tee -a "$WORK/results"
+}
+# Pairs alternate which side goes first (AB, BA, AB, ...): with A always
+# first, a side once lost on small-packet figures in every pair for the
+# order alone (docs/data/2026-12-04-gather-tx-ab.txt).
+for i in $(seq "$REPS"); do
+	if [ $((i % 2)) = 1 ]; then runA; runB; else runB; runA; fi
 done
 for s in A B; do
 	echo "$s ($([ $s = A ] && echo "$REF" || echo "working tree")) median:" \
