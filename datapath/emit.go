@@ -49,7 +49,7 @@ type emitter struct {
 	arena      *bufSet
 	arenaUsed  int
 	offs, lens []int
-	chunks     [][]byte // a TCP super-frame's segment payloads, in f
+	chunks     [][]byte // a TCP super-frame's segment payloads, in f; all nil between super-frames
 
 	// One run is open at a time, TCP or UDP, for one port. A TCP run
 	// lists its parts in runParts (the segments' payloads stay where they
@@ -363,7 +363,6 @@ func (e *emitter) encapSuper(f []byte, h *netdev.VirtioHdr, addr netip.Addr, pee
 				e.offs[:room], e.lens[:room], e.chunks[:room], partial)
 		} else {
 			cnt, err = segment(arena[e.arenaUsed:], overlay.HeaderLen, f, h, e.offs[:room], e.lens[:room], partial)
-			clear(e.chunks[:cnt]) // whole segments: no tails
 		}
 		if err == nil {
 			base := e.arenaUsed

@@ -519,18 +519,11 @@ func (t *Tap) WriteVnetGather(parts [][]byte, hdr VirtioHdr) (int, error) {
 		}
 	}
 	w.gatherN, w.n, w.errno = k, 0, 0
-	err := t.rc.Write(w.gatherFn)
+	n, err := t.runWrite(w.gatherFn)
 	for i := 1; i < k; i++ {
 		w.gather[i].Base = nil // do not pin the caller's buffers
 	}
-	n := w.n
-	if err != nil {
-		return n, t.ioError("write", err)
-	}
-	if w.errno != 0 {
-		return n, t.ioError("write", w.errno)
-	}
-	return n, nil
+	return n, err
 }
 
 // writeGather runs inside RawConn.Write for WriteVnetGather: one writev
@@ -581,16 +574,24 @@ func (t *Tap) write(bufs [][]byte, hdrs []VirtioHdr, offset int) (int, error) {
 	defer w.mu.Unlock()
 	w.bufs, w.hdrs, w.offset = bufs, hdrs, offset
 	w.next, w.n, w.errno = 0, 0, 0
-	err := t.rc.Write(w.fn)
-	n := w.n
+	n, err := t.runWrite(w.fn)
 	w.bufs, w.hdrs = nil, nil
-	if err != nil {
-		return n, t.ioError("write", err)
+	return n, err
+}
+
+// runWrite runs a write callback (writeFrames, writeGather) inside
+// RawConn.Write, with t.wr held and set up, and returns the frames the
+// device took and the device's failure, if any.
+func (t *Tap) runWrite(fn func(fd uintptr) bool) (int, error) {
+	err := t.rc.Write(fn)
+	w := &t.wr
+	switch {
+	case err != nil:
+		return w.n, t.ioError("write", err)
+	case w.errno != 0:
+		return w.n, t.ioError("write", w.errno)
 	}
-	if w.errno != 0 {
-		return n, t.ioError("write", w.errno)
-	}
-	return n, nil
+	return w.n, nil
 }
 
 // writeFrames runs inside RawConn.Write; it returns false (wait for

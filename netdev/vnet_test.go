@@ -52,6 +52,29 @@ func putTCP(b []byte, dstMAC packet.MAC, sport, dport uint16, seq, ack uint32, f
 	return b
 }
 
+// connectToPod opens a TCP connection from the gateway's port sport to
+// the pod's dport through tap: SYN (initial sequence iss, MSS option mss),
+// the pod's SYN-ACK, ACK. It returns the SYN-ACK.
+func connectToPod(t *testing.T, tap *Tap, bufs [][]byte, sizes []int, sport, dport uint16, iss uint32, mss uint16) tcpSeg {
+	t.Helper()
+	frame := make([]byte, 256)
+	syn := putTCP(frame, tap.MAC(), sport, dport, iss, 0, packet.TCPFlagSYN, mss, nil)
+	if _, err := tap.Write([][]byte{syn}, 0); err != nil {
+		t.Fatal(err)
+	}
+	var synack tcpSeg
+	readUntil(t, tap, bufs, sizes, 0, ioTimeout, func(f []byte) bool {
+		s, ok := parseTCPFromPod(f, sport)
+		synack = s
+		return ok && s.flags == packet.TCPFlagSYN|packet.TCPFlagACK
+	})
+	ack := putTCP(frame, tap.MAC(), sport, dport, iss+1, synack.seq+1, packet.TCPFlagACK, 0, nil)
+	if _, err := tap.Write([][]byte{ack}, 0); err != nil {
+		t.Fatal(err)
+	}
+	return synack
+}
+
 // tcpSeg is a TCP segment the pod sent, as parseTCPFromPod sees it.
 type tcpSeg struct {
 	seq, ack uint32
@@ -207,21 +230,7 @@ func TestVnetTSOSuperframe(t *testing.T) {
 	checkARP(t, tap, bufs, sizes, 0)
 
 	const sport, iss = 40100, 5000
-	frame := make([]byte, 256)
-	syn := putTCP(frame, tap.MAC(), sport, 8081, iss, 0, packet.TCPFlagSYN, 1400, nil)
-	if _, err := tap.Write([][]byte{syn}, 0); err != nil {
-		t.Fatal(err)
-	}
-	var synack tcpSeg
-	readUntil(t, tap, bufs, sizes, 0, ioTimeout, func(f []byte) bool {
-		s, ok := parseTCPFromPod(f, sport)
-		synack = s
-		return ok && s.flags == packet.TCPFlagSYN|packet.TCPFlagACK
-	})
-	ack := putTCP(frame, tap.MAC(), sport, 8081, iss+1, synack.seq+1, packet.TCPFlagACK, 0, nil)
-	if _, err := tap.Write([][]byte{ack}, 0); err != nil {
-		t.Fatal(err)
-	}
+	synack := connectToPod(t, tap, bufs, sizes, sport, 8081, iss, 1400)
 	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
 	defer cancel()
 	go func() {
@@ -278,7 +287,7 @@ func TestVnetTSOSuperframe(t *testing.T) {
 	if highest == 0 {
 		highest = synack.seq + 1 + uint32(gotLen-54)
 	}
-	ack = putTCP(frame, tap.MAC(), sport, 8081, iss+1, highest, packet.TCPFlagACK, 0, nil)
+	ack := putTCP(make([]byte, 256), tap.MAC(), sport, 8081, iss+1, highest, packet.TCPFlagACK, 0, nil)
 	if _, err := tap.Write([][]byte{ack}, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -367,21 +376,7 @@ func TestVnetWriteGather(t *testing.T) {
 	checkARP(t, tap, bufs, sizes, 0)
 
 	const sport, iss = 40200, 9000
-	frame := make([]byte, 256)
-	syn := putTCP(frame, tap.MAC(), sport, 8082, iss, 0, packet.TCPFlagSYN, 1000, nil)
-	if _, err := tap.Write([][]byte{syn}, 0); err != nil {
-		t.Fatal(err)
-	}
-	var synack tcpSeg
-	readUntil(t, tap, bufs, sizes, 0, ioTimeout, func(f []byte) bool {
-		s, ok := parseTCPFromPod(f, sport)
-		synack = s
-		return ok && s.flags == packet.TCPFlagSYN|packet.TCPFlagACK
-	})
-	ack := putTCP(frame, tap.MAC(), sport, 8082, iss+1, synack.seq+1, packet.TCPFlagACK, 0, nil)
-	if _, err := tap.Write([][]byte{ack}, 0); err != nil {
-		t.Fatal(err)
-	}
+	synack := connectToPod(t, tap, bufs, sizes, sport, 8082, iss, 1000)
 	conn, err := acceptWithin(ln, ioTimeout)
 	if err != nil {
 		t.Fatal(err)
