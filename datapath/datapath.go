@@ -4,6 +4,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/weftnet/weft/netdev"
 	"github.com/weftnet/weft/overlay"
 	"github.com/weftnet/weft/packet"
@@ -63,9 +65,12 @@ type Config struct {
 	PartialCsum bool
 	// RxSpin, if positive, is how long after a transmitter sent to a peer
 	// the underlay readers given SpinDeadline spin instead of parking
-	// (overlay.GROReader.Spin): the peer's answer (an echo reply, an ACK)
-	// then finds a running reader, not one a wake-up costs 100-200 µs to
-	// restart. Costs a core while it spins; 0 (the default): never.
+	// (overlay.GROReader.Spin): the send wakes a parked reader
+	// (SetSpinReaders), which then retries its read, polling the sending
+	// pod's TAP (SpinIdle) and yielding the CPU between retries, so the
+	// peer's answer (an echo reply, an ACK) finds a running reader on a
+	// running CPU rather than one an idle vCPU must be woken for. Costs
+	// CPU while it spins; 0 (the default): never.
 	RxSpin time.Duration
 	// Observer, if set, sees every batch's verdicts right after the switch
 	// decided them (bench's replay counts the verdict mix with it). nil in
@@ -98,8 +103,17 @@ type Datapath struct {
 	arenas  *bufPool
 	splits  *bufPool
 	// spinUntil is Config.RxSpin's deadline (Unix ns), moved forward by
-	// transmitters' sends to peers.
-	spinUntil atomic.Int64
+	// transmitters' sends to peers; spinPort is the port whose
+	// transmitter moved it last, which spinning readers poll (SpinIdle).
+	spinUntil   atomic.Int64
+	spinPort    atomic.Uint32
+	spinReaders atomic.Pointer[[]SpinReader]
+}
+
+// SpinReader is an underlay reader that spins (overlay.GROReader).
+type SpinReader interface {
+	// Wake makes a reader parked on the netpoller read again now.
+	Wake()
 }
 
 // Work counts what the offload machinery did, by kind.
@@ -135,6 +149,35 @@ func (dp *Datapath) SpinDeadline() *atomic.Int64 {
 		return nil
 	}
 	return &dp.spinUntil
+}
+
+// SetSpinReaders names the underlay readers a send to a peer wakes to
+// spin (Config.RxSpin). Transmitters may be running already.
+func (dp *Datapath) SetSpinReaders(rs []SpinReader) { dp.spinReaders.Store(&rs) }
+
+// armSpin moves the readers' spin deadline to Config.RxSpin from now, on
+// behalf of port id's transmitter, and wakes the parked readers.
+func (dp *Datapath) armSpin(id vswitch.PortID) {
+	dp.spinUntil.Store(time.Now().Add(dp.cfg.RxSpin).UnixNano())
+	dp.spinPort.Store(uint32(id))
+	if rs := dp.spinReaders.Load(); rs != nil {
+		for _, r := range *rs {
+			r.Wake()
+		}
+	}
+}
+
+// SpinIdle is what a spinning underlay reader does between its retries
+// (overlay.GROReader.SpinIdle): it forwards what the pod whose send armed
+// the spin has queued since (its transmitter's goroutine may not get the
+// P while the reader spins: GOMAXPROCS can be 1), then yields the CPU
+// (sched_yield(2)), so that the spin takes only time nobody else on that
+// CPU wants.
+func (dp *Datapath) SpinIdle() {
+	if p := dp.port(vswitch.PortID(dp.spinPort.Load())); p != nil {
+		p.drain()
+	}
+	unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 }
 
 // Drops is the data path's own drop counters.

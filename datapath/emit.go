@@ -3,7 +3,6 @@ package datapath
 import (
 	"errors"
 	"net/netip"
-	"time"
 
 	"github.com/weftnet/weft/netdev"
 	"github.com/weftnet/weft/overlay"
@@ -24,8 +23,9 @@ type emitter struct {
 	// drains: remember the ports written to, for Receiver.drain.
 	drains bool
 	// spins: a send to a peer moves the readers' spin deadline forward
-	// (transmitters, with Config.RxSpin).
-	spins bool
+	// (transmitters, with Config.RxSpin) on behalf of port spinFor.
+	spins   bool
+	spinFor vswitch.PortID
 
 	flood  []vswitch.PortID
 	one    [1][]byte
@@ -431,7 +431,7 @@ func (e *emitter) countPeerTx(peer *overlay.Peer, frames, bytes int) {
 func (e *emitter) send() {
 	queued := e.n
 	if e.spins && queued > 0 {
-		e.dp.spinUntil.Store(time.Now().Add(e.dp.cfg.RxSpin).UnixNano())
+		e.dp.armSpin(e.spinFor)
 	}
 	dgrams, tails, to := e.dgrams[:queued], e.tails[:queued], e.to[:queued]
 	e.n, e.arenaUsed = 0, 0

@@ -47,7 +47,7 @@ func (dp *Datapath) NewTransmitter(p *Port, q netdev.Device, out Writer) *Transm
 		verdicts: make([]vswitch.Verdict, batch),
 		e:        newEmitter(dp, out, maxSegQueue),
 	}
-	t.e.spins = dp.cfg.RxSpin > 0
+	t.e.spins, t.e.spinFor = dp.cfg.RxSpin > 0, p.ID
 	p.tx = append(p.tx, t)
 	return t
 }

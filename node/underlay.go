@@ -173,7 +173,9 @@ func (n *Node) underlayReader(c *overlay.Conn) (r datapath.Reader, gro bool) {
 	if n.gro() {
 		g, err := overlay.NewGROReader(c, datapath.GROReadBatch)
 		if err == nil {
-			g.Spin = n.dp.SpinDeadline()
+			if g.Spin = n.dp.SpinDeadline(); g.Spin != nil {
+				g.SpinIdle = n.dp.SpinIdle
+			}
 			n.gros = append(n.gros, g)
 			return g, true
 		}
@@ -202,6 +204,13 @@ func (n *Node) startUnderlayWorkers() {
 		rx := n.dp.NewReceiver(r, n.underlayWriter(c), batch, size, &n.udpHist)
 		n.wg.Add(1)
 		go n.runReceiver(rx)
+	}
+	if n.rxSpin() > 0 {
+		spinners := make([]datapath.SpinReader, len(n.gros))
+		for i, g := range n.gros {
+			spinners[i] = g
+		}
+		n.dp.SetSpinReaders(spinners)
 	}
 	n.log.Info("underlay offloads", "udp_gso", n.gsoOK, "udp_gro", n.groOK)
 }

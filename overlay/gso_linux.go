@@ -368,14 +368,44 @@ type GROReader struct {
 
 	// Spin, if not nil, is a deadline (Unix ns) until which a read that
 	// finds nothing retries at once instead of parking the goroutine:
-	// waking a parked thread costs 100-200 µs in a VM, more than the
-	// reply a sender is waiting for takes to come. Whoever expects
-	// traffic soon (datapath: a transmitter that just sent to a peer)
-	// moves it forward; nil or a past deadline: no spinning. Set it
+	// waking a thread from an idle CPU costs tens of µs in a VM (the
+	// vCPU halted: an IPI and a VM entry), more than the reply a sender
+	// is waiting for takes to come. Whoever expects traffic soon
+	// (datapath: a transmitter that just sent to a peer) moves it
+	// forward and calls Wake; nil or a past deadline: no spinning. One
+	// spell of spinning ends at the deadline it found when it began, so
+	// a deadline moved on and on (steady traffic) cannot keep the
+	// goroutine off the netpoller for longer than one spin. Set it
 	// before the first read.
 	Spin *atomic.Int64
+	// SpinIdle, if not nil, runs between the retries of a spin: the
+	// reader holds its P meanwhile (GOMAXPROCS may be 1), so whatever
+	// else the awaited answer depends on must be polled here (datapath:
+	// the TAP of the pod that sent). Set it before the first read.
+	SpinIdle func()
 	// Spins counts the reads retried while spinning.
 	Spins atomic.Uint64
+
+	parked atomic.Bool // the reader waits on the netpoller
+	kicked atomic.Bool // Wake set a past read deadline to end that wait
+}
+
+// aLongTimeAgo is a read deadline in the past: setting it ends a wait on
+// the netpoller at once (net/http's trick for the same thing).
+var aLongTimeAgo = time.Unix(1, 0)
+
+// Wake makes a reader that waits on the netpoller look again now, so that
+// it spins until r.Spin's deadline (which the caller just moved forward).
+// A reader that is not parked is left alone: it spins by itself when it
+// finds nothing. Cheap when there is nothing to do (one atomic load); safe
+// from any goroutine.
+func (r *GROReader) Wake() {
+	if r.Spin == nil || !r.parked.Load() || !r.kicked.CompareAndSwap(false, true) {
+		return
+	}
+	if err := r.c.uc.SetReadDeadline(aLongTimeAgo); err != nil {
+		r.kicked.Store(false) // closed: the read ends by itself
+	}
 }
 
 // NewGROReader turns UDP_GRO on for c's socket. From then on every read
@@ -442,6 +472,15 @@ func (r *GROReader) ReadBatch(bufs [][]byte, sizes, segSizes []int, offset int, 
 	}
 	r.n = n
 	err := r.c.rc.Read(r.recvFn)
+	for err != nil && r.kicked.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+		// Wake ended the wait: clear its deadline, then let the next
+		// Wake in (it sets the deadline again: one more loop), and read.
+		if err = r.c.uc.SetReadDeadline(time.Time{}); err != nil {
+			break
+		}
+		r.kicked.Store(false)
+		err = r.c.rc.Read(r.recvFn)
+	}
 	for i := range n {
 		r.iovs[i].Base = nil
 	}
@@ -492,13 +531,26 @@ func groSegSize(oob []byte, n int) int {
 }
 
 func (r *GROReader) recvmmsg(fd uintptr) bool {
+	r.parked.Store(false)
+	var until int64 // this spell's end, fixed when it begins
 	for {
 		if mmsg(unix.SYS_RECVMMSG, fd, &r.msgs[0], r.n, &r.got, &r.errno) {
 			return true
 		}
-		if r.Spin == nil || time.Now().UnixNano() >= r.Spin.Load() {
+		if r.Spin == nil {
 			return false // park until the netpoller says readable
 		}
+		now := time.Now().UnixNano()
+		if until == 0 {
+			until = r.Spin.Load()
+		}
+		if now >= until {
+			r.parked.Store(true)
+			return false
+		}
 		r.Spins.Add(1)
+		if r.SpinIdle != nil {
+			r.SpinIdle()
+		}
 	}
 }

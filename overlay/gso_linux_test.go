@@ -436,3 +436,57 @@ func TestGROReaderSpin(t *testing.T) {
 		}
 	}
 }
+
+// TestGROReaderWake: a reader parked with its spin deadline passed does not
+// spin by itself; Wake after the deadline moved ahead ends its wait, it
+// spins, and still returns the datagram that comes later, without a read
+// error from the deadline Wake used.
+func TestGROReaderWake(t *testing.T) {
+	p := newConnPair(t, 8)
+	r, err := NewGROReader(p.b, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var deadline atomic.Int64
+	var idles atomic.Int64
+	r.Spin, r.SpinIdle = &deadline, func() { idles.Add(1) }
+	rx := [][]byte{make([]byte, MaxGROBytes)}
+	sizes, segs, from := make([]int, 1), make([]int, 1), make([]netip.AddrPort, 1)
+	done := make(chan error, 1)
+	go func() {
+		n, err := r.ReadBatch(rx, sizes, segs, 0, from)
+		if err == nil && (n != 1 || string(rx[0][:sizes[0]]) != "hello") {
+			err = fmt.Errorf("ReadBatch = %d, %q", n, rx[0][:sizes[0]])
+		}
+		done <- err
+	}()
+	for i := 0; !r.parked.Load(); i++ {
+		if i == 500 {
+			t.Fatal("the reader never parked")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if r.Spins.Load() != 0 {
+		t.Fatalf("spun %d times with its deadline passed", r.Spins.Load())
+	}
+	deadline.Store(time.Now().Add(2 * time.Second).UnixNano())
+	r.Wake()
+	for i := 0; r.Spins.Load() == 0; i++ {
+		if i == 500 {
+			t.Fatal("Wake did not make the reader spin")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	p.a.WriteBatch([][]byte{[]byte("hello")}, 0, []netip.AddrPort{p.b.LocalAddr()})
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no datagram after Wake")
+	}
+	if idles.Load() == 0 {
+		t.Error("SpinIdle never ran while spinning")
+	}
+}
