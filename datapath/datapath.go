@@ -107,13 +107,7 @@ type Datapath struct {
 	// transmitter moved it last, which spinning readers poll (SpinIdle).
 	spinUntil   atomic.Int64
 	spinPort    atomic.Uint32
-	spinReaders atomic.Pointer[[]SpinReader]
-}
-
-// SpinReader is an underlay reader that spins (overlay.GROReader).
-type SpinReader interface {
-	// Wake makes a reader parked on the netpoller read again now.
-	Wake()
+	spinReaders atomic.Pointer[[]*overlay.GROReader]
 }
 
 // Work counts what the offload machinery did, by kind.
@@ -153,7 +147,7 @@ func (dp *Datapath) SpinDeadline() *atomic.Int64 {
 
 // SetSpinReaders names the underlay readers a send to a peer wakes to
 // spin (Config.RxSpin). Transmitters may be running already.
-func (dp *Datapath) SetSpinReaders(rs []SpinReader) { dp.spinReaders.Store(&rs) }
+func (dp *Datapath) SetSpinReaders(rs []*overlay.GROReader) { dp.spinReaders.Store(&rs) }
 
 // armSpin moves the readers' spin deadline to Config.RxSpin from now, on
 // behalf of port id's transmitter, and wakes the parked readers.

@@ -206,11 +206,7 @@ func (n *Node) startUnderlayWorkers() {
 		go n.runReceiver(rx)
 	}
 	if n.rxSpin() > 0 {
-		spinners := make([]datapath.SpinReader, len(n.gros))
-		for i, g := range n.gros {
-			spinners[i] = g
-		}
-		n.dp.SetSpinReaders(spinners)
+		n.dp.SetSpinReaders(n.gros)
 	}
 	n.log.Info("underlay offloads", "udp_gso", n.gsoOK, "udp_gro", n.groOK)
 }
