@@ -185,7 +185,7 @@ func TestReportAndChart(t *testing.T) {
 	if ksvc.TCP1 != (stat{8, 7.5, 8.5, 1}) {
 		t.Errorf("service RESULT tcp1 = %+v", ksvc.TCP1)
 	}
-	s := &summary{Reps: 2, T: 5, KernelRes: &kr, KernelSvcRes: &ksvc, WeftReps: []weftRep{
+	s := &summary{Reps: 2, T: 5, Machine: machineCosts{SyscallNs: 1320, WakeUs: 41.5}, KernelRes: &kr, KernelSvcRes: &ksvc, WeftReps: []weftRep{
 		{Test: "tcp1", Gbps: 5, CPUPerGB: 2}, {Test: "tcp1", Gbps: 7, CPUPerGB: 1},
 		{Test: "svc1", Gbps: 5.7, CPUPerGB: 2}, {Test: "svc1", Gbps: 6.3, CPUPerGB: 1},
 		{Test: "pol1", Gbps: 5.8, CPUPerGB: 2}, {Test: "pol1", Gbps: 5.6, CPUPerGB: 2.2},
@@ -211,7 +211,8 @@ func TestReportAndChart(t *testing.T) {
 		"| TCP, 1 stream via cluster IP (Gbit/s) | 6.00 [5.70–6.30] | 8.00 [7.50–8.50] | 0.75 |",
 		"| TCP, 1 stream: via cluster IP / direct (weft) | 1.00 |", "ANC_SERVICE=1", "e2e.svg",
 		"| TCP, 1 stream, permissive NetworkPolicy in force (Gbit/s) | 5.70 [5.60–5.80] |  |  |",
-		"| TCP, 1 stream: permissive policy / none (weft) | 0.95 |"} {
+		"| TCP, 1 stream: permissive policy / none (weft) | 0.95 |",
+		"a system call cost 1.32 µs and a thread wake-up 41.5 µs"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}
@@ -231,6 +232,18 @@ func TestReportAndChart(t *testing.T) {
 	}
 	if err := writeChart(svg, s); err != nil {
 		t.Errorf("chart without kernel: %v", err)
+	}
+}
+
+// TestMeasureMachine runs the machine probe: both costs come out positive
+// and below a bound no working machine reaches (a second per call).
+func TestMeasureMachine(t *testing.T) {
+	m, err := measureMachine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !(m.SyscallNs > 0 && m.SyscallNs < 1e9) || !(m.WakeUs > 0 && m.WakeUs < 1e6) {
+		t.Errorf("machine costs %+v", m)
 	}
 }
 

@@ -162,11 +162,31 @@ func main() {
 	if ok, code := runHelper(os.Args[1:]); ok {
 		os.Exit(code)
 	}
+	if len(os.Args) > 1 {
+		// It takes no arguments: a stray -h must not start a
+		// ten-minute run that builds namespaces.
+		fmt.Fprint(os.Stderr, usage)
+		if a := os.Args[1]; a == "-h" || a == "-help" || a == "--help" {
+			os.Exit(0)
+		}
+		os.Exit(2)
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
 }
+
+const usage = `usage: go run ./bench/e2e   (make bench-e2e; as root, from the repository root)
+
+weft (a two-node weft sim) against the kernel's VXLAN (../shared/anchors/kernel-vxlan.sh)
+in one run: iperf3 TCP 1 and 4 streams, UDP 64 B, ping, a cluster IP and a permissive
+NetworkPolicy; writes the table into docs/BENCHMARKS.md and docs/e2e.svg, logs and a perf
+profile into bench/out/. It takes no arguments; settings come from the environment:
+E2E_REPS, E2E_T, E2E_SKIP, E2E_QUIET_PCT, E2E_QUIET_MAX, E2E_WEFTD_ARGS, E2E_KERNEL,
+E2E_KERNEL_RESULT, E2E_KERNEL_SVC_RESULT, E2E_KERNEL_SCRIPT, E2E_PROFILE, E2E_DOCS, E2E_OUT
+(what each does: go doc ./bench/e2e).
+`
 
 func run() error {
 	if os.Geteuid() != 0 {
@@ -230,6 +250,13 @@ func run() error {
 	}
 	logf("e2e: reps=%d t=%ds skip=%v weftd args=%q kernel=%s cpus=%d load=%s",
 		cfg.Reps, sum.T, cfg.Skip, sum.WeftdArgs, sum.Kernel, sum.CPUs, sum.LoadStart)
+	if m, err := measureMachine(); err != nil {
+		sum.MachineErr = err.Error()
+		logf("machine: %v (not recorded)", err)
+	} else {
+		sum.Machine = m
+		logf("machine: a system call costs %.0f ns (getppid), a thread wake-up %.1f µs (pipe ping-pong)", m.SyscallNs, m.WakeUs)
+	}
 
 	// weft
 	name := "wbe" + randHex(3)

@@ -21,6 +21,10 @@ type summary struct {
 	WeftdArgs            string
 	WeftdProcs           string // GOMAXPROCS of the weftds ("" = Go's default)
 	QuietPct             float64
+	// Machine is what a system call and a thread wake-up cost here,
+	// measured before the runs ("" figures when the probe failed).
+	Machine    machineCosts
+	MachineErr string
 
 	WeftReps   []weftRep
 	KernelRes  *kernelResult `json:",omitempty"`
@@ -219,6 +223,10 @@ func (s *summary) conditions() string {
 		"load average %s at start, %s at end; before each weft run the machine was %s %% busy (waited up to %s s for <= %.0f %%)",
 		s.When, s.Commit, s.Kernel, s.CPUs, s.Reps, s.T, args, s.LoadStart, s.LoadEnd,
 		fmtStat(s.Weft.BgBusy, "%.0f"), fmtOne(s.Weft.Waited.Max, s.Weft.Waited.Valid(), "%.0f"), s.QuietPct)
+	if s.MachineErr == "" {
+		c += fmt.Sprintf("; a system call cost %.2f µs and a thread wake-up %.1f µs on this machine (bench/e2e/machine.go, before the runs)",
+			s.Machine.SyscallNs/1000, s.Machine.WakeUs)
+	}
 	if s.Weft.Failed > 0 {
 		c += fmt.Sprintf("; %d weft runs failed and are left out", s.Weft.Failed)
 	}
