@@ -422,12 +422,20 @@ func TestGROReaderSpin(t *testing.T) {
 		r.Spin = c.spin
 		deadline.Store(time.Now().Add(c.until).UnixNano())
 		before := r.Spins.Load()
+		// The sender is waited for before the next case's starts: the
+		// socket orders their writes for the kernel, not for the race
+		// detector, and both use p.a's batch buffers.
+		sent := make(chan error, 1)
 		go func() {
 			time.Sleep(20 * time.Millisecond) // the reader is waiting by then
-			p.a.WriteBatch([][]byte{[]byte("hello")}, 0, []netip.AddrPort{p.b.LocalAddr()})
+			_, err := p.a.WriteBatch([][]byte{[]byte("hello")}, 0, []netip.AddrPort{p.b.LocalAddr()})
+			sent <- err
 		}()
 		p.b.SetReadDeadline(time.Now().Add(5 * time.Second))
 		n, err := r.ReadBatch(rx, sizes, segs, 0, from)
+		if serr := <-sent; serr != nil {
+			t.Fatalf("%s: send: %v", c.name, serr)
+		}
 		if err != nil || n != 1 || string(rx[0][:sizes[0]]) != "hello" {
 			t.Fatalf("%s: ReadBatch = %d, %v", c.name, n, err)
 		}

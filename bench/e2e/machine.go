@@ -21,8 +21,15 @@ type machineCosts struct {
 	SyscallNs float64 `json:"syscall_ns"`
 	// WakeUs is half a round trip between two threads that each sleep
 	// in read(2) on a pipe until the other writes: one wake-up of a
-	// sleeping thread, with its system calls and context switch.
+	// sleeping thread, with its system calls and context switch. The
+	// scheduler may run both on one CPU, which then never idles.
 	WakeUs float64 `json:"wake_us"`
+	// CrossWakeUs is the same with the threads pinned to two CPUs: each
+	// wake-up finds the other CPU idle, as a packet crossing weft's
+	// threads on a quiet machine does (a VM's idle vCPU may have halted
+	// to the host, and waking it is an IPI through the hypervisor). 0
+	// with one CPU.
+	CrossWakeUs float64 `json:"cross_wake_us"`
 }
 
 // measureMachine times both; each figure is the best of a few rounds, so
@@ -39,68 +46,126 @@ func measureMachine() (machineCosts, error) {
 		best = min(best, time.Since(start))
 	}
 	m.SyscallNs = float64(best.Nanoseconds()) / calls
-	wake, err := pipePingPong(2000, 3)
+	wake, err := pipePingPong(2000, 3, -1, -1)
 	if err != nil {
 		return m, err
 	}
 	m.WakeUs = wake.Seconds() * 1e6
+	if runtime.NumCPU() > 1 {
+		if wake, err = pipePingPong(2000, 3, 0, 1); err != nil {
+			return m, err
+		}
+		m.CrossWakeUs = wake.Seconds() * 1e6
+	}
 	return m, nil
 }
 
+// pinThread locks the calling goroutine to its OS thread and, with cpu >=
+// 0, that thread to the CPU. The caller unlocks when done: the thread
+// keeps the affinity, so it must not go back to the runtime's pool.
+func pinThread(cpu int) error {
+	runtime.LockOSThread()
+	if cpu < 0 {
+		return nil
+	}
+	var set unix.CPUSet
+	set.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		return fmt.Errorf("pin to CPU %d: %w", cpu, err)
+	}
+	return nil
+}
+
 // pipePingPong bounces one byte between two OS threads over two pipes
-// trips times and returns the best round's time per one-way wake-up.
-func pipePingPong(trips, rounds int) (time.Duration, error) {
-	var ab, ba [2]int
+// trips times a round and returns the best round's time per one-way
+// wake-up. The threads run on CPUs cpuA and cpuB (-1: wherever the
+// scheduler puts them); a pinned thread exits with its goroutine instead
+// of going back to the runtime.
+func pipePingPong(trips, rounds, cpuA, cpuB int) (time.Duration, error) {
+	var ab, ba [2]int // ab: ping side to echo side; ba: back
 	if err := unix.Pipe2(ab[:], unix.O_CLOEXEC); err != nil {
 		return 0, fmt.Errorf("pipe: %w", err)
 	}
-	defer unix.Close(ab[0])
-	defer unix.Close(ab[1])
 	if err := unix.Pipe2(ba[:], unix.O_CLOEXEC); err != nil {
+		unix.Close(ab[0])
+		unix.Close(ab[1])
 		return 0, fmt.Errorf("pipe: %w", err)
 	}
-	defer unix.Close(ba[0])
-	defer unix.Close(ba[1])
-
-	// The echoing thread: blocking read(2)s on its own OS thread, so each
-	// byte wakes a thread that sleeps in the kernel, as a parked weftd
-	// worker or a pod's socket reader does. It stops after trips*rounds
-	// bytes, or at its first error (the pipes closed when we fail).
-	done := make(chan error, 1)
+	// Each side closes the two ends it uses when it stops, for whatever
+	// reason: the other side's read then sees end of file and stops too,
+	// so neither can block for ever.
+	echoed := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		b := []byte{0}
-		for range trips * rounds {
-			if _, err := unix.Read(ab[0], b); err != nil {
-				done <- err
-				return
-			}
-			if _, err := unix.Write(ba[1], b); err != nil {
-				done <- err
-				return
-			}
-		}
-		done <- nil
+		echoed <- echoSide(ab[0], ba[1], cpuB)
 	}()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	type result struct {
+		d   time.Duration
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		d, err := pingSide(ab[1], ba[0], trips, rounds, cpuA)
+		res <- result{d, err}
+	}()
+	r := <-res
+	if err := <-echoed; r.err == nil && err != nil {
+		r.err = fmt.Errorf("pipe echo: %w", err)
+	}
+	if r.err != nil {
+		return 0, r.err
+	}
+	return r.d / time.Duration(2*trips), nil
+}
+
+// echoSide reads a byte from in and writes it to out until in ends, on
+// CPU cpu: blocking read(2)s on its own OS thread, so each byte wakes a
+// thread that sleeps in the kernel, as a parked weftd worker or a pod's
+// socket reader does.
+func echoSide(in, out, cpu int) error {
+	defer unix.Close(in)
+	defer unix.Close(out)
+	if err := pinThread(cpu); err != nil {
+		return err
+	}
+	if cpu < 0 {
+		defer runtime.UnlockOSThread()
+	}
+	b := []byte{0}
+	for {
+		n, err := unix.Read(in, b)
+		if err != nil || n == 0 {
+			return err // n == 0: the ping side is done
+		}
+		if _, err := unix.Write(out, b); err != nil {
+			return err
+		}
+	}
+}
+
+// pingSide writes a byte to out and reads the echo from in, trips times a
+// round, on CPU cpu, and returns the best round's time.
+func pingSide(out, in, trips, rounds, cpu int) (time.Duration, error) {
+	defer unix.Close(in)
+	defer unix.Close(out)
+	if err := pinThread(cpu); err != nil {
+		return 0, err
+	}
+	if cpu < 0 {
+		defer runtime.UnlockOSThread()
+	}
 	b := []byte{0}
 	best := time.Duration(1<<63 - 1)
 	for range rounds {
 		start := time.Now()
 		for range trips {
-			if _, err := unix.Write(ab[1], b); err != nil {
+			if _, err := unix.Write(out, b); err != nil {
 				return 0, fmt.Errorf("pipe write: %w", err)
 			}
-			if _, err := unix.Read(ba[0], b); err != nil {
-				return 0, fmt.Errorf("pipe read: %w", err)
+			if n, err := unix.Read(in, b); err != nil || n == 0 {
+				return 0, fmt.Errorf("pipe read: echo side stopped (%v)", err)
 			}
 		}
 		best = min(best, time.Since(start))
 	}
-	if err := <-done; err != nil {
-		return 0, fmt.Errorf("pipe echo: %w", err)
-	}
-	return best / time.Duration(2*trips), nil
+	return best, nil
 }
