@@ -24,13 +24,22 @@ type machineCosts struct {
 	// sleeping thread, with its system calls and context switch. The
 	// scheduler may run both on one CPU, which then never idles.
 	WakeUs float64 `json:"wake_us"`
-	// CrossWakeUs is the same with the threads pinned to two CPUs: each
-	// wake-up finds the other CPU idle, as a packet crossing weft's
-	// threads on a quiet machine does (a VM's idle vCPU may have halted
-	// to the host, and waking it is an IPI through the hypervisor). 0
-	// with one CPU.
+	// CrossWakeUs is the same with the threads pinned to two CPUs: the
+	// woken thread's CPU has nothing else to run. 0 with one CPU.
 	CrossWakeUs float64 `json:"cross_wake_us"`
+	// IdleRTTUs is one round trip of the pinned pair after both slept
+	// idleGap, as each packet of `ping -i 0.01` finds the machine: a
+	// VM's vCPU that stayed idle that long has halted to the host (past
+	// its halt-polling window), and waking it is an interrupt through
+	// the hypervisor. Weft's ping crosses four such sleeps per round
+	// trip (each weftd's TAP or socket reader, both ways), the kernel's
+	// VXLAN path one. 0 with one CPU.
+	IdleRTTUs float64 `json:"idle_rtt_us"`
 }
+
+// idleGap is how long the pinned pair sleeps before each timed round
+// trip of IdleRTTUs: ping's interval in the e2e ping test.
+const idleGap = 10 * time.Millisecond
 
 // measureMachine times both; each figure is the best of a few rounds, so
 // a round that other work interrupted does not count.
@@ -46,16 +55,21 @@ func measureMachine() (machineCosts, error) {
 		best = min(best, time.Since(start))
 	}
 	m.SyscallNs = float64(best.Nanoseconds()) / calls
-	wake, err := pipePingPong(2000, 3, -1, -1)
+	wake, err := pipePingPong(2000, 3, -1, -1, 0)
 	if err != nil {
 		return m, err
 	}
 	m.WakeUs = wake.Seconds() * 1e6
 	if runtime.NumCPU() > 1 {
-		if wake, err = pipePingPong(2000, 3, 0, 1); err != nil {
+		if wake, err = pipePingPong(2000, 3, 0, 1, 0); err != nil {
 			return m, err
 		}
 		m.CrossWakeUs = wake.Seconds() * 1e6
+		// 40 trips after idleGap each: 0.4 s a round.
+		if wake, err = pipePingPong(40, 3, 0, 1, idleGap); err != nil {
+			return m, err
+		}
+		m.IdleRTTUs = 2 * wake.Seconds() * 1e6
 	}
 	return m, nil
 }
@@ -80,8 +94,9 @@ func pinThread(cpu int) error {
 // trips times a round and returns the best round's time per one-way
 // wake-up. The threads run on CPUs cpuA and cpuB (-1: wherever the
 // scheduler puts them); a pinned thread exits with its goroutine instead
-// of going back to the runtime.
-func pipePingPong(trips, rounds, cpuA, cpuB int) (time.Duration, error) {
+// of going back to the runtime. With gap > 0 the pinging thread sleeps
+// that long before each trip, and only the trips are timed.
+func pipePingPong(trips, rounds, cpuA, cpuB int, gap time.Duration) (time.Duration, error) {
 	var ab, ba [2]int // ab: ping side to echo side; ba: back
 	if err := unix.Pipe2(ab[:], unix.O_CLOEXEC); err != nil {
 		return 0, fmt.Errorf("pipe: %w", err)
@@ -104,7 +119,7 @@ func pipePingPong(trips, rounds, cpuA, cpuB int) (time.Duration, error) {
 	}
 	res := make(chan result, 1)
 	go func() {
-		d, err := pingSide(ab[1], ba[0], trips, rounds, cpuA)
+		d, err := pingSide(ab[1], ba[0], trips, rounds, cpuA, gap)
 		res <- result{d, err}
 	}()
 	r := <-res
@@ -143,8 +158,9 @@ func echoSide(in, out, cpu int) error {
 }
 
 // pingSide writes a byte to out and reads the echo from in, trips times a
-// round, on CPU cpu, and returns the best round's time.
-func pingSide(out, in, trips, rounds, cpu int) (time.Duration, error) {
+// round, on CPU cpu, sleeping gap before each trip, and returns the best
+// round's time spent in the trips.
+func pingSide(out, in, trips, rounds, cpu int, gap time.Duration) (time.Duration, error) {
 	defer unix.Close(in)
 	defer unix.Close(out)
 	if err := pinThread(cpu); err != nil {
@@ -155,17 +171,25 @@ func pingSide(out, in, trips, rounds, cpu int) (time.Duration, error) {
 	}
 	b := []byte{0}
 	best := time.Duration(1<<63 - 1)
+	sleep := unix.NsecToTimespec(gap.Nanoseconds())
 	for range rounds {
-		start := time.Now()
+		var took time.Duration
 		for range trips {
+			if gap > 0 {
+				// nanosleep(2) on this locked thread: the thread, not
+				// just the goroutine, sleeps, and its CPU idles.
+				unix.Nanosleep(&sleep, nil)
+			}
+			start := time.Now()
 			if _, err := unix.Write(out, b); err != nil {
 				return 0, fmt.Errorf("pipe write: %w", err)
 			}
 			if n, err := unix.Read(in, b); err != nil || n == 0 {
 				return 0, fmt.Errorf("pipe read: echo side stopped (%v)", err)
 			}
+			took += time.Since(start)
 		}
-		best = min(best, time.Since(start))
+		best = min(best, took)
 	}
 	return best, nil
 }

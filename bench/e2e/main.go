@@ -255,8 +255,8 @@ func run() error {
 		logf("machine: %v (not recorded)", err)
 	} else {
 		sum.Machine = m
-		logf("machine: a system call costs %.0f ns (getppid), a thread wake-up %.1f µs, one across CPUs %.1f µs (pipe ping-pong)",
-			m.SyscallNs, m.WakeUs, m.CrossWakeUs)
+		logf("machine: a system call costs %.0f ns (getppid), a thread wake-up %.1f µs, one across CPUs %.1f µs, a round trip across CPUs after %s idle %.0f µs (pipe ping-pong)",
+			m.SyscallNs, m.WakeUs, m.CrossWakeUs, idleGap, m.IdleRTTUs)
 	}
 
 	// weft

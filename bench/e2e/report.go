@@ -224,8 +224,8 @@ func (s *summary) conditions() string {
 		s.When, s.Commit, s.Kernel, s.CPUs, s.Reps, s.T, args, s.LoadStart, s.LoadEnd,
 		fmtStat(s.Weft.BgBusy, "%.0f"), fmtOne(s.Weft.Waited.Max, s.Weft.Waited.Valid(), "%.0f"), s.QuietPct)
 	if s.MachineErr == "" {
-		c += fmt.Sprintf("; on this machine a system call cost %.2f µs, a thread wake-up %.1f µs, one on an idle other CPU %.1f µs (bench/e2e/machine.go, before the runs)",
-			s.Machine.SyscallNs/1000, s.Machine.WakeUs, s.Machine.CrossWakeUs)
+		c += fmt.Sprintf("; on this machine a system call cost %.2f µs, a thread wake-up %.1f µs (%.1f µs across CPUs) and a round trip between two threads on two CPUs idle for %s before it %.0f µs (bench/e2e/machine.go, before the runs)",
+			s.Machine.SyscallNs/1000, s.Machine.WakeUs, s.Machine.CrossWakeUs, idleGap, s.Machine.IdleRTTUs)
 	}
 	if s.Weft.Failed > 0 {
 		c += fmt.Sprintf("; %d weft runs failed and are left out", s.Weft.Failed)
