@@ -2,6 +2,8 @@ package nft_test
 
 import (
 	"context"
+	"errors"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netlink"
 
 	"github.com/weftnet/weft/internal/testenv"
 	"github.com/weftnet/weft/netdev"
@@ -381,6 +384,22 @@ func TestNodePortSpread(t *testing.T) {
 // nftablesRules reads the packet counter of each rule of a chain of weft's
 // table in tp's node namespace.
 func nftablesRules(t *testing.T, tp *topo, chain string) ([]uint64, error) {
+	rules, err := chainRules(tp, chain)
+	if err != nil {
+		return nil, err
+	}
+	var out []uint64
+	for _, r := range rules {
+		if n, ok := ruleCounter(r); ok {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// chainRules lists the rules of a chain of weft's table in tp's node
+// namespace, as the kernel holds them.
+func chainRules(tp *topo, chain string) ([]*nftables.Rule, error) {
 	fd, err := os.Open(netdev.NetnsPath(tp.node))
 	if err != nil {
 		return nil, err
@@ -390,19 +409,17 @@ func nftablesRules(t *testing.T, tp *topo, chain string) ([]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
-	rules, err := c.GetRules(&nftables.Table{Name: nft.DefaultName, Family: nftables.TableFamilyIPv4}, &nftables.Chain{Name: chain})
-	if err != nil {
-		return nil, err
-	}
-	var out []uint64
-	for _, r := range rules {
-		for _, e := range r.Exprs {
-			if ce, ok := e.(*expr.Counter); ok {
-				out = append(out, ce.Packets)
-			}
+	return c.GetRules(&nftables.Table{Name: nft.DefaultName, Family: nftables.TableFamilyIPv4}, &nftables.Chain{Name: chain})
+}
+
+// ruleCounter is the packet count of r's counter, if it has one.
+func ruleCounter(r *nftables.Rule) (uint64, bool) {
+	for _, e := range r.Exprs {
+		if ce, ok := e.(*expr.Counter); ok {
+			return ce.Packets, true
 		}
 	}
-	return out, nil
+	return 0, false
 }
 
 // TestHostPortLoopback: a hostPort on 127.0.0.1 (the e2e suite's HostPort
@@ -444,4 +461,85 @@ func TestHostPortLoopback(t *testing.T) {
 	if got := c.HostPorts[lo.String()]; got.Packets != 1 {
 		t.Errorf("hostPort %s counted %d connections, want 1 (%+v)", lo, got.Packets, c.HostPorts)
 	}
+}
+
+// TestLoopbackGuard is CVE-2020-8558 (kube-proxy's route_localnet hole):
+// weftd turns route_localnet on for the host port so that loopback
+// hostPorts work, and that also lets a pod reach the node's services
+// bound to 127.0.0.1 by sending to 127.0.0.1 through the host port. First
+// the test shows the hole is open in its topology without weft's table
+// (so the check below tests something); then, with the table, the pod's
+// connection is dropped by the guard rule while the node's own loopback
+// connections still work.
+func TestLoopbackGuard(t *testing.T) {
+	tp := newTopo(t)
+	const svc = "127.0.0.1:7100"
+	serve(t, tp.node, svc)
+	p := netdev.NetnsPath
+	// What weftd does for loopback hostPorts (node/egress.go).
+	if err := netdev.Do(p(tp.node), func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/conf/weft0/route_localnet", []byte("1"), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The attacking pod sends to 127.0.0.1 out of its eth0, towards the
+	// node: its own loopback address goes (the local route to 127/8 with
+	// it), and its eth0 may carry loopback addresses.
+	h, err := netdev.OpenHandle(p(tp.pod))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo, err := h.LinkByName("lo")
+	if err == nil {
+		err = h.AddrDel(lo, &netlink.Addr{IPNet: &net.IPNet{IP: net.IPv4(127, 0, 0, 1), Mask: net.CIDRMask(8, 32)}})
+	}
+	h.Close()
+	if err != nil {
+		t.Fatalf("pod: remove 127.0.0.1/8 from lo: %v", err)
+	}
+	if err := netdev.AddRoute(p(tp.pod), "eth0", netip.MustParsePrefix("127.0.0.1/32"), netip.MustParseAddr("10.244.1.2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := netdev.Do(p(tp.pod), func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/conf/eth0/route_localnet", []byte("1"), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dst := netip.MustParseAddrPort(svc)
+	if seen, err := probe(t, tp.pod, dst); err != nil || seen != tp.podIP {
+		t.Fatalf("without weft's table the pod did not reach the node's %s (saw %s, err %v): the topology does not test the guard", svc, seen, err)
+	}
+
+	tab := tp.open(t)
+	if err := tab.Apply(tp.ruleset()); err != nil {
+		t.Fatal(err)
+	}
+	if seen, err := probe(t, tp.pod, dst); err == nil {
+		t.Errorf("pod reached the node's %s through the host port (the server saw %s): the loopback guard let it in", svc, seen)
+	}
+	if _, err := probe(t, tp.node, dst); err != nil {
+		t.Errorf("node -> its own %s with weft's table: %v", svc, err)
+	}
+	drops, err := guardDrops(tp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if drops == 0 {
+		t.Error("the loopback guard rule counted no packets")
+	}
+}
+
+// guardDrops reads the packet counter of the input chain's loopback
+// guard rule (nft/table.go, commentLoGuard) in tp's node namespace.
+func guardDrops(tp *topo) (uint64, error) {
+	rules, err := chainRules(tp, "input")
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range rules {
+		if n, ok := ruleCounter(r); ok && strings.Contains(string(r.UserData), "loopback from host port") {
+			return n, nil
+		}
+	}
+	return 0, errors.New("no loopback guard rule with a counter in the input chain")
 }
