@@ -70,12 +70,19 @@ func newTopo(t *testing.T) *topo {
 		t.Fatal(err)
 	}
 	// Forwarding in the test's own node namespace, never the root one.
-	if err := netdev.Do(p(tp.node), func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
+	sysctlOn(t, tp.node, "net/ipv4/ip_forward")
+	return tp
+}
+
+// sysctlOn sets the sysctl at /proc/sys/key to 1 in the test's namespace
+// ns (never the root one).
+func sysctlOn(t *testing.T, ns, key string) {
+	t.Helper()
+	if err := netdev.Do(netdev.NetnsPath(ns), func() error {
+		return os.WriteFile("/proc/sys/"+key, []byte("1"), 0o644)
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return tp
 }
 
 func (tp *topo) open(t *testing.T) *nft.Table {
@@ -432,11 +439,7 @@ func TestHostPortLoopback(t *testing.T) {
 	serve(t, tp.pod, ":80")
 	tab := tp.open(t)
 	// What weftd does for loopback hostPorts (node/egress.go).
-	if err := netdev.Do(netdev.NetnsPath(tp.node), func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/conf/weft0/route_localnet", []byte("1"), 0o644)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	sysctlOn(t, tp.node, "net/ipv4/conf/weft0/route_localnet")
 	lo := nft.HostPort{Proto: nft.TCP, HostIP: netip.MustParseAddr("127.0.0.1"), Port: 8081, Pod: tp.podIP, PodPort: 80, Owner: "eg-lo"}
 	any := nft.HostPort{Proto: nft.TCP, Port: 8082, Pod: tp.podIP, PodPort: 80, Owner: "eg-any"}
 	if err := tab.Apply(tp.ruleset(lo, any)); err != nil {
@@ -477,11 +480,7 @@ func TestLoopbackGuard(t *testing.T) {
 	serve(t, tp.node, svc)
 	p := netdev.NetnsPath
 	// What weftd does for loopback hostPorts (node/egress.go).
-	if err := netdev.Do(p(tp.node), func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/conf/weft0/route_localnet", []byte("1"), 0o644)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	sysctlOn(t, tp.node, "net/ipv4/conf/weft0/route_localnet")
 	// The attacking pod sends to 127.0.0.1 out of its eth0, towards the
 	// node: its own loopback address goes (the local route to 127/8 with
 	// it), and its eth0 may carry loopback addresses.
@@ -500,11 +499,7 @@ func TestLoopbackGuard(t *testing.T) {
 	if err := netdev.AddRoute(p(tp.pod), "eth0", netip.MustParsePrefix("127.0.0.1/32"), netip.MustParseAddr("10.244.1.2")); err != nil {
 		t.Fatal(err)
 	}
-	if err := netdev.Do(p(tp.pod), func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/conf/eth0/route_localnet", []byte("1"), 0o644)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	sysctlOn(t, tp.pod, "net/ipv4/conf/eth0/route_localnet")
 	dst := netip.MustParseAddrPort(svc)
 	if seen, err := probe(t, tp.pod, dst); err != nil || seen != tp.podIP {
 		t.Fatalf("without weft's table the pod did not reach the node's %s (saw %s, err %v): the topology does not test the guard", svc, seen, err)

@@ -31,9 +31,9 @@ type machineCosts struct {
 	// idleGap, as each packet of `ping -i 0.01` finds the machine: a
 	// VM's vCPU that stayed idle that long has halted to the host (past
 	// its halt-polling window), and waking it is an interrupt through
-	// the hypervisor. Weft's ping crosses four such sleeps per round
-	// trip (each weftd's TAP or socket reader, both ways), the kernel's
-	// VXLAN path one. 0 with one CPU.
+	// the hypervisor. Weft's ping wakes four sleeping threads per round
+	// trip (node 1's weftd, node 2's weftd, node 1's weftd again, and
+	// ping), the kernel's VXLAN path one (ping). 0 with one CPU.
 	IdleRTTUs float64 `json:"idle_rtt_us"`
 }
 
@@ -41,7 +41,7 @@ type machineCosts struct {
 // trip of IdleRTTUs: ping's interval in the e2e ping test.
 const idleGap = 10 * time.Millisecond
 
-// measureMachine times both; each figure is the best of a few rounds, so
+// measureMachine times each; each figure is the best of a few rounds, so
 // a round that other work interrupted does not count.
 func measureMachine() (machineCosts, error) {
 	var m machineCosts

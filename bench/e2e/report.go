@@ -22,7 +22,8 @@ type summary struct {
 	WeftdProcs           string // GOMAXPROCS of the weftds ("" = Go's default)
 	QuietPct             float64
 	// Machine is what a system call and a thread wake-up cost here,
-	// measured before the runs ("" figures when the probe failed).
+	// measured before the runs; MachineErr says why not, when the probe
+	// failed (the conditions line then leaves the figures out).
 	Machine    machineCosts
 	MachineErr string
 
