@@ -50,6 +50,32 @@ func TestParseKernelResult(t *testing.T) {
 	}
 }
 
+// TestMachineFromAnchorLog reads the anchor's per-repetition TCP lines
+// (common.sh anc_run_tests) into machine CPU seconds per GB: busy share x
+// CPUs over GB/s. Other lines, and runs without throughput, are skipped.
+func TestMachineFromAnchorLog(t *testing.T) {
+	log := `[09:03:58] system=kernel-vxlan reps=3 t=10 pod_offload=default kernel=6.18.44 cpus=2
+[09:04:11] tcp1   rep1: 12.000 Gbit/s retr=0 daemonCPU=0% machineCPU=60% bgCPU_before=1% waited=0s
+[09:04:24] tcp1   rep2: 10.000 Gbit/s retr=3 daemonCPU=0% machineCPU=50% bgCPU_before=2% waited=0s
+[09:04:37] tcp4   rep1: 16.000 Gbit/s retr=0 daemonCPU=0% machineCPU=100% bgCPU_before=1% waited=0s
+[09:04:50] tcp4   rep2: 0.000 Gbit/s error daemonCPU=0% machineCPU=3% bgCPU_before=1% waited=0s
+[09:05:03] udp64  rep1: 90000 pps received sent_pps=1 loss=0% daemonCPU=0% machineCPU=99% bgCPU_before=1% waited=0s
+`
+	var r kernelResult
+	r.machineFromAnchorLog(log, 2)
+	// tcp1: 0.6*2/1.5 = 0.8 and 0.5*2/1.25 = 0.8; tcp4: 1*2/2 = 1.
+	if r.MachineGB1.N != 2 || math.Abs(r.MachineGB1.Median-0.8) > 1e-9 {
+		t.Errorf("tcp1 = %+v, want 0.8 from 2 runs", r.MachineGB1)
+	}
+	if r.MachineGB4.N != 1 || math.Abs(r.MachineGB4.Median-1) > 1e-9 {
+		t.Errorf("tcp4 = %+v, want 1 from 1 run", r.MachineGB4)
+	}
+	r.machineFromAnchorLog("RESULT system=kernel-vxlan tcp1_gbps=1.00[1.00-1.00]\n", 2)
+	if r.MachineGB1.Valid() || r.MachineGB4.Valid() {
+		t.Errorf("no per-run lines: %+v %+v, want unknown", r.MachineGB1, r.MachineGB4)
+	}
+}
+
 func TestParseKernelResultRejects(t *testing.T) {
 	for _, line := range []string{"", "tcp1_gbps=1[1-1]", "RESULT system=x", "RESULT tcp1_gbps=n/a[n/a-n/a]"} {
 		if _, err := parseKernelResult(line); err == nil {
@@ -177,6 +203,7 @@ func TestReportAndChart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	kr.MachineGB1, kr.MachineGB4 = stat{1, 1, 1, 1}, stat{0.8, 0.8, 0.8, 1}
 	// The anchor's service run skips all but tcp1 (common.sh prints 0 for them).
 	ksvc, err := parseKernelResult("RESULT system=kernel-vxlan pod_offload=default tcp1_gbps=8.00[7.50-8.50] tcp4_gbps=0.00[0.00-0.00] " +
 		"udp64_rx_pps=0[0-0] udp_loss=[] ping_avg_ms=0.000[0.000-0.000] daemon_cpu_pct(tcp1/tcp4/udp)=0/n/a/n/a ping_p50_ms=n/a ping_p99_ms=n/a via-vip=10.96.0.10")
@@ -187,10 +214,10 @@ func TestReportAndChart(t *testing.T) {
 		t.Errorf("service RESULT tcp1 = %+v", ksvc.TCP1)
 	}
 	s := &summary{Reps: 2, T: 5, Machine: machineCosts{SyscallNs: 1320, WakeUs: 41.5, CrossWakeUs: 13, IdleRTTUs: 250}, KernelRes: &kr, KernelSvcRes: &ksvc, WeftReps: []weftRep{
-		{Test: "tcp1", Gbps: 5, CPUPerGB: 2}, {Test: "tcp1", Gbps: 7, CPUPerGB: 1},
+		{Test: "tcp1", Gbps: 5, CPUPerGB: 2, MachinePerGB: 2.5}, {Test: "tcp1", Gbps: 7, CPUPerGB: 1, MachinePerGB: 1.5},
 		{Test: "svc1", Gbps: 5.7, CPUPerGB: 2}, {Test: "svc1", Gbps: 6.3, CPUPerGB: 1},
 		{Test: "pol1", Gbps: 5.8, CPUPerGB: 2}, {Test: "pol1", Gbps: 5.6, CPUPerGB: 2.2},
-		{Test: "tcp4", Gbps: 6}, {Test: "udp", RxPPS: 50000, LossPct: 10},
+		{Test: "tcp4", Gbps: 6, MachinePerGB: 2}, {Test: "udp", RxPPS: 50000, LossPct: 10},
 		{Test: "ping", Ping: &pingFigures{N: 10, Avg: 0.1, P99: 0.3}},
 		{Test: "tcp4", Err: "iperf3: boom"},
 	}}
@@ -213,6 +240,8 @@ func TestReportAndChart(t *testing.T) {
 		"| TCP, 1 stream: via cluster IP / direct (weft) | 1.00 |", "ANC_SERVICE=1", "e2e.svg",
 		"| TCP, 1 stream, permissive NetworkPolicy in force (Gbit/s) | 5.70 [5.60–5.80] |  |  |",
 		"| TCP, 1 stream: permissive policy / none (weft) | 0.95 |",
+		"| machine CPU s per GB, TCP 1 stream (pods, daemons, kernel) | 2.00 [1.50–2.50] | 1.00 | 2.00 |",
+		"| machine CPU s per GB, TCP 4 streams (pods, daemons, kernel) | 2.00 | 0.80 | 2.50 |",
 		"a system call cost 1.32 µs, a thread wake-up 41.5 µs (13.0 µs across CPUs) and a round trip between two threads on two CPUs idle for 10ms before it 250 µs"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)

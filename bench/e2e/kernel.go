@@ -2,12 +2,15 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,13 +19,47 @@ import (
 
 // kernelResult is the anchor script's RESULT line, parsed.
 type kernelResult struct {
-	Line                   string
-	TCP1, TCP4, UDP, Ping  stat // Gbit/s, Gbit/s, received pps, avg ms
-	PingP50, PingP99       float64
-	UDPLoss                stat // percent
-	System, PodOffload     string
-	DaemonCPU              string
+	Line                  string
+	TCP1, TCP4, UDP, Ping stat // Gbit/s, Gbit/s, received pps, avg ms
+	PingP50, PingP99      float64
+	UDPLoss               stat // percent
+	System, PodOffload    string
+	DaemonCPU             string
+	// MachineGB1 and MachineGB4 are what a GB cost the whole machine in
+	// the TCP 1- and 4-stream runs (machineCPUPerGB of each repetition),
+	// read from the anchor's per-repetition log lines, which the RESULT
+	// line does not carry: unknown (N 0) for a given E2E_KERNEL_RESULT.
+	MachineGB1, MachineGB4 stat
 	haveP50, haveP99, have bool
+}
+
+// anchorRepRE matches the anchor's log line for one TCP repetition
+// (common.sh anc_run_tests):
+//
+//	[09:04:11] tcp4   rep1: 17.102 Gbit/s retr=0 daemonCPU=0% machineCPU=93% bgCPU_before=1% waited=0s
+var anchorRepRE = regexp.MustCompile(`\b(tcp1|tcp4)\s+rep[0-9]+: ([0-9.]+) Gbit/s .*\bmachineCPU=([0-9.]+)%`)
+
+// machineFromAnchorLog fills r.MachineGB1/4 from the anchor's log (its
+// stderr) on a machine with cpus CPUs. Lines it does not know are skipped.
+func (r *kernelResult) machineFromAnchorLog(log string, cpus int) {
+	var gb1, gb4 []float64
+	for _, m := range anchorRepRE.FindAllStringSubmatch(log, -1) {
+		gbps, err1 := strconv.ParseFloat(m[2], 64)
+		busy, err2 := strconv.ParseFloat(m[3], 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		v := machineCPUPerGB(busy, cpus, gbps)
+		if math.IsNaN(v) {
+			continue
+		}
+		if m[1] == "tcp1" {
+			gb1 = append(gb1, v)
+		} else {
+			gb4 = append(gb4, v)
+		}
+	}
+	r.MachineGB1, r.MachineGB4 = statOf(gb1), statOf(gb4)
 }
 
 var (
@@ -126,7 +163,10 @@ func runKernelAnchor(ctx context.Context, cfg *config, progress io.Writer, servi
 	// The script cleans up its namespaces on TERM (trap); give it time.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 30 * time.Second
-	cmd.Stderr = progress
+	// Its log goes to stderr: shown as it comes, and kept for the
+	// per-repetition machine CPU figures.
+	var anchorLog bytes.Buffer
+	cmd.Stderr = io.MultiWriter(progress, &anchorLog)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return kernelResult{}, err
@@ -149,5 +189,9 @@ func runKernelAnchor(ctx context.Context, cfg *config, progress io.Writer, servi
 	if result == "" {
 		return kernelResult{}, fmt.Errorf("kernel anchor %s printed no RESULT line", cfg.KernelScript)
 	}
-	return parseKernelResult(result)
+	kr, err := parseKernelResult(result)
+	if err == nil {
+		kr.machineFromAnchorLog(anchorLog.String(), runtime.NumCPU())
+	}
+	return kr, err
 }

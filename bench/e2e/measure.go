@@ -229,6 +229,20 @@ func busyTicks() (busy, total float64) {
 	return busy, busy + v[4] + v[5]
 }
 
+// machineCPUPerGB is what moving a GB cost the whole machine (the pods,
+// the daemons, the kernel's softirqs: everything that ran) in CPU
+// seconds: its busy share during the run, busyPct of cpus CPUs, over the
+// throughput in Gbit/s. The anchor logs the same two figures per run, so
+// weft and the kernel are costed the same way. Where both keep the CPUs
+// busy, the kernel's figure over weft's bounds weft's throughput ratio.
+// NaN when the throughput is not positive.
+func machineCPUPerGB(busyPct float64, cpus int, gbps float64) float64 {
+	if gbps <= 0 || cpus <= 0 {
+		return math.NaN()
+	}
+	return busyPct / 100 * float64(cpus) / (gbps / 8)
+}
+
 // busyPct is the machine's busy share in percent between two busyTicks.
 func busyPct(b0, t0, b1, t1 float64) float64 {
 	if t1 <= t0 {

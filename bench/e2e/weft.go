@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -247,7 +248,10 @@ type weftRep struct {
 	BgBusyPct   float64 `json:"bg_busy_pct_before"`
 	Waited      float64 `json:"waited_s"`
 	MachinePct  float64 `json:"machine_busy_pct"`
-	Err         string  `json:"error,omitempty"`
+	// MachinePerGB is machineCPUPerGB of a TCP run: what a GB cost the
+	// whole machine, pods and kernel included.
+	MachinePerGB float64 `json:"machine_cpu_s_per_gb,omitempty"`
+	Err          string  `json:"error,omitempty"`
 }
 
 // timed runs one measurement command, accounting the weftds' CPU and the
@@ -314,8 +318,9 @@ func (s *weftSim) runWeftTests(ctx context.Context, log func(format string, args
 				}
 				r.Gbps, r.Bytes, r.Retransmits = f.Gbps, f.Bytes, f.Retransmits
 				r.CPUPerGB = r.CPUSeconds / (f.Bytes / 1e9)
-				log("weft %-5s rep%d: %.3f Gbit/s retr=%d weftd %.2f CPU-s/GB (%.0f%% of a core) machine %.0f%% bg-before %.0f%% waited %.0fs",
-					test, rep, r.Gbps, r.Retransmits, r.CPUPerGB, r.DaemonPct, r.MachinePct, r.BgBusyPct, r.Waited)
+				r.MachinePerGB = machineCPUPerGB(r.MachinePct, runtime.NumCPU(), r.Gbps)
+				log("weft %-5s rep%d: %.3f Gbit/s retr=%d weftd %.2f CPU-s/GB (%.0f%% of a core) machine %.0f%% (%.2f CPU-s/GB) bg-before %.0f%% waited %.0fs",
+					test, rep, r.Gbps, r.Retransmits, r.CPUPerGB, r.DaemonPct, r.MachinePct, r.MachinePerGB, r.BgBusyPct, r.Waited)
 			case "udp":
 				rb0 := udpRcvbufErrors(cctx, s.pod2)
 				out := s.timed(&r, inNetns(cctx, s.pod1, "iperf3", "-c", s.pod2IP, "-p", "5201", "-u", "-l", "64", "-b", "0", "-t", T, "-J"))
