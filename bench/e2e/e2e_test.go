@@ -162,11 +162,11 @@ func TestStatOf(t *testing.T) {
 func TestProcStatTicks(t *testing.T) {
 	// The command name may hold spaces and parentheses.
 	line := []byte("1234 (weft d) (x)) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 12345 0 0\n")
-	if got := procStatTicks(line); got != 300 {
-		t.Errorf("procStatTicks = %v, want 300", got)
+	if u, s := procStatTicks(line); u != 250 || s != 50 {
+		t.Errorf("procStatTicks = %v, %v, want 250, 50", u, s)
 	}
-	if got := procStatTicks([]byte("garbage")); got != 0 {
-		t.Errorf("procStatTicks(garbage) = %v, want 0", got)
+	if u, s := procStatTicks([]byte("garbage")); u != 0 || s != 0 {
+		t.Errorf("procStatTicks(garbage) = %v, %v, want 0, 0", u, s)
 	}
 }
 
@@ -217,7 +217,7 @@ func TestReportAndChart(t *testing.T) {
 		{Test: "tcp1", Gbps: 5, CPUPerGB: 2, MachinePerGB: 2.5}, {Test: "tcp1", Gbps: 7, CPUPerGB: 1, MachinePerGB: 1.5},
 		{Test: "svc1", Gbps: 5.7, CPUPerGB: 2}, {Test: "svc1", Gbps: 6.3, CPUPerGB: 1},
 		{Test: "pol1", Gbps: 5.8, CPUPerGB: 2}, {Test: "pol1", Gbps: 5.6, CPUPerGB: 2.2},
-		{Test: "tcp4", Gbps: 6, MachinePerGB: 2}, {Test: "udp", RxPPS: 50000, LossPct: 10},
+		{Test: "tcp4", Gbps: 6, CPUPerGB: 1.6, SysPerGB: 1.2, MachinePerGB: 2}, {Test: "udp", RxPPS: 50000, LossPct: 10},
 		{Test: "ping", Ping: &pingFigures{N: 10, Avg: 0.1, P99: 0.3}},
 		{Test: "tcp4", Err: "iperf3: boom"},
 	}}
@@ -242,6 +242,7 @@ func TestReportAndChart(t *testing.T) {
 		"| TCP, 1 stream: permissive policy / none (weft) | 0.95 |",
 		"| machine CPU s per GB, TCP 1 stream (pods, daemons, kernel) | 2.00 [1.50–2.50] | 1.00 | 2.00 |",
 		"| machine CPU s per GB, TCP 4 streams (pods, daemons, kernel) | 2.00 | 0.80 | 2.50 |",
+		"| weftd CPU s per GB, TCP 4 streams, of it in the kernel (system time) | 1.20 |  |  |",
 		"a system call cost 1.32 µs, a thread wake-up 41.5 µs (13.0 µs across CPUs) and a round trip between two threads on two CPUs idle for 10ms before it 250 µs"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)

@@ -177,36 +177,36 @@ var clockTicks = func() float64 {
 	return 100
 }()
 
-// cpuSeconds is utime+stime of the given processes (all their threads), in
-// seconds. A process that is gone counts 0, so compare deltas over PIDs
-// that were alive across the interval.
-func cpuSeconds(pids []int) float64 {
-	var ticks float64
+// cpuSeconds is the user and system time of the given processes (all
+// their threads), in seconds. A process that is gone counts 0, so compare
+// deltas over PIDs that were alive across the interval.
+func cpuSeconds(pids []int) (user, sys float64) {
 	for _, pid := range pids {
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 		if err != nil {
 			continue
 		}
-		ticks += procStatTicks(b)
+		u, s := procStatTicks(b)
+		user, sys = user+u, sys+s
 	}
-	return ticks / clockTicks
+	return user / clockTicks, sys / clockTicks
 }
 
-// procStatTicks returns fields 14 (utime) + 15 (stime) of /proc/PID/stat.
+// procStatTicks returns fields 14 (utime) and 15 (stime) of /proc/PID/stat.
 // The command name (field 2) may hold spaces, so count from its ')'.
-func procStatTicks(b []byte) float64 {
+func procStatTicks(b []byte) (utime, stime float64) {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0
+		return 0, 0
 	}
 	f := strings.Fields(string(b[i+1:]))
 	// f[0] is field 3 (state); utime is field 14 -> f[11], stime f[12].
 	if len(f) < 13 {
-		return 0
+		return 0, 0
 	}
-	u, _ := strconv.ParseFloat(f[11], 64)
-	s, _ := strconv.ParseFloat(f[12], 64)
-	return u + s
+	utime, _ = strconv.ParseFloat(f[11], 64)
+	stime, _ = strconv.ParseFloat(f[12], 64)
+	return utime, stime
 }
 
 // busyTicks reads the machine-wide busy and total jiffies from /proc/stat

@@ -46,6 +46,7 @@ type weftStats struct {
 	Svc1                                       stat // TCP 1 stream through the cluster IP
 	Pol1                                       stat // TCP 1 stream with a permissive NetworkPolicy in force
 	CPUGB1, CPUGB4, CPUGBSvc1, CPUGBPol1       stat // weftd CPU seconds per GB
+	SysGB1, SysGB4                             stat // of CPUGB1 and CPUGB4, weftd's system time
 	MachineGB1, MachineGB4                     stat // the whole machine's CPU seconds per GB
 	DaemonUDP                                  stat // weftd CPU % of one core during UDP
 	Retr1, Retr4                               stat
@@ -56,7 +57,7 @@ type weftStats struct {
 
 func (s *summary) compute() {
 	var tcp1, tcp4, svc1, pol1, udp, loss, pavg, p99, cpu1, cpu4, cpus1, cpup1, dudp, r1, r4, bg, waited []float64
-	var mach1, mach4 []float64
+	var mach1, mach4, sys1, sys4 []float64
 	for _, r := range s.WeftReps {
 		if r.Err != "" {
 			s.Weft.Failed++
@@ -67,14 +68,14 @@ func (s *summary) compute() {
 		switch r.Test {
 		case "tcp1":
 			tcp1, cpu1, r1 = append(tcp1, r.Gbps), append(cpu1, r.CPUPerGB), append(r1, float64(r.Retransmits))
-			mach1 = appendKnown(mach1, r.MachinePerGB)
+			mach1, sys1 = appendKnown(mach1, r.MachinePerGB), appendKnown(sys1, r.SysPerGB)
 		case "svc1":
 			svc1, cpus1 = append(svc1, r.Gbps), append(cpus1, r.CPUPerGB)
 		case "pol1":
 			pol1, cpup1 = append(pol1, r.Gbps), append(cpup1, r.CPUPerGB)
 		case "tcp4":
 			tcp4, cpu4, r4 = append(tcp4, r.Gbps), append(cpu4, r.CPUPerGB), append(r4, float64(r.Retransmits))
-			mach4 = appendKnown(mach4, r.MachinePerGB)
+			mach4, sys4 = appendKnown(mach4, r.MachinePerGB), appendKnown(sys4, r.SysPerGB)
 		case "udp":
 			udp, loss, dudp = append(udp, r.RxPPS), append(loss, r.LossPct), append(dudp, r.DaemonPct)
 		case "ping":
@@ -91,6 +92,7 @@ func (s *summary) compute() {
 	w.CPUGB1, w.CPUGB4, w.DaemonUDP = statOf(cpu1), statOf(cpu4), statOf(dudp)
 	w.Retr1, w.Retr4 = statOf(r1), statOf(r4)
 	w.MachineGB1, w.MachineGB4 = statOf(mach1), statOf(mach4)
+	w.SysGB1, w.SysGB4 = statOf(sys1), statOf(sys4)
 	w.BgBusy, w.Waited = statOf(bg), statOf(waited)
 }
 
@@ -226,6 +228,8 @@ func (s *summary) rows() [][4]string {
 		{"weftd CPU s per GB, TCP 1 stream, permissive policy", fmtStat(w.CPUGBPol1, "%.2f"), "", ""},
 		{"weftd CPU s per GB, TCP 1 stream via cluster IP", fmtStat(w.CPUGBSvc1, "%.2f"), "(in kernel)", ""},
 		{"weftd CPU s per GB, TCP 4 streams", fmtStat(w.CPUGB4, "%.2f"), "(in kernel)", ""},
+		{"weftd CPU s per GB, TCP 1 stream, of it in the kernel (system time)", fmtStat(w.SysGB1, "%.2f"), "", ""},
+		{"weftd CPU s per GB, TCP 4 streams, of it in the kernel (system time)", fmtStat(w.SysGB4, "%.2f"), "", ""},
 		{"weftd CPU during UDP (% of a core)", fmtStat(w.DaemonUDP, "%.0f"), "(in kernel)", ""},
 		{"machine CPU s per GB, TCP 1 stream (pods, daemons, kernel)", fmtStat(w.MachineGB1, "%.2f"), fmtStat(kGB1, "%.2f"), fmtRatio(ratio(w.MachineGB1, kGB1))},
 		{"machine CPU s per GB, TCP 4 streams (pods, daemons, kernel)", fmtStat(w.MachineGB4, "%.2f"), fmtStat(kGB4, "%.2f"), fmtRatio(ratio(w.MachineGB4, kGB4))},
@@ -316,7 +320,9 @@ func (s *summary) markdown() string {
 	if s.KernelSvcRes != nil {
 		b.WriteString("Kernel anchor's service path (`ANC_SERVICE=1`, TCP 1 stream only): `" + s.KernelSvcRes.Line + "`\n\n")
 	}
-	b.WriteString("weftd CPU s per GB is the user+system time of both weftd processes during the TCP runs over the bytes received. " +
+	b.WriteString("weftd CPU s per GB is the user+system time of both weftd processes during the TCP runs over the bytes received; " +
+		"its system time is what weftd's system calls cost in the kernel (the copies, the TAPs' and UDP sockets' stacks, and the pods' " +
+		"receive path, which a TAP write runs in weftd's thread). " +
 		"Machine CPU s per GB is what a GB cost the whole machine, whatever ran (pods, daemons, the kernel's softirqs): " +
 		"its busy share during the run times its CPUs over the throughput, for the kernel from the anchor's per-run `machineCPU=` log lines; " +
 		"its weft / kernel column is how many times the kernel's cost weft pays. Where both systems keep the CPUs busy " +

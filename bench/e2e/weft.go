@@ -239,6 +239,11 @@ type weftRep struct {
 	Bytes       float64 `json:"bytes,omitempty"`
 	CPUSeconds  float64 `json:"weftd_cpu_s,omitempty"`
 	CPUPerGB    float64 `json:"weftd_cpu_s_per_gb,omitempty"`
+	// SysSeconds is the part of CPUSeconds spent in the kernel (system
+	// time: the copies, the sockets' and TAPs' stacks, the pods' stacks
+	// run by weftd's writes), SysPerGB it per GB.
+	SysSeconds  float64 `json:"weftd_sys_s,omitempty"`
+	SysPerGB    float64 `json:"weftd_sys_s_per_gb,omitempty"`
 	DaemonPct   float64 `json:"weftd_cpu_pct"`
 	RxPPS       float64 `json:"rx_pps,omitempty"`
 	TxPPS       float64 `json:"tx_pps,omitempty"`
@@ -257,13 +262,14 @@ type weftRep struct {
 // timed runs one measurement command, accounting the weftds' CPU and the
 // machine's busy share around it.
 func (s *weftSim) timed(r *weftRep, cmd *exec.Cmd) []byte {
-	c0 := cpuSeconds(s.pids)
+	u0, s0 := cpuSeconds(s.pids)
 	b0, t0 := busyTicks()
 	w0 := time.Now()
 	out, err := cmd.Output()
 	wall := time.Since(w0).Seconds()
 	b1, t1 := busyTicks()
-	r.CPUSeconds = cpuSeconds(s.pids) - c0
+	u1, s1 := cpuSeconds(s.pids)
+	r.CPUSeconds, r.SysSeconds = (u1-u0)+(s1-s0), s1-s0
 	r.DaemonPct = r.CPUSeconds / wall * 100
 	r.MachinePct = busyPct(b0, t0, b1, t1)
 	if err != nil && len(out) == 0 {
@@ -317,10 +323,10 @@ func (s *weftSim) runWeftTests(ctx context.Context, log func(format string, args
 					break
 				}
 				r.Gbps, r.Bytes, r.Retransmits = f.Gbps, f.Bytes, f.Retransmits
-				r.CPUPerGB = r.CPUSeconds / (f.Bytes / 1e9)
+				r.CPUPerGB, r.SysPerGB = r.CPUSeconds/(f.Bytes/1e9), r.SysSeconds/(f.Bytes/1e9)
 				r.MachinePerGB = machineCPUPerGB(r.MachinePct, runtime.NumCPU(), r.Gbps)
-				log("weft %-5s rep%d: %.3f Gbit/s retr=%d weftd %.2f CPU-s/GB (%.0f%% of a core) machine %.0f%% (%.2f CPU-s/GB) bg-before %.0f%% waited %.0fs",
-					test, rep, r.Gbps, r.Retransmits, r.CPUPerGB, r.DaemonPct, r.MachinePct, r.MachinePerGB, r.BgBusyPct, r.Waited)
+				log("weft %-5s rep%d: %.3f Gbit/s retr=%d weftd %.2f CPU-s/GB (%.2f system; %.0f%% of a core) machine %.0f%% (%.2f CPU-s/GB) bg-before %.0f%% waited %.0fs",
+					test, rep, r.Gbps, r.Retransmits, r.CPUPerGB, r.SysPerGB, r.DaemonPct, r.MachinePct, r.MachinePerGB, r.BgBusyPct, r.Waited)
 			case "udp":
 				rb0 := udpRcvbufErrors(cctx, s.pod2)
 				out := s.timed(&r, inNetns(cctx, s.pod1, "iperf3", "-c", s.pod2IP, "-p", "5201", "-u", "-l", "64", "-b", "0", "-t", T, "-J"))
