@@ -115,7 +115,7 @@ func (s *weftSim) conntrackInserts(ctx context.Context, i int) (uint64, error) {
 	return c["conntrack.inserts"], nil
 }
 
-// policyRow brackets the pol1 repetitions: it applies the policy and
+// policyRow brackets one pol1 repetition: it applies the policy and
 // returns the function that checks the flows went through conntrack
 // (inserts grew on node 2, the server's) and deletes the policy again.
 func (s *weftSim) policyRow(ctx context.Context, log func(format string, args ...any)) (done func() error, err error) {
@@ -131,7 +131,7 @@ func (s *weftSim) policyRow(ctx context.Context, log func(format string, args ..
 	return func() error {
 		after, cerr := s.conntrackInserts(ctx, 1)
 		if cerr == nil {
-			log("pol1: node 2 inserted %d conntrack flows during the policy runs (the policy stage tracked them)", after-before)
+			log("pol1: node 2 inserted %d conntrack flows during the policy run (the policy stage tracked them)", after-before)
 			if after == before {
 				cerr = fmt.Errorf("pol1: no conntrack insert on node 2: the policy stage did not see the flows")
 			}

@@ -278,96 +278,100 @@ func (s *weftSim) timed(r *weftRep, cmd *exec.Cmd) []byte {
 	return out
 }
 
-// runWeftTests runs every test E2E_SKIP leaves, E2E_REPS times each.
+// runWeftTests runs every test E2E_SKIP leaves, E2E_REPS times each, in
+// rounds (testRounds): the tests of a round run back to back in every
+// repetition, so the paths compared with each other see the same machine.
 func (s *weftSim) runWeftTests(ctx context.Context, log func(format string, args ...any)) []weftRep {
 	var reps []weftRep
-	T := strconv.Itoa(int(s.cfg.Duration / time.Second))
-	iperfTimeout := s.cfg.Duration + 30*time.Second
-	for _, test := range allTests {
-		if s.cfg.skipped(test) {
-			continue
-		}
-		var policyDone func() error
-		if test == "pol1" {
-			done, err := s.policyRow(ctx, log)
-			if err != nil {
-				log("weft pol1: %v", err)
-				reps = append(reps, weftRep{Test: test, Rep: 1, Err: err.Error()})
-				continue
-			}
-			policyDone = done
-		}
+	for _, round := range testRounds {
 		for rep := 1; rep <= s.cfg.Reps; rep++ {
-			if ctx.Err() != nil {
-				return reps
-			}
-			r := weftRep{Test: test, Rep: rep}
-			// Wait for a quiet machine before the run's own timeout starts.
-			bg, waited := waitQuiet(ctx, s.cfg.QuietPct, s.cfg.QuietMax)
-			r.BgBusyPct, r.Waited = bg, waited.Seconds()
-			cctx, cancel := context.WithTimeout(ctx, iperfTimeout)
-			switch test {
-			case "tcp1", "pol1", "tcp4", "svc1":
-				dst := s.pod2IP
-				if test == "svc1" {
-					dst = serviceVIP
+			for _, test := range round {
+				if s.cfg.skipped(test) {
+					continue
 				}
-				argv := []string{"iperf3", "-c", dst, "-p", "5201", "-t", T, "-J"}
-				if test == "tcp4" {
-					argv = append(argv, "-P", "4")
+				if ctx.Err() != nil {
+					return reps
 				}
-				out := s.timed(&r, inNetns(cctx, s.pod1, argv...))
-				f, err := parseIperfTCP(out)
-				if err != nil {
-					r.Err = err.Error()
-					break
-				}
-				r.Gbps, r.Bytes, r.Retransmits = f.Gbps, f.Bytes, f.Retransmits
-				r.CPUPerGB, r.SysPerGB = r.CPUSeconds/(f.Bytes/1e9), r.SysSeconds/(f.Bytes/1e9)
-				r.MachinePerGB = machineCPUPerGB(r.MachinePct, runtime.NumCPU(), r.Gbps)
-				log("weft %-5s rep%d: %.3f Gbit/s retr=%d weftd %.2f CPU-s/GB (%.2f system; %.0f%% of a core) machine %.0f%% (%.2f CPU-s/GB) bg-before %.0f%% waited %.0fs",
-					test, rep, r.Gbps, r.Retransmits, r.CPUPerGB, r.SysPerGB, r.DaemonPct, r.MachinePct, r.MachinePerGB, r.BgBusyPct, r.Waited)
-			case "udp":
-				rb0 := udpRcvbufErrors(cctx, s.pod2)
-				out := s.timed(&r, inNetns(cctx, s.pod1, "iperf3", "-c", s.pod2IP, "-p", "5201", "-u", "-l", "64", "-b", "0", "-t", T, "-J"))
-				r.RcvbufDrops = udpRcvbufErrors(cctx, s.pod2) - rb0
-				f, err := parseIperfUDP(out)
-				if err != nil {
-					r.Err = err.Error()
-					break
-				}
-				r.RxPPS, r.TxPPS, r.LossPct = f.RxPPS, f.TxPPS, f.LossPct
-				log("weft udp64 rep%d: %.0f pps received (sent %.0f, loss %.2f%%, pod2 rcvbuf drops %d) weftd %.0f%% of a core machine %.0f%% bg-before %.0f%% waited %.0fs",
-					rep, r.RxPPS, r.TxPPS, r.LossPct, r.RcvbufDrops, r.DaemonPct, r.MachinePct, r.BgBusyPct, r.Waited)
-			case "ping":
-				out := s.timed(&r, inNetns(cctx, s.pod1, "ping", "-c", "200", "-i", "0.01", s.pod2IP))
-				f, err := parsePing(out)
-				if err != nil {
-					r.Err = err.Error()
-					break
-				}
-				r.Ping = &f
-				log("weft ping  rep%d: avg %.3f ms p50 %.3f p99 %.3f max %.3f (n=%d) bg-before %.0f%% waited %.0fs",
-					rep, f.Avg, f.P50, f.P99, f.Max, f.N, r.BgBusyPct, r.Waited)
-			}
-			cancel()
-			if r.Err != "" {
-				log("weft %s rep%d FAILED: %s", test, rep, r.Err)
-			}
-			reps = append(reps, r)
-		}
-		if policyDone != nil {
-			if err := policyDone(); err != nil {
-				log("weft pol1: %v", err)
-				for i := range reps {
-					if reps[i].Test == "pol1" && reps[i].Err == "" {
-						reps[i].Err = err.Error()
-					}
-				}
+				reps = append(reps, s.runTest(ctx, test, rep, log))
 			}
 		}
 	}
 	return reps
+}
+
+// runTest is one repetition of one test; pol1 applies the policy before
+// it and deletes it after (policyRow).
+func (s *weftSim) runTest(ctx context.Context, test string, rep int, log func(format string, args ...any)) weftRep {
+	r := weftRep{Test: test, Rep: rep}
+	var policyDone func() error
+	if test == "pol1" {
+		done, err := s.policyRow(ctx, log)
+		if err != nil {
+			log("weft pol1: %v", err)
+			r.Err = err.Error()
+			return r
+		}
+		policyDone = done
+	}
+	T := strconv.Itoa(int(s.cfg.Duration / time.Second))
+	// Wait for a quiet machine before the run's own timeout starts.
+	bg, waited := waitQuiet(ctx, s.cfg.QuietPct, s.cfg.QuietMax)
+	r.BgBusyPct, r.Waited = bg, waited.Seconds()
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.Duration+30*time.Second)
+	defer cancel()
+	switch test {
+	case "tcp1", "pol1", "tcp4", "svc1":
+		dst := s.pod2IP
+		if test == "svc1" {
+			dst = serviceVIP
+		}
+		argv := []string{"iperf3", "-c", dst, "-p", "5201", "-t", T, "-J"}
+		if test == "tcp4" {
+			argv = append(argv, "-P", "4")
+		}
+		out := s.timed(&r, inNetns(cctx, s.pod1, argv...))
+		f, err := parseIperfTCP(out)
+		if err != nil {
+			r.Err = err.Error()
+			break
+		}
+		r.Gbps, r.Bytes, r.Retransmits = f.Gbps, f.Bytes, f.Retransmits
+		r.CPUPerGB, r.SysPerGB = r.CPUSeconds/(f.Bytes/1e9), r.SysSeconds/(f.Bytes/1e9)
+		r.MachinePerGB = machineCPUPerGB(r.MachinePct, runtime.NumCPU(), r.Gbps)
+		log("weft %-5s rep%d: %.3f Gbit/s retr=%d weftd %.2f CPU-s/GB (%.2f system; %.0f%% of a core) machine %.0f%% (%.2f CPU-s/GB) bg-before %.0f%% waited %.0fs",
+			test, rep, r.Gbps, r.Retransmits, r.CPUPerGB, r.SysPerGB, r.DaemonPct, r.MachinePct, r.MachinePerGB, r.BgBusyPct, r.Waited)
+	case "udp":
+		rb0 := udpRcvbufErrors(cctx, s.pod2)
+		out := s.timed(&r, inNetns(cctx, s.pod1, "iperf3", "-c", s.pod2IP, "-p", "5201", "-u", "-l", "64", "-b", "0", "-t", T, "-J"))
+		r.RcvbufDrops = udpRcvbufErrors(cctx, s.pod2) - rb0
+		f, err := parseIperfUDP(out)
+		if err != nil {
+			r.Err = err.Error()
+			break
+		}
+		r.RxPPS, r.TxPPS, r.LossPct = f.RxPPS, f.TxPPS, f.LossPct
+		log("weft udp64 rep%d: %.0f pps received (sent %.0f, loss %.2f%%, pod2 rcvbuf drops %d) weftd %.0f%% of a core machine %.0f%% bg-before %.0f%% waited %.0fs",
+			rep, r.RxPPS, r.TxPPS, r.LossPct, r.RcvbufDrops, r.DaemonPct, r.MachinePct, r.BgBusyPct, r.Waited)
+	case "ping":
+		out := s.timed(&r, inNetns(cctx, s.pod1, "ping", "-c", "200", "-i", "0.01", s.pod2IP))
+		f, err := parsePing(out)
+		if err != nil {
+			r.Err = err.Error()
+			break
+		}
+		r.Ping = &f
+		log("weft ping  rep%d: avg %.3f ms p50 %.3f p99 %.3f max %.3f (n=%d) bg-before %.0f%% waited %.0fs",
+			rep, f.Avg, f.P50, f.P99, f.Max, f.N, r.BgBusyPct, r.Waited)
+	}
+	if policyDone != nil {
+		if err := policyDone(); err != nil && r.Err == "" {
+			r.Err = err.Error()
+		}
+	}
+	if r.Err != "" {
+		log("weft %s rep%d FAILED: %s", test, rep, r.Err)
+	}
+	return r
 }
 
 // profileTCP records one extra, unmeasured single-stream TCP run with perf
