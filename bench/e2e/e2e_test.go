@@ -225,6 +225,9 @@ func TestReportAndChart(t *testing.T) {
 	if got, want := s.ratioLine(), "e2e ratio tcp1=0.60 tcp4=0.50 udp64=0.50 rtt=2.00 svc1=0.75"; got != want {
 		t.Errorf("ratio line %q, want %q", got, want)
 	}
+	if got, want := s.costLine(), "e2e cost tcp1=2.00 tcp4=2.50 (machine CPU s per GB, weft/kernel: weft 2.00 and 2.00)"; got != want {
+		t.Errorf("cost line %q, want %q", got, want)
+	}
 	if s.Weft.Failed != 1 {
 		t.Errorf("failed = %d, want 1", s.Weft.Failed)
 	}
@@ -258,6 +261,9 @@ func TestReportAndChart(t *testing.T) {
 	}
 	// Without a kernel run every ratio is n/a, and nothing panics.
 	s.KernelRes, s.KernelSvcRes = nil, nil
+	if got := s.costLine(); !strings.HasPrefix(got, "e2e cost tcp1=n/a tcp4=n/a ") {
+		t.Errorf("cost line without kernel: %q", got)
+	}
 	if got := s.ratioLine(); got != "e2e ratio tcp1=n/a tcp4=n/a udp64=n/a rtt=n/a svc1=n/a" {
 		t.Errorf("ratio line without kernel: %q", got)
 	}

@@ -16,7 +16,9 @@
 //
 // It prints a table, lines comparing weft's service path and its path
 // under a permissive policy with its direct pod-IP path (e2e service
-// svc1/tcp1=..., e2e policy pol1/tcp1=...), and a last line
+// svc1/tcp1=..., e2e policy pol1/tcp1=...), what a GB costs the whole
+// machine in weft over the kernel path (e2e cost tcp1=... tcp4=...), and a
+// last line
 //
 //	e2e ratio tcp1=<weft/kernel> tcp4=<...> udp64=<...> rtt=<weft/kernel ping avg> svc1=<weft/kernel via the cluster IP>
 //
@@ -348,6 +350,7 @@ func run() error {
 	}
 	fmt.Println(sum.serviceLine())
 	fmt.Println(sum.policyLine())
+	fmt.Println(sum.costLine())
 	fmt.Println(sum.ratioLine())
 	if kernelErr != nil {
 		return fmt.Errorf("kernel VXLAN anchor (weft's figures are above and in %s): %w", cfg.OutDir, kernelErr)

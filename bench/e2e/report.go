@@ -167,6 +167,21 @@ func (s *summary) ratioLine() string {
 		fmtRatio(t1), fmtRatio(t4), fmtRatio(u), fmtRatio(r), fmtRatio(s.svcRatio()))
 }
 
+// costLine gives what a GB costs the whole machine, weft over the kernel
+// path, for TCP 1 and 4 streams (above 1: weft costs more). Unlike the
+// throughput ratios it does not depend on whether the machine had CPU to
+// spare, and where both systems keep the CPUs busy (TCP 4 streams) its
+// inverse bounds the throughput ratio.
+func (s *summary) costLine() string {
+	var k kernelResult
+	if s.KernelRes != nil {
+		k = *s.KernelRes
+	}
+	return fmt.Sprintf("e2e cost tcp1=%s tcp4=%s (machine CPU s per GB, weft/kernel: weft %s and %s)",
+		fmtRatio(ratio(s.Weft.MachineGB1, k.MachineGB1)), fmtRatio(ratio(s.Weft.MachineGB4, k.MachineGB4)),
+		fmtOne(s.Weft.MachineGB1.Median, s.Weft.MachineGB1.Valid(), "%.2f"), fmtOne(s.Weft.MachineGB4.Median, s.Weft.MachineGB4.Valid(), "%.2f"))
+}
+
 // fmtStat prints "median [min–max]" with the given verb, or "n/a".
 func fmtStat(s stat, verb string) string {
 	if !s.Valid() {
@@ -313,7 +328,7 @@ func (s *summary) markdown() string {
 	for _, r := range s.rows() {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", r[0], r[1], r[2], r[3])
 	}
-	b.WriteString("\n`" + s.ratioLine() + "`\n\n")
+	b.WriteString("\n`" + s.ratioLine() + "`\n\n`" + s.costLine() + "`\n\n")
 	b.WriteString("![weft vs kernel VXLAN throughput](e2e.svg)\n\n")
 	if s.KernelRes != nil {
 		b.WriteString("Kernel anchor's own line: `" + s.KernelRes.Line + "`\n\n")
