@@ -377,7 +377,7 @@ func TestNodePortSpread(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rules, err := nftablesRules(t, tp, "ports")
+	rules, err := ruleCounters(tp, "ports")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,9 +388,9 @@ func TestNodePortSpread(t *testing.T) {
 	}
 }
 
-// nftablesRules reads the packet counter of each rule of a chain of weft's
+// ruleCounters reads the packet counter of each rule of a chain of weft's
 // table in tp's node namespace.
-func nftablesRules(t *testing.T, tp *topo, chain string) ([]uint64, error) {
+func ruleCounters(tp *topo, chain string) ([]uint64, error) {
 	rules, err := chainRules(tp, chain)
 	if err != nil {
 		return nil, err
