@@ -322,7 +322,7 @@ func (s *summary) markdown() string {
 		"(issue 13's target: at least 0.95). The policy row is TCP with 1 stream pod to pod while a NetworkPolicy selecting both pods " +
 		"admits everything both ways, so both weftds decide every new flow and track it in conntrack; \"permissive policy / none\" " +
 		"is it over the TCP 1-stream row (issue 15's target: within 3 %). Each repetition runs the direct, policy and cluster-IP " +
-		"runs back to back, so a drift of the machine lands in all three, not in their ratios.\n\n")
+		"runs back to back, in a rotating order, so a drift of the machine lands in all three, not in their ratios.\n\n")
 	b.WriteString(s.conditions() + ".\n\n")
 	b.WriteString("| test | weft | kernel VXLAN | weft / kernel |\n|---|---|---|---|\n")
 	for _, r := range s.rows() {
